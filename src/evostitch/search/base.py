@@ -1,0 +1,75 @@
+"""The contract between problems, algorithms and the search loop.
+
+Objectives are always *minimised* (a task metric to maximise is negated by the
+problem). Algorithms talk to the loop through ask/tell with tickets, so that
+evaluations may finish in any order (steady state: a parallel backend keeps every
+worker busy). Nothing here knows about torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Genotype = tuple[int, ...]
+Objectives = tuple[float, ...]
+
+
+@dataclass
+class Problem:
+    """What is searched: discrete variables, objectives to minimise, reference solutions.
+
+    `metric_index` names the objective that holds the (negated) task metric, used by
+    adaptive steering; None for problems without one.
+    """
+
+    cardinalities: Sequence[int]
+    evaluate: Callable[[Genotype], Objectives]
+    n_objectives: int = 2
+    objective_names: Sequence[str] = ("f0", "f1")
+    canonical: Callable[[Genotype], Genotype] | None = None
+    references: Sequence[Genotype] = field(default_factory=list)
+    metric_index: int | None = None
+
+    def canonicalise(self, genotype: Sequence[int]) -> Genotype:
+        g = tuple(int(v) for v in genotype)
+        return self.canonical(g) if self.canonical is not None else g
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A genotype an algorithm wants evaluated; `ticket` comes back with its objectives."""
+
+    ticket: int
+    genotype: Genotype
+
+
+class Algorithm(ABC):
+    """Steady-state ask/tell optimiser.
+
+    `ask()` returns a Candidate, or None when the algorithm must wait for results
+    still in flight. `tell()` may be called in any order relative to asks. State is
+    checkpointed with `state_dict()` (JSON-serialisable) and restored with
+    `load_state_dict()`; candidates that were in flight at checkpoint time are asked
+    again after a restore.
+    """
+
+    name: str = "algorithm"
+
+    def __init__(self, problem: Problem, seed: int = 0) -> None:
+        self.problem = problem
+        self.seed = seed
+
+    @abstractmethod
+    def ask(self) -> Candidate | None: ...
+
+    @abstractmethod
+    def tell(self, ticket: int, objectives: Objectives) -> None: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
