@@ -1,0 +1,182 @@
+"""One way to name a parent network: `SOURCE:NAME[?key=value&...]`.
+
+Sources:
+- `torchvision:resnet50`  torchvision's model builders, always with `weights=None`
+  (nothing is downloaded at run time);
+- `timm:NAME`            timm's `create_model(NAME, pretrained=False)` (needs timm);
+- `demo:NAME`            evostitch's own small demo architectures (`evostitch.zoo`);
+- `package.module:factory`  any importable callable returning an `nn.Module`.
+
+Options after `?` become keyword arguments of the builder (`torchvision:resnet18?num_classes=10`).
+Trained weights come from a separate file: safetensors, or a state dict readable by
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import EvostitchError
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """`a=1&b=x&c=true` -> {"a": 1, "b": "x", "c": True}."""
+    options: dict[str, Any] = {}
+    for item in filter(None, text.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EvostitchError(f"bad option {item!r}: expected key=value")
+        options[key] = _parse_value(value)
+    return options
+
+
+def _parse_value(value: str) -> Any:
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def split_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """`torchvision:resnet18?num_classes=10` -> ("torchvision", "resnet18", {"num_classes": 10})."""
+    head, _, query = spec.partition("?")
+    source, sep, name = head.rpartition(":")
+    if not sep or not source or not name:
+        raise EvostitchError(
+            f"bad model spec {spec!r}: expected SOURCE:NAME, e.g. torchvision:resnet50, "
+            "timm:NAME, demo:resnet_like or package.module:factory"
+        )
+    return source, name, parse_options(query)
+
+
+def build_model(spec: str) -> nn.Module:
+    """Build the (untrained) network a spec names."""
+    source, name, options = split_spec(spec)
+    if source == "torchvision":
+        model = _torchvision(name, options)
+    elif source == "timm":
+        model = _timm(name, options)
+    elif source == "demo":
+        from . import zoo
+
+        if name not in zoo.DEMO_MODELS:
+            known = ", ".join(sorted(zoo.DEMO_MODELS))
+            raise EvostitchError(f"unknown demo model {name!r} (known: {known})")
+        model = zoo.build_demo_model(name, **options)
+    else:
+        model = _factory(source, name, options)
+    if not isinstance(model, nn.Module):
+        raise EvostitchError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _torchvision(name: str, options: dict[str, Any]) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise EvostitchError(
+            f"unknown torchvision model {name!r} (see torchvision.models.list_models())"
+        )
+    builder = torchvision.models.get_model_builder(name)
+    kwargs = {"weights": None, **options}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        kwargs.setdefault("weights_backbone", None)  # never download a backbone
+    if kwargs["weights"] is not None:
+        raise EvostitchError("torchvision weights are not downloaded: pass a weights file instead")
+    return _call(builder, kwargs, f"torchvision:{name}")
+
+
+def _timm(name: str, options: dict[str, Any]) -> nn.Module:
+    try:
+        import timm
+    except ImportError as exc:
+        raise EvostitchError("timm specs need timm: pip install 'evostitch[timm]'") from exc
+    if not timm.list_models(name):
+        raise EvostitchError(f"unknown timm model {name!r}")
+    return _call(
+        timm.create_model, {"model_name": name, "pretrained": False, **options}, f"timm:{name}"
+    )
+
+
+def _factory(module_name: str, attr: str, options: dict[str, Any]) -> nn.Module:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EvostitchError(f"cannot import {module_name!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EvostitchError(f"{module_name!r} has no callable {attr!r}")
+    return _call(factory, options, f"{module_name}:{attr}")
+
+
+def _call(builder: Any, kwargs: dict[str, Any], label: str) -> nn.Module:
+    try:
+        return builder(**kwargs)
+    except TypeError as exc:
+        raise EvostitchError(f"cannot build {label} with options {kwargs}: {exc}") from exc
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights without pickle: safetensors, or `torch.load(weights_only=True)`."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvostitchError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated or unsafe file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvostitchError(f"cannot read weights {path}: {first}") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EvostitchError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+    """Load a state dict strictly, with a one-line error naming what does not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} "
+                f"vs {tuple(own[k].shape)})"
+            )
+        raise EvostitchError(f"weights do not fit {label}: " + ", ".join(parts))
+    model.load_state_dict(state)
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
+    """Build the network a spec names, load its weights if given, and put it in eval mode."""
+    model = build_model(spec)
+    if weights is not None:
+        load_weights(model, read_state_dict(weights), spec)
+    return model.eval()
