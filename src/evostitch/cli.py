@@ -1,0 +1,151 @@
+"""The `evostitch` command line: a thin layer over the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EvostitchError
+
+app = typer.Typer(
+    help="Recombine trained networks by stitching, then search their offspring.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+SpecA = Annotated[str, typer.Option("--a", help="Parent A, e.g. torchvision:resnet50.")]
+SpecB = Annotated[str, typer.Option("--b", help="Parent B, e.g. torchvision:resnext50_32x4d.")]
+WeightsA = Annotated[
+    Path | None, typer.Option("--a-weights", help="Weights of A (.safetensors or state dict).")
+]
+WeightsB = Annotated[Path | None, typer.Option("--b-weights", help="Weights of B.")]
+InputShape = Annotated[str, typer.Option("--input-shape", help="One input's shape: C,H,W.")]
+Data = Annotated[
+    str | None,
+    typer.Option("--data", help="Dataset spec for real inputs (e.g. mnist5k); random if absent."),
+]
+Similarity = Annotated[
+    str, typer.Option("--similarity", help="Pair weights: uniform (paper) or cka (needs data).")
+]
+MaxRatio = Annotated[
+    int,
+    typer.Option("--max-ratio", help="Allow feature maps whose sizes differ up to this factor."),
+]
+Leaf = Annotated[
+    list[str] | None,
+    typer.Option("--leaf-module", help="Module class or path to keep opaque when tracing."),
+]
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(v <= 0 for v in shape):
+        raise EvostitchError(f"bad --input-shape {text!r}: expected positive ints like 3,224,224")
+    return shape
+
+
+def _batches(data: str | None, shape: tuple[int, ...], n: int = 32, batch: int = 16):
+    """Input batches: from a dataset's training split, or random with a note."""
+    import torch
+
+    if data is None:
+        console.print("[yellow]no --data given: using random inputs[/yellow]")
+        gen = torch.Generator().manual_seed(0)
+        return [torch.randn(batch, *shape, generator=gen) for _ in range(n // batch)]
+    from .data import load_dataset
+
+    dataset = load_dataset(data, "train")
+    images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+    if tuple(images.shape[1:]) != shape:
+        raise EvostitchError(f"{data} gives inputs of shape {tuple(images.shape[1:])}, not {shape}")
+    return list(images.split(batch))
+
+
+@app.command()
+def match(
+    a: SpecA,
+    b: SpecB,
+    input_shape: InputShape,
+    a_weights: WeightsA = None,
+    b_weights: WeightsB = None,
+    data: Data = None,
+    similarity: Similarity = "uniform",
+    max_ratio: MaxRatio = 1,
+    leaf_module: Leaf = None,
+    time_limit: Annotated[float | None, typer.Option(help="Seconds for the matching.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+) -> None:
+    """Trace two parents and match their layers without creating cycles."""
+    from .graph import trace
+    from .matching import match as match_graphs
+    from .specs import load_model
+    from .supernet import example_input
+
+    shape = parse_shape(input_shape)
+    start = time.perf_counter()
+    example = example_input(shape)
+    graphs = [
+        trace(load_model(spec, w), example, leaf_module or ())
+        for spec, w in ((a, a_weights), (b, b_weights))
+    ]
+    batches = _batches(data, shape) if similarity == "cka" else None
+    if similarity == "uniform" and data is None:
+        console.print("[dim]uniform weights: no data needed[/dim]")
+    result = match_graphs(
+        graphs[0],
+        graphs[1],
+        similarity=similarity,
+        data=batches,
+        max_ratio=max_ratio,
+        time_limit=time_limit,
+    )
+    seconds = time.perf_counter() - start
+    report = {
+        "a": a,
+        "b": b,
+        "candidates": {"a": len(graphs[0].candidates()), "b": len(graphs[1].candidates())},
+        "matches": [{"a": x, "b": y, "score": s} for x, y, s in result.pairs],
+        "total": result.total,
+        "optimal": result.optimal,
+        "seconds": {"weights": result.weight_seconds, "matching": result.seconds, "all": seconds},
+    }
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table("A node", "B node", "score", title=f"{len(result.pairs)} matches")
+    for x, y, s in result.pairs:
+        table.add_row(x, y, f"{s:.3f}")
+    Console().print(table)
+    Console().print(
+        f"candidates: A {report['candidates']['a']}, B {report['candidates']['b']}; "
+        f"total {result.total:.3f} ({'optimal' if result.optimal else 'time limit hit'}); "
+        f"weights {result.weight_seconds:.1f}s, matching {result.seconds:.1f}s, all {seconds:.1f}s"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except EvostitchError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Save and load a supernetwork: structure in JSON, weights in safetensors, no pickle.
+
+A saved supernetwork is a folder with `supernet.json` (parent specs, input shape,
+matching), `stitches.safetensors` and, for parents whose weights cannot be rebuilt
+from their spec (no weights file), `parents.safetensors`. `supernet.json` is written
+last, so a folder without it is an interrupted save. Loading reads and checks every
+file before building anything: a damaged file gives one clear error, never a
+half-built network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import EvostitchError
+from .graph import trace
+from .specs import load_model, load_weights
+from .supernet import SIDES, Supernet, example_input
+
+FORMAT = "evostitch.supernet"
+VERSION = 1
+JSON_NAME, STITCHES, PARENTS = "supernet.json", "stitches.safetensors", "parents.safetensors"
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save(net: Supernet, folder: str | Path) -> Path:
+    """Write `net` into `folder` (created if needed)."""
+    folder = Path(folder)
+    for side, spec in zip(SIDES, net.specs, strict=True):
+        if not spec:
+            raise EvostitchError(
+                f"parent {side.upper()} was given as a module: save needs it named by a model "
+                "spec (e.g. torchvision:resnet50 or package.module:factory)"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / JSON_NAME).unlink(missing_ok=True)  # the folder is incomplete until it is back
+    parents = []
+    stored: dict[str, torch.Tensor] = {}
+    for side, spec in zip(SIDES, net.specs, strict=True):
+        entry = dict(spec)
+        if spec.get("weights"):
+            entry["sha256"] = _sha256(spec["weights"])
+        else:
+            stored.update({f"{side}.{k}": v for k, v in net.parents[side].state_dict().items()})
+        parents.append(entry)
+    _atomic_write(folder / STITCHES, lambda p: save_file(_tensors(net.stitches.state_dict()), p))
+    if stored:
+        _atomic_write(folder / PARENTS, lambda p: save_file(_tensors(stored), p))
+    matching = net.matching
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "evostitch": __version__,
+        "input_shape": list(net.input_shape),
+        "leaf_modules": list(net.leaf_modules),
+        "parents": parents,
+        "matches": [list(m) for m in net.matches],
+        "matching": {
+            "total": getattr(matching, "total", None),
+            "optimal": getattr(matching, "optimal", None),
+            "seconds": getattr(matching, "seconds", None),
+        },
+        "task": net.task,
+        "genotype_spec": net.genotype_spec,
+    }
+    text = json.dumps(meta, indent=1)
+    _atomic_write(folder / JSON_NAME, lambda p: Path(p).write_text(text))
+    return folder
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvostitchError(f"{path} is damaged or truncated ({first})") from exc
+
+
+def load(folder: str | Path) -> Supernet:
+    """Rebuild a supernetwork saved by `save`."""
+    folder = Path(folder)
+    meta_path = folder / JSON_NAME
+    if not meta_path.is_file():
+        raise EvostitchError(f"{folder} is not a saved supernetwork (no {JSON_NAME})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvostitchError(f"{meta_path} is damaged: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise EvostitchError(f"{meta_path} is not an evostitch supernetwork file")
+    if meta.get("version") != VERSION:
+        raise EvostitchError(f"{meta_path} has format version {meta.get('version')}, not {VERSION}")
+    try:
+        stitches = _read_tensors(folder / STITCHES)
+        stored = {}
+        if any(not p.get("weights") for p in meta["parents"]):
+            stored = _read_tensors(folder / PARENTS)
+        models = []
+        for side, entry in zip(SIDES, meta["parents"], strict=True):
+            weights = entry.get("weights")
+            if weights:
+                if not Path(weights).is_file():
+                    raise EvostitchError(f"parent {side.upper()} weights {weights} are missing")
+                if _sha256(weights) != entry.get("sha256"):
+                    raise EvostitchError(f"parent {side.upper()} weights {weights} have changed")
+            model = load_model(entry["spec"], weights)
+            if not weights:
+                prefix = f"{side}."
+                own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+                load_weights(model, own, entry["spec"])
+            models.append(model)
+        example = example_input(meta["input_shape"])
+        graphs = [trace(m, example, meta["leaf_modules"]) for m in models]
+        for side, g, col in zip(SIDES, graphs, (0, 1), strict=True):
+            missing = [m[col] for m in meta["matches"] if m[col] not in g.nodes]
+            if missing:
+                raise EvostitchError(
+                    f"parent {side.upper()} no longer traces to the saved graph "
+                    f"(node {missing[0]} is gone): was the model or library changed?"
+                )
+        specs = [{"spec": p["spec"], "weights": p.get("weights")} for p in meta["parents"]]
+        net = Supernet(graphs[0], graphs[1], [tuple(m) for m in meta["matches"]], specs)
+        load_weights(net.stitches, stitches, "the stitches")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvostitchError(f"{meta_path} is damaged: {type(exc).__name__}: {exc}") from exc
+    net.input_shape = tuple(meta["input_shape"])
+    net.leaf_modules = list(meta["leaf_modules"])
+    net.matching = meta.get("matching")
+    net.profile(example)
+    return net
