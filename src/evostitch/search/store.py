@@ -1,0 +1,306 @@
+"""A durable run folder: what was asked, every finished evaluation, the algorithm's state.
+
+Layout of a run folder::
+
+    config.json         what was asked (algorithm, params, seed, budget, problem spec, versions)
+    evaluations.sqlite  one row per evaluated canonical genotype (WAL mode, a commit per row)
+    checkpoint.json     the algorithm's last saved state (atomic replace; may lag the database)
+    run.lock            held (flock) by the one process that writes the run
+
+The database is the source of truth: a process killed at any point loses at most the
+evaluations that were still running, never a stored one, and the UNIQUE constraint on the
+canonical genotype means a resumed run can never store a genotype twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from evostitch.errors import EvostitchError
+from evostitch.search.base import Genotype, Objectives
+
+try:  # POSIX only; without it the run is simply not locked.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+FORMAT = "evostitch-run"
+CONFIG, DATABASE, CHECKPOINT, LOCK = (
+    "config.json",
+    "evaluations.sqlite",
+    "checkpoint.json",
+    "run.lock",
+)
+_VERSIONED = ("evostitch", "torch", "torchvision", "numpy", "ray")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    genotype    TEXT NOT NULL,
+    canonical   TEXT NOT NULL UNIQUE,
+    objectives  TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error       TEXT,
+    seconds     REAL NOT NULL,
+    worker      TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    stored_at   REAL NOT NULL
+)
+"""
+_COLUMNS = (
+    "id, genotype, canonical, objectives, status, error, seconds, worker, started_at, finished_at"
+)
+
+
+@dataclass
+class RunConfig:
+    """What a run was asked to do. `problem` is a JSON spec the caller can rebuild it from."""
+
+    algorithm: str
+    budget: int
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    problem: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One stored evaluation. `objectives` is None when the evaluation failed."""
+
+    genotype: Genotype
+    canonical: Genotype
+    objectives: Objectives | None
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.objectives is not None
+
+
+def genotype_key(genotype: Sequence[int]) -> str:
+    """The JSON text a genotype is stored (and made unique) under."""
+    return json.dumps([int(v) for v in genotype], separators=(",", ":"))
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what an evaluation returns (installed ones only)."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that `path` holds either the old or the new content, never a mix."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class RunStore:
+    """The run folder; use `RunStore.create` or `RunStore.open`, then `close()` (or `with`)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, config: RunConfig, lock: Any) -> None:
+        self.path = path
+        self.config = config
+        self._conn = conn
+        self._lock = lock
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], config: RunConfig | dict[str, Any], resume: bool = False
+    ) -> RunStore:
+        """Start a new run in `path`; an existing non-empty folder is reopened only if `resume`."""
+        root = Path(path)
+        if isinstance(config, dict):
+            config = RunConfig.from_dict(config)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            if resume:
+                return cls.open(root)
+            raise EvostitchError(
+                f"{root} already exists and is not empty: choose a new run folder or resume it"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        data = asdict(config)
+        data["versions"] = data["versions"] or package_versions()
+        data["created"] = data["created"] or datetime.now(UTC).isoformat(timespec="seconds")
+        lock = _lock(root)
+        conn = sqlite3.connect(root / DATABASE, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(_SCHEMA)
+        write_json_atomic(root / CONFIG, {"format": FORMAT, **data})
+        return cls(root, conn, RunConfig.from_dict(data), lock)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> RunStore:
+        """Open an existing run folder; `readonly` reads it without taking the writer's lock."""
+        root = Path(path)
+        config = _read_config(root)
+        db = root / DATABASE
+        if not db.is_file():
+            raise EvostitchError(f"{root} is not an evostitch run: {DATABASE} is missing")
+        lock = None if readonly else _lock(root)
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(db, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            conn.execute(f"SELECT {_COLUMNS} FROM evaluations LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as e:
+            _unlock(lock)
+            msg = " ".join(str(e).replace("*** in database main ***", "").split())[:200]
+            msg = msg or type(e).__name__
+            raise EvostitchError(f"{db} is not a usable run database: {msg}") from None
+        return cls(root, conn, config, lock)
+
+    def close(self) -> None:
+        """Close the database and release the run's lock."""
+        self._conn.close()
+        _unlock(self._lock)
+        self._lock = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- evaluations -----------------------------------------------------------------------
+    def add(self, record: EvaluationRecord) -> bool:
+        """Store one evaluation in its own transaction; False if its canonical is already in."""
+        status = "ok" if record.ok else "failed"
+        objectives = None if record.objectives is None else json.dumps(list(record.objectives))
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO evaluations (genotype, canonical, objectives, status, error,"
+            " seconds, worker, started_at, finished_at, stored_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                genotype_key(record.genotype),
+                genotype_key(record.canonical),
+                objectives,
+                status,
+                record.error,
+                float(record.seconds),
+                record.worker,
+                float(record.started_at),
+                float(record.finished_at),
+                time.time(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def records(self) -> Iterator[EvaluationRecord]:
+        """Every stored evaluation, in the order they were stored."""
+        for row in self._conn.execute(f"SELECT {_COLUMNS} FROM evaluations ORDER BY id"):
+            rid, g, c, obj, _status, err, sec, worker, t0, t1 = row
+            yield EvaluationRecord(
+                genotype=tuple(json.loads(g)),
+                canonical=tuple(json.loads(c)),
+                objectives=None if obj is None else tuple(float(v) for v in json.loads(obj)),
+                error=err,
+                seconds=sec,
+                worker=worker,
+                started_at=t0,
+                finished_at=t1,
+                id=rid,
+            )
+
+    def count(self, status: str | None = None) -> int:
+        """Number of stored evaluations (optionally only 'ok' or 'failed' ones)."""
+        if status is None:
+            return self._conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        sql = "SELECT COUNT(*) FROM evaluations WHERE status = ?"
+        return self._conn.execute(sql, (status,)).fetchone()[0]
+
+    def journal_mode(self) -> str:
+        return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    # -- checkpoint ------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Replace checkpoint.json atomically (temp file, fsync, rename)."""
+        write_json_atomic(self.path / CHECKPOINT, state)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last saved checkpoint, or None if the run has none yet."""
+        file = self.path / CHECKPOINT
+        if not file.is_file():
+            return None
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise EvostitchError(f"{file} is unreadable: {e}") from None
+
+
+def _read_config(root: Path) -> RunConfig:
+    file = root / CONFIG
+    if not root.is_dir() or not file.is_file():
+        raise EvostitchError(f"{root} is not an evostitch run: {CONFIG} is missing")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"format is not {FORMAT!r}")
+        return RunConfig.from_dict(data)
+    except (OSError, ValueError, TypeError) as e:
+        raise EvostitchError(f"{file} is not an evostitch run config: {e}") from None
+
+
+def _lock(root: Path) -> Any:
+    if fcntl is None:  # pragma: no cover
+        return None
+    f = open(root / LOCK, "a")  # noqa: SIM115 - held open for the life of the store
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise EvostitchError(f"{root} is in use by another process") from None
+    return f
+
+
+def _unlock(lock: Any) -> None:
+    if lock is not None:
+        lock.close()  # closing the file releases the flock
