@@ -1,0 +1,312 @@
+"""The search loop: ask the algorithm, evaluate through a backend, store, tell, checkpoint.
+
+Rules the loop keeps:
+
+- The backend is kept full: the loop asks until `backend.capacity` evaluations are in
+  flight (or the algorithm answers None: it waits for results).
+- A candidate whose canonical genotype is stored is told at once from the cache; one whose
+  canonical genotype is being evaluated waits for that evaluation. Both count as cache
+  hits; neither is evaluated.
+- The budget counts *performed* evaluations: rows in the run's database, across resumes.
+- Guards against an algorithm that only produces cache hits: the loop stops after
+  `max_requests` asks in one call (default 20 x budget) or `max_consecutive_hits` cache
+  hits in a row (default 10,000); `SearchResult.stopped` says why it stopped.
+- A failed evaluation (the evaluator raised, returned the wrong number of objectives or a
+  NaN, or its worker kept dying) is stored with status "failed", printed as one line, and
+  told to the algorithm as the worst objectives (+inf on every objective). It is never
+  retried by the loop: a resumed run serves it from the cache like any stored row.
+- The database is the source of truth. Every row is committed as soon as it is stored;
+  the algorithm's checkpoint is written every `checkpoint_every` evaluations and at the
+  end, so after a SIGKILL it may lag the database. A resumed algorithm that asks again for
+  a genotype stored after its checkpoint gets it from the cache, free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evostitch.backends import Backend, InProcessBackend, Result
+from evostitch.errors import EvostitchError
+from evostitch.search.base import Algorithm, Genotype, Problem
+from evostitch.search.cache import CacheCounters, EvaluationCache
+from evostitch.search.store import EvaluationRecord, RunConfig, RunStore
+
+CHECKPOINT_FORMAT = "evostitch-checkpoint"
+
+
+@dataclass
+class SearchResult:
+    """Counters over the whole run (across resumes), the archive, and how this call went.
+
+    `front` is the non-dominated set of the stored (ok) rows: the database's view, which
+    holds even when the algorithm's own `archive` lags after a crash.
+    """
+
+    requested: int
+    performed: int
+    cache_hits: int
+    failed: int
+    evaluated_now: int
+    wall_seconds: float
+    stopped: str
+    archive: Any = None
+    front: list[EvaluationRecord] = field(default_factory=list)
+
+
+def nondominated(records: Iterable[EvaluationRecord]) -> list[EvaluationRecord]:
+    """Ok records no other record dominates (minimisation; equal objectives all kept)."""
+    ranked = sorted((r for r in records if r.ok), key=lambda r: r.objectives)
+    front: list[EvaluationRecord] = []
+    for r in ranked:  # lexicographic order: only an earlier record can dominate a later one
+        if not any(_dominates(f.objectives, r.objectives) for f in front):
+            front.append(r)
+    return front
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def restore_algorithm(store: RunStore, algorithm: Algorithm) -> bool:
+    """Load the algorithm's state from the run's checkpoint; False if there is none yet."""
+    checkpoint = store.load_checkpoint()
+    if checkpoint is None or "state" not in checkpoint:
+        return False
+    if checkpoint.get("algorithm") != algorithm.name:
+        raise EvostitchError(
+            f"{store.path} was checkpointed by algorithm {checkpoint.get('algorithm')!r},"
+            f" not {algorithm.name!r}"
+        )
+    algorithm.load_state_dict(checkpoint["state"])
+    return True
+
+
+def run_search(
+    problem: Problem,
+    algorithm: Algorithm,
+    store: RunStore,
+    backend: Backend | None = None,
+    budget: int | None = None,
+    *,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+    max_requests: int | None = None,
+    max_consecutive_hits: int = 10_000,
+    poll_seconds: float = 0.25,
+) -> SearchResult:
+    """Search until `budget` evaluations are stored (default: the run config's budget).
+
+    `backend` defaults to evaluating `problem.evaluate` in this process. The store's rows
+    pre-fill the cache, so calling this on a resumed store never re-evaluates anything.
+    """
+    budget = store.config.budget if budget is None else budget
+    backend = backend or InProcessBackend(lambda: problem.evaluate)
+    max_requests = 20 * budget if max_requests is None else max_requests
+    cache = EvaluationCache(problem, store)
+    _restore_counters(store, cache.counters)
+    start, performed_before = time.perf_counter(), cache.counters.performed
+    submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical genotype
+    waiting: dict[Genotype, list[int]] = {}  # canonical genotype in flight -> tickets
+    asked, hits_in_a_row, stopped = 0, 0, ""
+    last_checkpoint = cache.counters.performed
+    view = _View(progress, budget, backend.capacity, algorithm, cache)
+
+    def remaining() -> int:
+        return budget - cache.counters.performed - len(submitted)
+
+    try:
+        while True:
+            while not stopped and len(submitted) < backend.capacity and remaining() > 0:
+                candidate = algorithm.ask()
+                if candidate is None:
+                    break
+                asked += 1
+                canonical, record = cache.lookup(candidate.genotype)
+                if record is not None:
+                    hits_in_a_row += 1
+                    algorithm.tell(candidate.ticket, cache.told(record))
+                elif canonical in waiting:
+                    hits_in_a_row += 1
+                    cache.count_hit()
+                    waiting[canonical].append(candidate.ticket)
+                else:
+                    hits_in_a_row = 0
+                    backend.submit(candidate.ticket, candidate.genotype)
+                    submitted[candidate.ticket] = canonical
+                    waiting[canonical] = [candidate.ticket]
+                if asked >= max_requests:
+                    stopped = "max_requests"
+                elif hits_in_a_row >= max_consecutive_hits:
+                    stopped = "cache_hits"
+            if not submitted:
+                stopped = stopped or ("budget" if remaining() <= 0 else "algorithm")
+                break
+            for result in backend.results(timeout=poll_seconds):
+                canonical = submitted.pop(result.ticket)
+                record = cache.add(_record(result, canonical, problem.n_objectives))
+                if not record.ok:
+                    view.failure(record)
+                for ticket in waiting.pop(canonical):
+                    algorithm.tell(ticket, cache.told(record))
+            if cache.counters.performed - last_checkpoint >= checkpoint_every:
+                _checkpoint(store, algorithm, cache.counters)
+                last_checkpoint = cache.counters.performed
+            view.update(cache.counters, performed_before, len(submitted))
+    except KeyboardInterrupt:
+        _checkpoint(store, algorithm, cache.counters)  # in-flight candidates are re-asked
+        raise
+    finally:
+        view.close(cache.counters, performed_before, len(submitted))
+    _checkpoint(store, algorithm, cache.counters)
+    c = cache.counters
+    return SearchResult(
+        requested=c.requested,
+        performed=c.performed,
+        cache_hits=c.cache_hits,
+        failed=c.failed,
+        evaluated_now=c.performed - performed_before,
+        wall_seconds=time.perf_counter() - start,
+        stopped=stopped,
+        archive=getattr(algorithm, "archive", None),
+        front=nondominated(cache.records()),
+    )
+
+
+def resume_search(
+    path: str | os.PathLike[str],
+    problem: Problem,
+    algorithm_factory: Callable[[RunConfig], Algorithm],
+    backend: Backend | None = None,
+    budget: int | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Continue the run in `path` to its budget without re-evaluating anything stored.
+
+    `algorithm_factory` rebuilds the algorithm from the run's config (name, params, seed);
+    its state is then restored from checkpoint.json when there is one. `options` are
+    passed to `run_search`.
+    """
+    with RunStore.open(path) as store:
+        algorithm = algorithm_factory(store.config)
+        restore_algorithm(store, algorithm)
+        return run_search(problem, algorithm, store, backend, budget, **options)
+
+
+def _record(result: Result, canonical: Genotype, n_objectives: int) -> EvaluationRecord:
+    objectives, error = result.objectives, result.error
+    if objectives is not None and len(objectives) != n_objectives:
+        objectives, error = None, f"expected {n_objectives} objectives, got {len(objectives)}"
+    elif objectives is not None and any(math.isnan(v) for v in objectives):
+        objectives, error = None, f"objectives contain NaN: {objectives}"
+    return EvaluationRecord(
+        genotype=tuple(result.genotype),
+        canonical=canonical,
+        objectives=objectives,
+        error=error or (None if objectives is not None else "failed"),
+        seconds=result.seconds,
+        worker=result.worker,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+    )
+
+
+def _checkpoint(store: RunStore, algorithm: Algorithm, counters: CacheCounters) -> None:
+    store.save_checkpoint(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm": algorithm.name,
+            "rows": counters.performed,
+            "counters": asdict(counters),
+            "saved_at": time.time(),
+            "state": algorithm.state_dict(),
+        }
+    )
+
+
+def _restore_counters(store: RunStore, counters: CacheCounters) -> None:
+    """Requests and hits come from the checkpoint; rows stored after it count as requests."""
+    checkpoint = store.load_checkpoint() or {}
+    saved = checkpoint.get("counters", {})
+    counters.cache_hits = int(saved.get("cache_hits", 0))
+    rows_after = counters.performed - int(checkpoint.get("rows", 0))
+    counters.requested = int(saved.get("requested", 0)) + max(0, rows_after)
+
+
+class _View:
+    """The progress bar (when enabled) and one line per failed evaluation (always)."""
+
+    def __init__(self, enabled: bool, budget: int, capacity: int, algorithm, cache) -> None:
+        self.console = Console(stderr=True)
+        self.capacity = capacity
+        self.algorithm: Algorithm = algorithm
+        self.cache: EvaluationCache = cache
+        self.start = time.perf_counter()
+        self._hv, self._hv_time = "-", -math.inf
+        self.progress = None
+        if enabled:
+            self.progress = Progress(
+                TextColumn("[bold]search"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("search", total=budget, info="")
+            self.progress.start()
+
+    def failure(self, record: EvaluationRecord) -> None:
+        genotype = "".join(map(str, record.genotype))
+        self.console.print(f"evaluation failed [{genotype}]: {record.error}", markup=False)
+
+    def update(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+        if self.progress is None:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = (c.performed - performed_before) / elapsed
+        info = (
+            f"hits {c.cache_hits}  failed {c.failed}  {rate:.2f} eval/s"
+            f"  busy {busy}/{self.capacity}  HV {self._hypervolume()}"
+        )
+        self.progress.update(self.task, completed=c.performed, info=info)
+
+    def _hypervolume(self) -> str:
+        """The archive's hypervolume, refreshed at most every 2 seconds; "-" if unknown.
+
+        Either the archive's own `hypervolume()`, or, for an archive with an
+        `objectives_array()`, the volume against a reference point derived from the
+        evaluated reference solutions (`evostitch.search.archive`). Any error: "-".
+        """
+        if time.perf_counter() - self._hv_time < 2.0:
+            return self._hv
+        self._hv_time = time.perf_counter()
+        archive = getattr(self.algorithm, "archive", None)
+        try:
+            method = getattr(archive, "hypervolume", None)
+            if callable(method):
+                self._hv = f"{float(method()):.4g}"
+            elif callable(getattr(archive, "objectives_array", None)):
+                from evostitch.search.archive import hypervolume, reference_point_from
+
+                refs = [self.cache.lookup_stored(g) for g in self.cache.problem.references]
+                refs = [r.objectives for r in refs if r is not None and r.ok]
+                if refs:
+                    point = reference_point_from(refs)
+                    self._hv = f"{hypervolume(archive.objectives_array(), point):.4g}"
+        except Exception:  # an archive that needs arguments, a module still missing...
+            self._hv = "-"
+        return self._hv
+
+    def close(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+        if self.progress is not None:
+            self._hv_time = -math.inf
+            self.update(c, performed_before, busy)
+            self.progress.stop()

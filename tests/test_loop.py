@@ -1,0 +1,335 @@
+"""The search loop on a toy problem, with a test-local random search (no real algorithms yet).
+
+The toy problem also serves test_backends.py and the kill test's child process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evostitch.backends import InProcessBackend
+from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Problem
+from evostitch.search.loop import nondominated, resume_search, run_search
+from evostitch.search.store import RunConfig, RunStore, genotype_key
+
+TESTS = Path(__file__).resolve().parent
+N_BITS = 12
+
+
+# -- toy problem: OneMax against a weighted cost; bit 0 switches bits 6.. on and off -------
+def toy_canonical(genotype: Genotype) -> Genotype:
+    g = tuple(int(v) for v in genotype)
+    return g if g[0] == 1 else g[:6] + (0,) * (len(g) - 6)
+
+
+def toy_objectives(genotype: Genotype) -> Objectives:
+    g = toy_canonical(genotype)
+    return (-float(sum(g)), float(sum((i + 1) * v for i, v in enumerate(g))))
+
+
+def make_toy_evaluator(sleep: float = 0.0, poison: Genotype | None = None, crash_marker: str = ""):
+    """Evaluator factory (use with functools.partial): optional sleep, crashes on request.
+
+    `poison` kills the worker process every time; `crash_marker` kills it once (the
+    process that manages to create the marker file dies on its third evaluation).
+    """
+    calls = 0
+
+    def evaluate(genotype: Genotype) -> Objectives:
+        nonlocal calls
+        calls += 1
+        if sleep:
+            time.sleep(sleep)
+        if poison is not None and tuple(genotype) == tuple(poison):
+            os._exit(3)
+        if crash_marker and calls == 3:
+            try:
+                os.close(os.open(crash_marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(4)
+        return toy_objectives(genotype)
+
+    return evaluate
+
+
+def toy_problem(evaluate=toy_objectives, references=()) -> Problem:
+    return Problem(
+        cardinalities=[2] * N_BITS,
+        evaluate=evaluate,
+        canonical=toy_canonical,
+        references=list(references),
+    )
+
+
+class Counting:
+    """Wraps an evaluator and counts its calls."""
+
+    def __init__(self, evaluate=toy_objectives) -> None:
+        self.evaluate, self.calls = evaluate, []
+
+    def __call__(self, genotype: Genotype) -> Objectives:
+        self.calls.append(tuple(genotype))
+        return self.evaluate(genotype)
+
+
+# -- a tiny random search: asks references first, then uniform random genotypes ----------
+class Archive:
+    def __init__(self) -> None:
+        self.entries: list[tuple[Genotype, Objectives]] = []
+
+    def add(self, genotype: Genotype, objectives: Objectives) -> None:
+        def dominates(a, b):
+            return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+        if any(dominates(o, objectives) for _, o in self.entries):
+            return
+        self.entries = [(g, o) for g, o in self.entries if not dominates(objectives, o)]
+        self.entries.append((genotype, objectives))
+
+    def objectives(self) -> set[Objectives]:
+        return {o for _, o in self.entries}
+
+    def hypervolume(self) -> float:
+        ref = (1.0, 100.0)
+        points = sorted(o for o in self.objectives() if o[0] < ref[0] and o[1] < ref[1])
+        volume, best1 = 0.0, ref[1]
+        for i, (f0, f1) in enumerate(points):
+            nxt = points[i + 1][0] if i + 1 < len(points) else ref[0]
+            best1 = min(best1, f1)
+            volume += (nxt - f0) * (ref[1] - best1)
+        return volume
+
+
+class RandomSearch(Algorithm):
+    name = "test-random"
+
+    def __init__(self, problem: Problem, seed: int = 0) -> None:
+        super().__init__(problem, seed)
+        self.rng = random.Random(seed)
+        self.next_ticket = 0
+        self.todo: list[Genotype] = [tuple(r) for r in problem.references]
+        self.pending: dict[int, Genotype] = {}
+        self.archive = Archive()
+        self.told: list[tuple[Genotype, Objectives]] = []
+
+    def ask(self) -> Candidate | None:
+        if self.todo:
+            genotype = self.todo.pop(0)
+        else:
+            genotype = tuple(self.rng.randrange(c) for c in self.problem.cardinalities)
+        ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
+        self.pending[ticket] = genotype
+        return Candidate(ticket, genotype)
+
+    def tell(self, ticket: int, objectives: Objectives) -> None:
+        genotype = self.pending.pop(ticket)
+        self.told.append((genotype, tuple(objectives)))
+        self.archive.add(genotype, tuple(objectives))
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "rng": [version, list(internal), gauss],
+            "next_ticket": self.next_ticket,
+            "todo": [list(g) for g in self.todo] + [list(g) for g in self.pending.values()],
+            "archive": [[list(g), list(o)] for g, o in self.archive.entries],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.next_ticket = state["next_ticket"]
+        self.todo = [tuple(g) for g in state["todo"]]
+        self.pending = {}
+        self.archive = Archive()
+        self.archive.entries = [(tuple(g), tuple(o)) for g, o in state["archive"]]
+
+
+def random_search_factory(problem: Problem):
+    return lambda config: RandomSearch(problem, seed=config.seed)
+
+
+def new_store(path: Path, budget: int, seed: int = 0) -> RunStore:
+    config = RunConfig(algorithm="test-random", budget=budget, seed=seed, problem={"toy": N_BITS})
+    return RunStore.create(path, config)
+
+
+def db_rows(path: Path) -> list[tuple]:
+    """(id, canonical, objectives, status) of every stored row, straight from SQLite."""
+    conn = sqlite3.connect(f"{(path / 'evaluations.sqlite').as_uri()}?mode=ro", uri=True)
+    try:
+        sql = "SELECT id, canonical, objectives, status FROM evaluations ORDER BY id"
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# -- tests ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_cache_hits_are_not_evaluated_and_budget_holds(tmp_path, batch_size):
+    counter = Counting()
+    problem = toy_problem(counter)
+    algorithm = RandomSearch(problem, seed=1)
+    with new_store(tmp_path / "run", budget=60) as store:
+        backend = InProcessBackend(lambda: counter, batch_size=batch_size)
+        result = run_search(problem, algorithm, store, backend, progress=False)
+        assert store.count() == 60
+        records = list(store.records())
+    assert result.stopped == "budget"
+    assert result.performed == result.evaluated_now == len(counter.calls) == 60
+    assert result.cache_hits > 0
+    assert result.requested == result.performed + result.cache_hits == len(algorithm.told)
+    canon = [toy_canonical(g) for g in counter.calls]
+    assert len(set(canon)) == 60  # never the same network twice, even within one batch
+    assert {r.canonical for r in records} == set(canon)
+    for genotype, objectives in algorithm.told:  # hits were told the stored objectives
+        assert objectives == toy_objectives(genotype)
+
+
+def test_failures_are_stored_and_told_as_worst(tmp_path, capsys):
+    def evaluate(genotype):
+        if genotype[1] == 1:
+            raise RuntimeError("offspring broke\nbadly")
+        return toy_objectives(genotype)
+
+    problem = toy_problem(evaluate)
+    algorithm = RandomSearch(problem, seed=2)
+    with new_store(tmp_path / "run", budget=30) as store:
+        result = run_search(problem, algorithm, store, progress=False)
+        failed = [r for r in store.records() if not r.ok]
+    assert result.failed == len(failed) > 0
+    assert all(r.error.startswith("RuntimeError: offspring broke badly") for r in failed)
+    assert all(o == (float("inf"),) * 2 for g, o in algorithm.told if g[1] == 1)
+    lines = [x for x in capsys.readouterr().err.splitlines() if "evaluation failed" in x]
+    assert len(lines) == len(failed)
+
+
+def test_endless_cache_hits_are_stopped(tmp_path):
+    class Stuck(RandomSearch):
+        def ask(self):
+            ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
+            self.pending[ticket] = (0,) * N_BITS
+            return Candidate(ticket, (0,) * N_BITS)
+
+    problem = toy_problem()
+    with new_store(tmp_path / "run", budget=10) as store:
+        result = run_search(problem, Stuck(problem), store, progress=False)
+        assert result.stopped == "max_requests" and result.requested == 200
+        result = run_search(problem, Stuck(problem), store, progress=False, max_consecutive_hits=50)
+        assert result.stopped == "cache_hits"
+        assert store.count() == 1
+
+
+def test_resume_continues_without_reevaluating(tmp_path):
+    problem = toy_problem()
+    with new_store(tmp_path / "run", budget=80) as store:
+        first = run_search(problem, RandomSearch(problem), store, budget=30, progress=False)
+    assert first.performed == 30
+    counter = Counting()
+    result = resume_search(
+        tmp_path / "run",
+        problem,
+        random_search_factory(problem),
+        InProcessBackend(lambda: counter),
+        progress=True,
+    )
+    assert result.performed == 80 and result.evaluated_now == len(counter.calls) == 50
+    rows = db_rows(tmp_path / "run")
+    assert len(rows) == len({r[1] for r in rows}) == 80
+    assert result.requested >= first.requested + 50  # counters carry over from the checkpoint
+    # one uninterrupted run with the same seed stores exactly the same rows
+    with new_store(tmp_path / "straight", budget=80) as store:
+        run_search(problem, RandomSearch(problem), store, progress=False)
+    assert db_rows(tmp_path / "straight") == rows
+
+
+def test_progress_bar_and_checkpoint(tmp_path, capsys):
+    problem = toy_problem()
+    algorithm = RandomSearch(problem, seed=4)
+    with new_store(tmp_path / "run", budget=25) as store:
+        result = run_search(problem, algorithm, store, checkpoint_every=5, progress=True)
+    err = capsys.readouterr().err
+    assert "25/25" in err and "hits" in err and "HV" in err
+    checkpoint = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert checkpoint["algorithm"] == "test-random" and checkpoint["rows"] == 25
+    assert checkpoint["counters"]["requested"] == result.requested
+    assert result.archive.objectives() == {r.objectives for r in result.front}
+
+
+# -- kill test ---------------------------------------------------------------------------
+def child_main(path: str, budget: int, sleep: float) -> None:
+    """Run in a subprocess by the kill test: a slow search that gets SIGKILLed."""
+    problem = toy_problem(make_toy_evaluator(sleep))
+    with new_store(Path(path), budget=budget) as store:
+        run_search(problem, RandomSearch(problem), store, checkpoint_every=10, progress=False)
+
+
+def _count_rows(path: Path) -> int:
+    try:
+        return len(db_rows(path))
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
+    run, budget = tmp_path / "run", 150
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_loop; "
+        f"test_loop.child_main({str(run)!r}, {budget}, 0.02)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _count_rows(run) < 40:
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the child stored nothing"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    before = db_rows(run)
+    assert 40 <= len(before) < budget
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    assert checkpoint["rows"] <= len(before)  # the checkpoint may lag, never lead
+
+    counter = Counting()
+    problem = toy_problem(counter)
+    result = resume_search(run, problem, random_search_factory(problem), progress=False)
+    after = db_rows(run)
+    assert after[: len(before)] == before  # every stored row kept, unchanged
+    assert len(after) == len({r[1] for r in after}) == budget == result.performed
+    assert len(counter.calls) == budget - len(before)  # nothing stored was evaluated again
+    evaluated = {genotype_key(toy_canonical(g)) for g in counter.calls}
+    assert not evaluated & {r[1] for r in before}
+    assert result.archive.objectives() == {r.objectives for r in nondominated_rows(run)}
+    # and the killed-and-resumed run equals an uninterrupted one with the same seed
+    with new_store(tmp_path / "straight", budget=budget) as store:
+        run_search(problem, RandomSearch(problem), store, progress=False)
+    assert [r[1:] for r in db_rows(tmp_path / "straight")] == [r[1:] for r in after]
+
+
+def nondominated_rows(path: Path):
+    with RunStore.open(path, readonly=True) as store:
+        return nondominated(store.records())
+
+
+def test_evaluator_factory_is_picklable():
+    import pickle
+
+    factory = functools.partial(make_toy_evaluator, sleep=0.0)
+    evaluate = pickle.loads(pickle.dumps(factory))()
+    assert evaluate((1,) * N_BITS) == toy_objectives((1,) * N_BITS)
