@@ -1,0 +1,103 @@
+"""Throughput of the execution backends on a CPU-bound stub evaluation.
+
+    python benchmarks/backend_scaling.py [--evals 60] [--work-ms 50] [--repeat 3]
+
+Each evaluation is ~`work-ms` of pure-Python busy work. Measures evaluations/s (best of
+`repeat` runs) for the in-process backend and for Ray with 1 and 2 workers, after the
+actors have started and built their evaluators, and prints the 2-worker / 1-worker ratio.
+The goal on a 2-core machine is >= 1.8x; other load on the machine lowers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+
+from evostitch.backends import Backend, InProcessBackend
+
+
+def busy(iterations: int) -> float:
+    total = 0.0
+    for i in range(iterations):
+        total += (i % 7) * 0.5
+    return total
+
+
+def make_evaluator(iterations: int):
+    """Evaluator factory: objectives from `iterations` steps of busy work."""
+
+    def evaluate(genotype):
+        return (busy(iterations) * 0.0 - sum(genotype), float(len(genotype)))
+
+    return evaluate
+
+
+def calibrate(work_ms: float) -> int:
+    """Iterations of `busy` that take about `work_ms` milliseconds here (best of 3)."""
+    n = 100_000
+    best = min(_timed(n) for _ in range(3))
+    return max(1, int(n * work_ms / 1000 / best))
+
+
+def _timed(n: int) -> float:
+    t0 = time.perf_counter()
+    busy(n)
+    return time.perf_counter() - t0
+
+
+def throughput(backend: Backend, evals: int) -> float:
+    """Evaluations per second, keeping the backend at capacity, after a warm-up round."""
+    genotypes = iter(tuple(int(b) for b in f"{i:016b}") for i in range(10**6))
+    for t in range(backend.capacity):  # warm-up: actors start and build their evaluator
+        backend.submit(-1 - t, next(genotypes))
+    pending = backend.capacity
+    while pending:
+        pending -= len(backend.results(timeout=1.0))
+    start, submitted, done = time.perf_counter(), 0, 0
+    while done < evals:
+        while submitted < evals and submitted - done < backend.capacity:
+            backend.submit(submitted, next(genotypes))
+            submitted += 1
+        done += len(backend.results(timeout=1.0))
+    return evals / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evals", type=int, default=60)
+    parser.add_argument("--work-ms", type=float, default=50.0)
+    parser.add_argument("--repeat", type=int, default=3, help="report the best of N runs")
+    args = parser.parse_args()
+    iterations = calibrate(args.work_ms)
+    factory = functools.partial(make_evaluator, iterations)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"{os.cpu_count()} CPUs, load {load:.1f}; {args.evals} evaluations of ~{args.work_ms:g} ms"
+    )
+    rate = max(throughput(InProcessBackend(factory), args.evals) for _ in range(args.repeat))
+    print(f"in-process       {rate:7.2f} eval/s")
+    try:
+        import ray
+    except ImportError:
+        print("ray: skipped (not installed; pip install 'evostitch[ray]')")
+        return
+    from evostitch.backends import RayBackend
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    rates = {}
+    try:
+        for workers in (1, 2):
+            with RayBackend(factory, num_workers=workers) as backend:
+                rates[workers] = max(throughput(backend, args.evals) for _ in range(args.repeat))
+            print(
+                f"ray {workers} worker{'s' if workers > 1 else ' '}    {rates[workers]:7.2f} eval/s"
+            )
+    finally:
+        ray.shutdown()
+    print(f"ray 2 / 1 workers: {rates[2] / rates[1]:.2f}x (goal >= 1.8x)")
+
+
+if __name__ == "__main__":
+    main()
