@@ -39,9 +39,12 @@ def toy_objectives(genotype: Genotype) -> Objectives:
     return (-float(sum(g)), float(sum((i + 1) * v for i, v in enumerate(g))))
 
 
-def make_toy_evaluator(sleep: float = 0.0, poison: Genotype | None = None, crash_marker: str = ""):
+def make_toy_evaluator(
+    sleep: float = 0.0, uneven: bool = False, poison: Genotype | None = None, crash_marker: str = ""
+):
     """Evaluator factory (use with functools.partial): optional sleep, crashes on request.
 
+    `uneven` sleeps 4x longer when bit 0 is set, so parallel results finish out of order.
     `poison` kills the worker process every time; `crash_marker` kills it once (the
     process that manages to create the marker file dies on its third evaluation).
     """
@@ -51,7 +54,7 @@ def make_toy_evaluator(sleep: float = 0.0, poison: Genotype | None = None, crash
         nonlocal calls
         calls += 1
         if sleep:
-            time.sleep(sleep)
+            time.sleep(sleep * (4 if uneven and genotype[0] else 1))
         if poison is not None and tuple(genotype) == tuple(poison):
             os._exit(3)
         if crash_marker and calls == 3:

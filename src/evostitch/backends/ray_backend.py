@@ -83,7 +83,13 @@ class RayBackend(Backend):
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             kwargs = {"include_dashboard": False} if address is None else {}
-            ray.init(address=address, **{**kwargs, **(init_kwargs or {})})
+            try:
+                ray.init(address=address, **{**kwargs, **(init_kwargs or {})})
+            except (ConnectionError, RuntimeError, ValueError, SystemExit) as e:
+                # Ray calls sys.exit() when it cannot reach a cluster's GCS
+                why = "no Ray cluster answered" if isinstance(e, SystemExit) else _one_line(e)
+                where = address or "a local Ray"
+                raise EvostitchError(f"could not start or join {where}: {why}") from None
         self.deterministic = deterministic
         self.capacity = (batch_size or num_workers) if deterministic else num_workers
         self.max_retries = max_retries

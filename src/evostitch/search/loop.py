@@ -146,6 +146,7 @@ def run_search(
                     stopped = "max_requests"
                 elif hits_in_a_row >= max_consecutive_hits:
                     stopped = "cache_hits"
+            view.update(cache.counters, performed_before, len(submitted))
             if not submitted:
                 stopped = stopped or ("budget" if remaining() <= 0 else "algorithm")
                 break
@@ -159,11 +160,7 @@ def run_search(
             if cache.counters.performed - last_checkpoint >= checkpoint_every:
                 _checkpoint(store, algorithm, cache.counters)
                 last_checkpoint = cache.counters.performed
-            view.update(cache.counters, performed_before, len(submitted))
-    except KeyboardInterrupt:
-        _checkpoint(store, algorithm, cache.counters)  # in-flight candidates are re-asked
-        raise
-    finally:
+    finally:  # on an exception (Ctrl-C too) the last periodic checkpoint stays: consistent
         view.close(cache.counters, performed_before, len(submitted))
     _checkpoint(store, algorithm, cache.counters)
     c = cache.counters
