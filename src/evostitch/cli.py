@@ -135,6 +135,121 @@ def match(
     )
 
 
+@app.command()
+def stitch(
+    a: SpecA,
+    b: SpecB,
+    input_shape: InputShape,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the supernetwork to.")],
+    a_weights: WeightsA = None,
+    b_weights: WeightsB = None,
+    data: Data = None,
+    similarity: Similarity = "uniform",
+    max_ratio: MaxRatio = 1,
+    leaf_module: Leaf = None,
+    epochs: Annotated[
+        float, typer.Option(help="Stitch-training epochs over --data's train split (0: none).")
+    ] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
+) -> None:
+    """Build a supernetwork (match, insert stitches, train them on --data) and save it."""
+    from .supernet import Supernet
+
+    shape = parse_shape(input_shape)
+    _refuse_finished(out, "supernet.json")
+    batches = _batches(data, shape) if similarity == "cka" else None
+    net = Supernet.build(
+        a,
+        b,
+        shape,
+        weights_a=a_weights,
+        weights_b=b_weights,
+        similarity=similarity,
+        data=batches,
+        max_ratio=max_ratio,
+        leaf_modules=leaf_module or (),
+    )
+    console.print(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
+    if data is not None and epochs > 0:
+        from .data import load_dataset
+        from .training import train_stitches
+
+        result = train_stitches(
+            net,
+            load_dataset(data, "train"),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            checkpoint_dir=out / "checkpoints",
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        result.save(out / "stitch_losses.json")
+    elif data is None:
+        console.print("[yellow]no --data: stitches are untrained[/yellow]")
+    net.save(out)
+    console.print(f"supernetwork saved to {out}")
+
+
+def _refuse_finished(folder: Path, marker: str) -> None:
+    if (folder / marker).exists():
+        raise EvostitchError(f"{folder} already holds a finished result: choose another --out")
+
+
+@app.command()
+def inspect(
+    folder: Annotated[Path, typer.Argument(help="A saved supernetwork folder.")],
+    samples: Annotated[int, typer.Option(help="Random offspring to cost.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+) -> None:
+    """Parents, matches, variables and the cost of a sample of offspring."""
+    import random
+
+    from .supernet import Supernet
+
+    net = Supernet.load(folder)
+    rng = random.Random(0)
+    refs = {
+        c: net.cost(g) for c, g in zip(net.output_choices, net.reference_genotypes, strict=True)
+    }
+    sample = []
+    for _ in range(samples):
+        g = [rng.randrange(net.genotype_spec[0])]
+        g += [int(rng.random() < 0.1) for _ in net.genotype_spec[1:]]
+        sample.append({"genotype": net.canonical(g), **net.cost(g), "description": net.describe(g)})
+    report = {
+        "parents": [
+            {"side": side, **(spec or {}), **refs[side]}
+            for side, spec in zip("ab", net.specs, strict=True)
+        ],
+        "task": net.task,
+        "references": refs,
+        "matches": [{"a": x, "b": y, "score": s} for x, y, s in net.matches],
+        "variables": len(net.genotype_spec),
+        "genotype_spec": net.genotype_spec,
+        "offspring_sample": sample,
+    }
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    out = Console()
+    for p in report["parents"]:
+        out.print(
+            f"parent {p['side'].upper()}: {p.get('spec')}  {p['macs'] / 1e6:.2f} MMACs, "
+            f"{p['params'] / 1e6:.2f} M params"
+        )
+    out.print(
+        f"task {net.task}; {len(net.matches)} matched points; {len(net.genotype_spec)} "
+        "variables (output switch first)"
+    )
+    table = Table("MMACs", "M params", "offspring", title="sample of offspring")
+    for row in sample:
+        table.add_row(
+            f"{row['macs'] / 1e6:.2f}", f"{row['params'] / 1e6:.2f}", row["description"][:100]
+        )
+    out.print(table)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

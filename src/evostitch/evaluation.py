@@ -1,0 +1,57 @@
+"""Evaluate offspring of a supernetwork on a dataset split, deterministically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .errors import EvostitchError
+from .metrics import make_metric, primary_metric
+from .supernet import Supernet
+from .training import default_device
+
+
+class Evaluator:
+    """Holds one split in memory and scores genotypes on it.
+
+    The split is loaded once (evaluation is the search's inner loop); metrics are those
+    of the task (accuracy, top-5, cross-entropy, ECE / mean IoU, pixel accuracy).
+    """
+
+    def __init__(
+        self,
+        net: Supernet,
+        dataset: Dataset,
+        num_classes: int,
+        *,
+        batch_size: int = 256,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if len(dataset) == 0:
+            raise EvostitchError("cannot evaluate on an empty split")
+        self.net = net
+        self.device = torch.device(device) if device is not None else default_device()
+        net.to(self.device).eval()
+        items = [dataset[i] for i in range(len(dataset))]
+        self.x = torch.stack([x for x, _ in items])
+        self.y = torch.stack([torch.as_tensor(y) for _, y in items])
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.metric_name = primary_metric(net.task)
+
+    def metrics(self, genotype: Sequence[int]) -> dict[str, float]:
+        """All metrics of the offspring plus its MACs and parameters."""
+        metric = make_metric(self.net.task, self.num_classes)
+        with torch.no_grad():
+            for start in range(0, len(self.x), self.batch_size):
+                x = self.x[start : start + self.batch_size].to(self.device)
+                y = self.y[start : start + self.batch_size].to(self.device)
+                metric.update(self.net(x, genotype), y)
+        return {**metric.compute(), **self.net.cost(genotype)}
+
+    def objectives(self, genotype: Sequence[int]) -> tuple[float, float]:
+        """(-metric, MACs): both minimised, as the search expects."""
+        m = self.metrics(genotype)
+        return (-m[self.metric_name], m["macs"])

@@ -1,0 +1,162 @@
+"""Stitch training: parents frozen, every stitch learns to imitate the tensor it replaces.
+
+One forward pass trains all stitches at once (METHOD.md step 6): switches flip at
+random per sample, each stitch's MSE loss is backpropagated as soon as it is
+computed (its input and target are detached, so memory holds one stitch's graph at
+a time), then AdamW takes one step with a per-batch cosine learning rate.
+Runs are reproducible from `seed`, and a checkpoint resumes to the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from .errors import EvostitchError
+from .progress import progress_bar
+from .supernet import Supernet
+
+
+@dataclass
+class TrainResult:
+    """Per-stitch loss (mean over the last tenth of the steps) and the loss history."""
+
+    stitch_losses: dict[str, float]
+    steps: int
+    history: list[float] = field(default_factory=list)  # mean stitch loss per step
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(vars(self), indent=1))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of batch `step`: epochs are seeded permutations, so any step is reproducible."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
+def _stack_inputs(data: Dataset) -> torch.Tensor:
+    if not isinstance(data, Sized) or len(data) == 0:
+        raise EvostitchError("stitch training needs a non-empty dataset")
+    return torch.stack([data[i][0] for i in range(len(data))])
+
+
+def train_stitches(
+    net: Supernet,
+    data: Dataset,
+    *,
+    epochs: float | None = None,
+    samples: int | None = None,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    p: float = 0.5,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> TrainResult:
+    """Train every stitch of `net` on the inputs of `data` (labels are not used).
+
+    The budget is `samples` (images seen) or `epochs` (default 1 epoch). With
+    `checkpoint_dir`, state is saved every `checkpoint_every` steps and a run started
+    with the same arguments resumes from the latest checkpoint there.
+    """
+    images = _stack_inputs(data)
+    if samples is None:
+        samples = int(round((1.0 if epochs is None else epochs) * len(images)))
+    steps = max(math.ceil(samples / batch_size), 1)
+    device = torch.device(device) if device is not None else default_device()
+    net.to(device)
+    net.parents.eval()
+    net.stitches.train()
+    params = list(net.stitches.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    start, history = 0, []
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None and (ckpt / "train_state.json").is_file():
+        start, history = _load_checkpoint(net, opt, ckpt, steps)
+    sums: dict[str, float] = {}
+    tail_from = steps - max(steps // 10, 1)
+    with progress_bar("training stitches", total=steps, enabled=progress) as bar:
+        bar.update(completed=start)
+        for step in range(start, steps):
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
+            x = images[_batch_indices(len(images), batch_size, step, seed)].to(device)
+            gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
+            opt.zero_grad(set_to_none=True)
+            losses = net.forward_random(
+                x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen
+            )
+            opt.step()
+            mean = sum(losses.values()) / max(len(losses), 1)
+            history.append(mean)
+            if step >= tail_from:
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            bar.update(advance=1, description=f"training stitches (loss {mean:.4f})")
+            if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                _save_checkpoint(net, opt, ckpt, step + 1, steps, history)
+    net.stitches.eval()
+    n_tail = steps - max(tail_from, start)
+    final = {k: v / max(n_tail, 1) for k, v in sums.items()}
+    return TrainResult(final, steps, history)
+
+
+def _save_checkpoint(net, opt, folder: Path, step: int, steps: int, history) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"stitch.{k}": v.detach().cpu().contiguous() for k, v in net.stitches.state_dict().items()
+    }
+    for i, p in enumerate(net.stitches.parameters()):
+        for name, value in opt.state.get(p, {}).items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tmp = folder / "train_state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / "train_state.safetensors")
+    meta = {"step": step, "steps": steps, "history": history}
+    (folder / "train_state.json.tmp").write_text(json.dumps(meta))
+    os.replace(folder / "train_state.json.tmp", folder / "train_state.json")
+
+
+def _load_checkpoint(net, opt, folder: Path, steps: int) -> tuple[int, list[float]]:
+    try:
+        meta = json.loads((folder / "train_state.json").read_text())
+        tensors = load_file(str(folder / "train_state.safetensors"))
+    except Exception as exc:
+        raise EvostitchError(f"cannot resume stitch training from {folder}: {exc}") from exc
+    if meta.get("steps") != steps:
+        raise EvostitchError(
+            f"checkpoint in {folder} is for a {meta.get('steps')}-step run, not {steps}: "
+            "use the same budget and batch size, or another checkpoint folder"
+        )
+    state = {k[len("stitch.") :]: v for k, v in tensors.items() if k.startswith("stitch.")}
+    net.stitches.load_state_dict(state)
+    device = next(net.stitches.parameters()).device
+    for i, p in enumerate(net.stitches.parameters()):
+        entry = {
+            n.split(".", 2)[2]: v.to(device)
+            for n, v in tensors.items()
+            if n.startswith(f"opt.{i}.")
+        }
+        if entry:
+            entry["step"] = entry["step"].cpu()
+            opt.state[p] = entry
+    return int(meta["step"]), list(meta["history"])
