@@ -75,7 +75,7 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
-def restore_algorithm(store: RunStore, algorithm: Algorithm) -> bool:
+def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
     """Load the algorithm's state from the run's checkpoint; False if there is none yet."""
     checkpoint = store.load_checkpoint()
     if checkpoint is None or "state" not in checkpoint:
@@ -193,7 +193,7 @@ def resume_search(
     """
     with RunStore.open(path) as store:
         algorithm = algorithm_factory(store.config)
-        restore_algorithm(store, algorithm)
+        restore_from_checkpoint(store, algorithm)
         return run_search(problem, algorithm, store, backend, budget, **options)
 
 
