@@ -5,7 +5,8 @@
 Each evaluation is ~`work-ms` of pure-Python busy work. Measures evaluations/s (best of
 `repeat` runs) for the in-process backend and for Ray with 1 and 2 workers, after the
 actors have started and built their evaluators, and prints the 2-worker / 1-worker ratio.
-The goal on a 2-core machine is >= 1.8x; other load on the machine lowers it.
+The goal on a 2-core machine is >= 1.8x; other load on the machine lowers it, which the
+"CPU share" column shows (the fraction of a core each evaluation actually got).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ def busy(iterations: int) -> float:
 
 
 def make_evaluator(iterations: int):
-    """Evaluator factory: objectives from `iterations` steps of busy work."""
+    """Evaluator factory: `iterations` steps of busy work. The stub's "objectives" are the
+    evaluation's CPU seconds and wall seconds, so the benchmark can tell how much of a core
+    each worker actually got."""
 
     def evaluate(genotype):
-        return (busy(iterations) * 0.0 - sum(genotype), float(len(genotype)))
+        wall, cpu = time.perf_counter(), time.process_time()
+        busy(iterations)
+        return (time.process_time() - cpu, time.perf_counter() - wall)
 
     return evaluate
 
@@ -47,21 +52,30 @@ def _timed(n: int) -> float:
     return time.perf_counter() - t0
 
 
-def throughput(backend: Backend, evals: int) -> float:
-    """Evaluations per second, keeping the backend at capacity, after a warm-up round."""
+def throughput(backend: Backend, evals: int) -> tuple[float, float, float]:
+    """(evaluations/s, mean ms per evaluation, CPU share the evaluations got), keeping the
+    backend at capacity, after a warm-up round in which the workers start."""
     genotypes = iter(tuple(int(b) for b in f"{i:016b}") for i in range(10**6))
-    for t in range(backend.capacity):  # warm-up: actors start and build their evaluator
+    for t in range(backend.capacity):
         backend.submit(-1 - t, next(genotypes))
     pending = backend.capacity
     while pending:
         pending -= len(backend.results(timeout=1.0))
-    start, submitted, done = time.perf_counter(), 0, 0
-    while done < evals:
-        while submitted < evals and submitted - done < backend.capacity:
+    start, submitted, results = time.perf_counter(), 0, []
+    while len(results) < evals:
+        while submitted < evals and submitted - len(results) < backend.capacity:
             backend.submit(submitted, next(genotypes))
             submitted += 1
-        done += len(backend.results(timeout=1.0))
-    return evals / (time.perf_counter() - start)
+        results += backend.results(timeout=1.0)
+    rate = evals / (time.perf_counter() - start)
+    cpu, wall = (sum(r.objectives[k] for r in results) for k in (0, 1))
+    return rate, 1000 * wall / evals, cpu / wall
+
+
+def measure(label: str, backend: Backend, evals: int, repeat: int) -> tuple[float, float]:
+    rate, ms, share = max(throughput(backend, evals) for _ in range(repeat))
+    print(f"{label:16} {rate:7.2f} eval/s   {ms:6.1f} ms/eval   CPU share {share:4.0%}")
+    return rate, share
 
 
 def main() -> None:
@@ -76,8 +90,7 @@ def main() -> None:
     print(
         f"{os.cpu_count()} CPUs, load {load:.1f}; {args.evals} evaluations of ~{args.work_ms:g} ms"
     )
-    rate = max(throughput(InProcessBackend(factory), args.evals) for _ in range(args.repeat))
-    print(f"in-process       {rate:7.2f} eval/s")
+    measure("in-process", InProcessBackend(factory), args.evals, args.repeat)
     try:
         import ray
     except ImportError:
@@ -90,13 +103,14 @@ def main() -> None:
     try:
         for workers in (1, 2):
             with RayBackend(factory, num_workers=workers) as backend:
-                rates[workers] = max(throughput(backend, args.evals) for _ in range(args.repeat))
-            print(
-                f"ray {workers} worker{'s' if workers > 1 else ' '}    {rates[workers]:7.2f} eval/s"
-            )
+                label = f"ray {workers} worker" + ("s" if workers > 1 else "")
+                rates[workers] = measure(label, backend, args.evals, args.repeat)
     finally:
         ray.shutdown()
-    print(f"ray 2 / 1 workers: {rates[2] / rates[1]:.2f}x (goal >= 1.8x)")
+    (r1, share1), (r2, share2) = rates[1], rates[2]
+    print(f"ray 2 / 1 workers: {r2 / r1:.2f}x (goal >= 1.8x)")
+    if min(share1, share2) < 0.9:
+        print("  (CPU share under 90%: other load on this machine held the workers back)")
 
 
 if __name__ == "__main__":
