@@ -179,7 +179,7 @@ class RunStore:
         db = root / DATABASE
         if not db.is_file():
             raise EvostitchError(f"{root} is not an evostitch run: {DATABASE} is missing")
-        lock = None if readonly else _lock(root)
+        lock, conn = (None if readonly else _lock(root)), None
         try:
             if readonly:
                 conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
@@ -192,6 +192,8 @@ class RunStore:
                 raise sqlite3.DatabaseError(check)
             conn.execute(f"SELECT {_COLUMNS} FROM evaluations LIMIT 1").fetchall()
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
             _unlock(lock)
             msg = " ".join(str(e).replace("*** in database main ***", "").split())[:200]
             msg = msg or type(e).__name__
