@@ -1,0 +1,320 @@
+"""What every steady-state algorithm shares.
+
+- `initial_genotypes`: the stratified initialiser (METHOD.md section 2 step 10).
+- `weight_vectors`: one Tchebycheff weight vector per population slot.
+- `SteadyState`: ticket bookkeeping (out-of-order tells, re-asking after a restore),
+  the elitist archive, adaptive steering and the acceptance test, checkpoints.
+- `PopulationAlgorithm`: a fixed-size population whose initial members are asked first.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from evostitch.search.archive import Archive, dominates
+from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Problem
+
+RHO = 1e-4
+"""Weight of the augmentation term of the Tchebycheff scalarisation (breaks ties
+toward Pareto-optimal solutions, e.g. on the axes of the weight simplex)."""
+
+
+def initial_genotypes(
+    problem: Problem,
+    n: int,
+    p_stitch: float | None,
+    rng: np.random.Generator,
+    include_references: bool = True,
+) -> list[Genotype]:
+    """`n` genotypes: the problem's reference solutions first, then random ones.
+
+    With `p_stitch` set, each binary variable is 1 in a stratified number of the random
+    genotypes: floor(p*m) or ceil(p*m) of the m random genotypes (the fraction is
+    rounded stochastically, so the expected rate is exactly p even for small m), at
+    shuffled positions. Variables with more than two values (the output switch) are
+    uniform. `p_stitch=None` makes every variable uniform (classic benchmarks).
+    """
+    refs: list[Genotype] = []
+    if include_references:
+        for r in problem.references:
+            g = tuple(map(int, r))
+            if g not in refs:
+                refs.append(g)
+    m = max(0, n - len(refs))
+    cards = np.asarray(problem.cardinalities, dtype=np.int64)
+    x = rng.integers(0, cards, size=(m, len(cards)))
+    if p_stitch is not None and m > 0:
+        for j in np.flatnonzero(cards == 2):
+            expected = p_stitch * m
+            count = int(math.floor(expected)) + int(rng.random() < expected - math.floor(expected))
+            x[:, j] = 0
+            x[rng.permutation(m)[:count], j] = 1
+    return refs + [tuple(row) for row in x.tolist()]
+
+
+def weight_vectors(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` weight vectors on the m-simplex, the axes included, in shuffled order.
+
+    m = 2: evenly spaced from (0, 1) to (1, 0). m > 2: the m axes, then Dirichlet(1)
+    samples. m = 1: all ones.
+    """
+    if m == 1:
+        return np.ones((n, 1))
+    if m == 2:
+        t = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+        w = np.stack([t, 1.0 - t], axis=1)
+    else:
+        w = np.concatenate([np.eye(m), rng.dirichlet(np.ones(m), size=max(0, n - m))])[:n]
+    return w[rng.permutation(n)]
+
+
+class SteadyState(Algorithm):
+    """Base of our algorithms: subclasses implement `_propose`, `_receive`, `_state`, `_load`.
+
+    Parameters shared by all: `pop_size`, `budget` (evaluations; progress = tells /
+    budget, used by steering), `steer_to` (final metric floor; None disables
+    steering), `p_stitch` (initialiser, see `initial_genotypes`).
+    """
+
+    name = "steady-state"
+
+    def __init__(
+        self,
+        problem: Problem,
+        seed: int = 0,
+        *,
+        pop_size: int = 64,
+        budget: int | None = None,
+        steer_to: float | None = 0.5,
+        p_stitch: float | None = 0.02,
+    ) -> None:
+        super().__init__(problem, seed)
+        if pop_size < 2:
+            raise ValueError("pop_size must be at least 2")
+        self.params: dict[str, Any] = {
+            "pop_size": pop_size,
+            "budget": budget,
+            "steer_to": steer_to,
+            "p_stitch": p_stitch,
+        }
+        self.pop_size = pop_size
+        self.budget = budget
+        self.steer_to = steer_to
+        self.p_stitch = p_stitch
+        self.n_objectives = problem.n_objectives
+        self.rng = np.random.default_rng(seed)
+        self.archive = Archive(metric_index=problem.metric_index)
+        self.told = 0
+        self._next_ticket = 0
+        self._pending: dict[int, tuple[Genotype, dict[str, Any]]] = {}
+        self._reask: list[int] = []
+
+    # ----------------------------------------------------------------- steering
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.told / self.budget) if self.budget else 0.0
+
+    @property
+    def floor(self) -> float | None:
+        """Current floor on the task metric, or None without steering."""
+        if self.problem.metric_index is None or not self.steer_to or not self.budget:
+            return None
+        return self.steer_to * self.progress
+
+    def violation(self, f: Sequence[float]) -> float:
+        """How far the solution's metric is under the floor (0 when above)."""
+        floor = self.floor
+        if floor is None:
+            return 0.0
+        return max(0.0, floor + f[self.problem.metric_index])  # metric = -objective
+
+    def canonical(self, genotype: Genotype) -> Genotype:
+        """The problem's canonical form (the genotype itself without `canonical`)."""
+        canonical = self.problem.canonical
+        return genotype if canonical is None else canonical(tuple(genotype))
+
+    # --------------------------------------------------------------- acceptance
+    def _normalisation(self) -> tuple[list[float], list[float]]:
+        """(lower bound, range) per objective used to normalise; subclasses with a
+        population override it with the population's range."""
+        return _bounds(self.archive.objectives_array(), self.n_objectives)
+
+    def key(self, f: Sequence[float], w: Sequence[float]) -> tuple[float, float]:
+        """Sort key, lower is better: (floor violation, augmented Tchebycheff value)."""
+        if self.n_objectives == 1:
+            return (self.violation(f), float(f[0]))
+        lo, span = self._normalisation()
+        z = [(fi - li) / si for fi, li, si in zip(f, lo, span, strict=True)]
+        tch = max(wi * zi for wi, zi in zip(w, z, strict=True)) + RHO * sum(z)
+        return (self.violation(f), float(tch))
+
+    def not_worse(self, a: Sequence[float], b: Sequence[float], w: Sequence[float]) -> bool:
+        return bool(self.key(a, w) <= self.key(b, w))
+
+    def better(self, a: Sequence[float], b: Sequence[float], w: Sequence[float]) -> bool:
+        ka, kb = self.key(a, w), self.key(b, w)
+        return bool(ka < kb or (ka == kb and dominates(a, b)))
+
+    def elitist(self, w: np.ndarray) -> tuple[Genotype, Objectives] | None:
+        """The archived solution that is best for weight vector `w`."""
+        best = None
+        for s in self.archive:
+            k = self.key(s.objectives, w)
+            if best is None or k < best[0]:
+                best = (k, s)
+        return None if best is None else (best[1].genotype, best[1].objectives)
+
+    # ------------------------------------------------------------------ ask/tell
+    def ask(self) -> Candidate | None:
+        if self._reask:
+            ticket = self._reask.pop(0)
+            return Candidate(ticket, self._pending[ticket][0])
+        proposal = self._propose()
+        if proposal is None:
+            return None
+        genotype, context = proposal
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._pending[ticket] = (genotype, context)
+        return Candidate(ticket, genotype)
+
+    def tell(self, ticket: int, objectives: Objectives) -> None:
+        if ticket not in self._pending:
+            raise KeyError(f"ticket {ticket} is unknown or was told already")
+        f = tuple(float(v) for v in objectives)
+        if len(f) != self.n_objectives:
+            raise ValueError(f"expected {self.n_objectives} objectives, got {len(f)}")
+        genotype, context = self._pending.pop(ticket)
+        if ticket in self._reask:
+            self._reask.remove(ticket)
+        self.told += 1
+        if self.floor is not None:
+            self.archive.set_floor(self.floor)
+        self.archive.add(genotype, f)
+        self._receive(genotype, f, context)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    @abstractmethod
+    def _propose(self) -> tuple[Genotype, dict[str, Any]] | None:
+        """Next genotype to evaluate with a JSON-able context given back to `_receive`."""
+
+    @abstractmethod
+    def _receive(self, genotype: Genotype, f: Objectives, context: dict[str, Any]) -> None: ...
+
+    # -------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "seed": self.seed,
+            "params": dict(self.params),
+            "rng": self.rng.bit_generator.state,
+            "told": self.told,
+            "next_ticket": self._next_ticket,
+            "pending": [[t, list(g), c] for t, (g, c) in self._pending.items()],
+            "archive": self.archive.to_dict(),
+            "own": self._state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["algorithm"] != self.name:
+            raise ValueError(f"state of {state['algorithm']!r} given to {self.name!r}")
+        self.rng.bit_generator.state = state["rng"]
+        self.told = int(state["told"])
+        self._next_ticket = int(state["next_ticket"])
+        self._pending = {int(t): (tuple(map(int, g)), c) for t, g, c in state["pending"]}
+        self._reask = sorted(self._pending)
+        self.archive = Archive.from_dict(state["archive"])
+        self._load(state["own"])
+
+
+def _bounds(f: np.ndarray, m: int) -> tuple[list[float], list[float]]:
+    """Per-objective minimum and range (1 where the range is 0) of the rows of `f`."""
+    if len(f) == 0:
+        return [0.0] * m, [1.0] * m
+    lo, hi = f.min(axis=0), f.max(axis=0)
+    return lo.tolist(), np.where(hi > lo, hi - lo, 1.0).tolist()
+
+
+def _row(f: np.ndarray) -> list[float] | None:
+    return None if np.isnan(f).any() else [float(v) for v in f]
+
+
+class PopulationAlgorithm(SteadyState):
+    """A population of `pop_size` slots, each with a weight vector; the initial
+    genotypes (references included) are asked first, slot by slot."""
+
+    def __init__(self, problem: Problem, seed: int = 0, **params: Any) -> None:
+        super().__init__(problem, seed, **params)
+        self.weights = weight_vectors(self.pop_size, self.n_objectives, self.rng)
+        self._reset_population()
+
+    def _reset_population(self) -> None:
+        self.pop_g = initial_genotypes(self.problem, self.pop_size, self.p_stitch, self.rng)
+        self.pop_size = len(self.pop_g)  # more references than pop_size: all are kept
+        if len(self.weights) != self.pop_size:
+            self.weights = weight_vectors(self.pop_size, self.n_objectives, self.rng)
+        self.pop_f = np.full((self.pop_size, self.n_objectives), np.nan)
+        self._bounds: tuple[list[float], list[float]] | None = None
+        self._init_next = 0
+        self._init_left = self.pop_size
+
+    def evaluated(self, slot: int) -> bool:
+        return not np.isnan(self.pop_f[slot, 0])
+
+    def set_member(self, slot: int, genotype: Genotype, f: Sequence[float]) -> None:
+        self.pop_g[slot] = genotype
+        self.pop_f[slot] = f
+        self._bounds = None
+
+    def _normalisation(self) -> tuple[list[float], list[float]]:
+        if self._bounds is None:  # cached until the population's objectives change
+            self._bounds = _bounds(self.pop_f[~np.isnan(self.pop_f[:, 0])], self.n_objectives)
+        return self._bounds
+
+    def _propose_init(self) -> tuple[Genotype, dict[str, Any]] | None:
+        if self._init_next >= self.pop_size:
+            return None
+        slot = self._init_next
+        self._init_next += 1
+        return self.pop_g[slot], {"init": slot}
+
+    def _receive_init(self, f: Objectives, context: dict[str, Any]) -> bool:
+        """Store an initial member's objectives; False if `context` is not an initial one."""
+        if "init" not in context:
+            return False
+        self.set_member(context["init"], self.pop_g[context["init"]], f)
+        self._init_left -= 1
+        return True
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "pop_g": [list(g) for g in self.pop_g],
+            "pop_f": [_row(f) for f in self.pop_f],
+            "weights": self.weights.tolist(),
+            "init_next": self._init_next,
+            "init_left": self._init_left,
+        }
+
+    def _load(self, state: dict[str, Any]) -> None:
+        self.pop_g = [tuple(map(int, g)) for g in state["pop_g"]]
+        self.pop_size = len(self.pop_g)
+        nan = [math.nan] * self.n_objectives
+        self.pop_f = np.array([f if f is not None else nan for f in state["pop_f"]], dtype=float)
+        self._bounds = None
+        self.weights = np.array(state["weights"], dtype=float)
+        self._init_next = int(state["init_next"])
+        self._init_left = int(state["init_left"])

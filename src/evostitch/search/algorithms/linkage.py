@@ -1,0 +1,70 @@
+"""Linkage learning for GOMEA: normalised mutual information and a UPGMA linkage tree."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import squareform
+from scipy.special import xlogy
+
+
+@cache
+def _blas_controller() -> Any:
+    try:  # installed with scikit-learn; optional here
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """The matrices here are small: waking BLAS threads (on a busy machine) cost up to
+    100x the product itself, so run it on one thread."""
+    controller = _blas_controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -> np.ndarray:
+    """(l, l) matrix of MI(i, j) / H(i, j) over the rows of `x` (n samples, l variables).
+
+    1 for variables that determine each other, 0 for independent ones and wherever
+    the joint entropy is 0 (constant variables); the diagonal is 1 unless constant.
+    """
+    n, length = x.shape
+    c = max(2, int(max(cardinalities)))
+    onehot = (x[:, :, None] == np.arange(c)).reshape(n, length * c).astype(float)
+    with _one_blas_thread():
+        counts = onehot.T @ onehot
+    joint = (counts / n).reshape(length, c, length, c).transpose(0, 2, 1, 3)
+    h_joint = -xlogy(joint, joint).sum(axis=(2, 3))
+    h = np.diag(h_joint)
+    mi = h[:, None] + h[None, :] - h_joint
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nmi = np.where(h_joint > 1e-12, mi / h_joint, 0.0)
+    return np.clip(nmi, 0.0, 1.0)
+
+
+def linkage_tree(
+    x: np.ndarray, cardinalities: Sequence[int], rng: np.random.Generator
+) -> list[list[int]]:
+    """Linkage-tree FOS: every cluster of an average-linkage (UPGMA) hierarchical
+    clustering of the variables on distance 1 - NMI, the singletons included and the
+    root (all variables) left out. Ties are broken by a random variable order."""
+    length = x.shape[1]
+    if length == 1:
+        return [[0]]
+    perm = rng.permutation(length)
+    dist = 1.0 - normalised_mutual_information(x[:, perm], [cardinalities[i] for i in perm])
+    np.fill_diagonal(dist, 0.0)
+    merges = linkage(squareform(dist, checks=False), method="average")
+    clusters: list[list[int]] = [[int(v)] for v in perm]
+    for a, b, _, _ in merges:
+        clusters.append(clusters[int(a)] + clusters[int(b)])
+    return [sorted(c) for c in clusters[:-1]]

@@ -1,0 +1,273 @@
+"""Search algorithms on classic problems, asynchronous tells, checkpoints, steering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from evostitch.search import problems
+from evostitch.search.algorithms import (
+    ALGORITHMS,
+    initial_genotypes,
+    make_algorithm,
+    restore_algorithm,
+    weight_vectors,
+)
+from evostitch.search.algorithms.linkage import linkage_tree
+from evostitch.search.base import Algorithm, Candidate, Problem
+
+Done = Callable[[Algorithm], bool]
+
+
+def drive(alg: Algorithm, problem: Problem, budget: int, done: Done | None = None) -> int | None:
+    """Synchronous ask-evaluate-tell; evaluations used when `done` first holds, else None."""
+    for n in range(1, budget + 1):
+        c = alg.ask()
+        assert c is not None, "a synchronous driver has nothing in flight to wait for"
+        alg.tell(c.ticket, problem.evaluate(c.genotype))
+        if done is not None and done(alg):
+            return n
+    return None
+
+
+def drive_pool(
+    alg: Algorithm, problem: Problem, budget: int, workers: int = 4, seed: int = 0
+) -> list[Candidate]:
+    """Simulated pool: keep up to `workers` evaluations in flight and finish them in random
+    order until `budget` are told; return the candidates left in flight."""
+    rng = np.random.default_rng(seed)
+    flight: list = []
+    told = 0
+    while told < budget:
+        while len(flight) < workers:
+            c = alg.ask()
+            if c is None:
+                break
+            flight.append(c)
+        assert flight, "the algorithm waits although nothing is in flight"
+        c = flight.pop(int(rng.integers(len(flight))))
+        alg.tell(c.ticket, problem.evaluate(c.genotype))
+        told += 1
+    return flight
+
+
+def reached(target: tuple[float, ...]) -> Done:
+    return lambda alg: any(s.objectives == target for s in alg.archive)
+
+
+def covers(front: set) -> Done:
+    return lambda alg: {s.objectives for s in alg.archive} >= front
+
+
+def toy_stitch(n_bits: int = 20) -> Problem:
+    """Stitching-shaped toy: a ternary output variable, bits, (-metric, cost), references."""
+    half = n_bits // 2
+
+    def evaluate(g):
+        good = sum(g[1 : 1 + half]) / half
+        bad = sum(g[1 + half :]) / half
+        metric = 0.4 + 0.5 * good - 0.4 * bad + 0.05 * (g[0] == 2)
+        return (-metric, float(sum(g[1:]) + 2 * (g[0] == 2)))
+
+    refs = [(o,) + (0,) * n_bits for o in range(3)]
+    return Problem([3] + [2] * n_bits, evaluate, references=refs, metric_index=0)
+
+
+# --------------------------------------------------------------------- shared parts
+def test_registry() -> None:
+    assert set(ALGORITHMS) == {"rs", "ga", "gomea", "lk-gomea", "nsga2"}
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        make_algorithm("sa", problems.onemax(5))
+    with pytest.raises(ValueError, match="crossover"):
+        make_algorithm("ga", problems.onemax(5), crossover="3point")
+
+
+def test_initialiser_is_stratified_and_starts_with_references() -> None:
+    problem = toy_stitch(12)
+    rng = np.random.default_rng(0)
+    pop = initial_genotypes(problem, 103, 0.1, rng)
+    assert pop[:3] == [tuple(r) for r in problem.references]
+    x = np.array(pop[3:])
+    assert np.all(x[:, 1:].sum(axis=0) == 10)  # exactly p * 100 ones per binary variable
+    assert set(np.unique(x[:, 0])) == {0, 1, 2}  # the ternary variable is uniform
+    odd = initial_genotypes(problem, 13, 0.25, rng)  # 10 random: 2 or 3 ones each
+    assert set(np.array(odd[3:])[:, 1:].sum(axis=0)) <= {2, 3}
+    uniform = np.array(initial_genotypes(problems.onemax(50), 200, None, rng))
+    assert 0.4 < uniform.mean() < 0.6
+
+
+def test_weight_vectors_span_the_simplex() -> None:
+    rng = np.random.default_rng(0)
+    w = weight_vectors(9, 2, rng)
+    assert np.allclose(w.sum(axis=1), 1) and np.all(w >= 0)
+    assert {(0.0, 1.0), (1.0, 0.0)} <= {tuple(r) for r in w}
+    w3 = weight_vectors(10, 3, rng)
+    assert np.allclose(w3.sum(axis=1), 1)
+    assert {tuple(r) for r in np.eye(3)} <= {tuple(r) for r in w3}
+
+
+def test_linkage_tree_finds_blocks() -> None:
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 2, size=(200, 4))
+    x = np.repeat(blocks, 5, axis=1)  # 4 blocks of 5 identical variables
+    x[:, 5:10] ^= rng.integers(0, 2, size=(200, 1))  # still perfectly linked
+    fos = linkage_tree(x, [2] * 20, rng)
+    assert len(fos) == 2 * 20 - 2
+    for b in range(4):
+        assert list(range(5 * b, 5 * b + 5)) in fos
+
+
+def test_unknown_ticket_is_refused() -> None:
+    alg = make_algorithm("ga", problems.onemax(8), p_stitch=None)
+    c = alg.ask()
+    alg.tell(c.ticket, (0.0,))
+    with pytest.raises(KeyError):
+        alg.tell(c.ticket, (0.0,))
+    with pytest.raises(ValueError, match="objectives"):
+        alg.tell(alg.ask().ticket, (0.0, 1.0))
+
+
+# ------------------------------------------------------------------ classic problems
+@pytest.mark.parametrize("name", ["ga", "gomea", "lk-gomea"])
+def test_onemax_is_solved(name: str) -> None:
+    problem = problems.onemax(40)
+    for seed in (0, 1):
+        alg = make_algorithm(name, problem, seed, pop_size=32, p_stitch=None)
+        assert drive(alg, problem, 5000, reached(problems.optimum(40))) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gomea", "lk-gomea"])
+def test_trap5_is_solved_by_gomea(name: str) -> None:
+    problem = problems.trap(50)
+    for seed in (0, 1):
+        alg = make_algorithm(name, problem, seed, pop_size=96, p_stitch=None)
+        assert drive(alg, problem, 30000, reached(problems.optimum(50))) is not None
+
+
+@pytest.mark.slow
+def test_trap5_defeats_uniform_crossover_ga() -> None:
+    problem = problems.trap(50)
+    alg = make_algorithm("ga", problem, 0, pop_size=96, p_stitch=None, crossover="uniform")
+    assert drive(alg, problem, 30000, reached(problems.optimum(50))) is None
+
+
+@pytest.mark.parametrize("name", ["ga", "nsga2"])
+def test_lotz_front_is_covered(name: str) -> None:
+    problem = problems.lotz(14)
+    for seed in (0, 1):
+        alg = make_algorithm(name, problem, seed, pop_size=32, p_stitch=None)
+        assert drive(alg, problem, 20000, covers(problems.lotz_front(14))) is not None
+
+
+@pytest.mark.parametrize("name", ["gomea", "lk-gomea"])
+def test_lotz_front_between_parents_is_covered(name: str) -> None:
+    """The stitching setting: the extremes (1^n, 0^n) are reference solutions and the
+    search fills the front between them. (Without them GOMEA, which has no mutation,
+    loses the values that the front's ends need from its population and stalls.)"""
+    problem = problems.lotz(14)
+    problem.references = [(1,) * 14, (0,) * 14]
+    for seed in (0, 1):
+        alg = make_algorithm(name, problem, seed, pop_size=32, p_stitch=None)
+        assert drive(alg, problem, 5000, covers(problems.lotz_front(14))) is not None
+
+
+@pytest.mark.parametrize("name", ["gomea", "lk-gomea"])
+def test_converged_gomea_restarts_instead_of_stalling(name: str) -> None:
+    problem = problems.trap(10)
+    alg = make_algorithm(name, problem, 0, pop_size=4, p_stitch=None)
+    assert drive(alg, problem, 3000) is None  # never waits with nothing in flight
+    assert alg.restarts > 0
+    assert alg.archive.solutions[0].objectives == problems.optimum(10)
+
+
+# ------------------------------------------------------------------- asynchronous use
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_out_of_order_tells(name: str) -> None:
+    problem = toy_stitch()
+    alg = make_algorithm(name, problem, 3, pop_size=16, budget=600)
+    flight = drive_pool(alg, problem, 600)
+    assert alg.told == 600 and alg.in_flight == len(flight) <= 4
+    assert len(alg.archive) > 0
+
+
+@pytest.mark.parametrize("name", ["ga", "gomea", "lk-gomea"])
+def test_out_of_order_tells_still_optimise(name: str) -> None:
+    problem = problems.onemax(30)
+    alg = make_algorithm(name, problem, 0, pop_size=24, p_stitch=None)
+    drive_pool(alg, problem, 3000, workers=4, seed=1)
+    assert any(s.objectives == problems.optimum(30) for s in alg.archive)
+
+
+def _asks(alg: Algorithm, problem: Problem, n: int) -> list:
+    seen = []
+    for _ in range(n):
+        c = alg.ask()
+        seen.append((c.ticket, c.genotype))
+        alg.tell(c.ticket, problem.evaluate(c.genotype))
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_checkpoint_resumes_the_same_run(name: str) -> None:
+    problem = toy_stitch()
+    params = {"pop_size": 16, "budget": 500}
+    straight = make_algorithm(name, problem, 7, **params)
+    expected = _asks(straight, problem, 400)
+
+    first = make_algorithm(name, problem, 7, **params)
+    head = _asks(first, problem, 150)
+    in_flight = first.ask()  # checkpoint while one evaluation is out
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = restore_algorithm(problem, state)
+    again = resumed.ask()
+    assert (again.ticket, again.genotype) == (in_flight.ticket, in_flight.genotype)
+    resumed.tell(again.ticket, problem.evaluate(again.genotype))
+    tail = _asks(resumed, problem, 400 - 151)
+    assert head + [(again.ticket, again.genotype)] + tail == expected
+    assert resumed.archive.solutions == straight.archive.solutions
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_checkpoint_reasks_everything_in_flight(name: str) -> None:
+    problem = toy_stitch()
+    alg = make_algorithm(name, problem, 1, pop_size=16, budget=400)
+    flight = drive_pool(alg, problem, 100)
+    assert flight
+    resumed = restore_algorithm(problem, json.loads(json.dumps(alg.state_dict())))
+    reasked = [resumed.ask() for _ in flight]
+    assert sorted(reasked, key=lambda c: c.ticket) == sorted(flight, key=lambda c: c.ticket)
+    for c in reversed(reasked):  # finish them in another order; the run goes on
+        resumed.tell(c.ticket, problem.evaluate(c.genotype))
+    drive_pool(resumed, problem, 200)
+    assert resumed.told == alg.told + len(flight) + 200
+
+
+# ------------------------------------------------------------------------- steering
+def test_floor_rises_and_steers_acceptance() -> None:
+    problem = toy_stitch()
+    alg = make_algorithm("gomea", problem, 0, pop_size=16, budget=100, steer_to=0.5)
+    assert alg.floor == 0.0
+    drive(alg, problem, 50)
+    assert alg.floor == pytest.approx(0.25)
+    assert all(-s.objectives[0] >= 0.25 for s in alg.archive)
+    below, above = (-0.2, 0.0), (-0.3, 50.0)  # cheap but under the floor vs costly above
+    for w in alg.weights:
+        assert alg.better(above, below, w) and not alg.not_worse(below, above, w)
+    drive(alg, problem, 50)
+    assert alg.floor == pytest.approx(0.5)
+    assert all(-s.objectives[0] >= 0.5 for s in alg.archive)
+    no_budget = make_algorithm("gomea", problem, 0)
+    assert no_budget.floor is None
+
+
+def test_nsga2_is_seeded() -> None:
+    problem = problems.lotz(10)
+    runs = [
+        _asks(make_algorithm("nsga2", problem, s, pop_size=12, p_stitch=None), problem, 100)
+        for s in (5, 5, 6)
+    ]
+    assert runs[0] == runs[1] != runs[2]
