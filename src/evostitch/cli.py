@@ -250,6 +250,212 @@ def inspect(
     out.print(table)
 
 
+ALGORITHM_HELP = "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
+DEFAULT_ALGORITHM = "lk-gomea"
+
+
+@app.command()
+def search(
+    supernet: Annotated[
+        Path | None, typer.Argument(help="A saved supernetwork folder (not with --resume).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="New run folder.")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue this run folder after a crash.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Dataset spec; default: the one the stitches trained on.")
+    ] = None,
+    algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = DEFAULT_ALGORITHM,
+    budget: Annotated[
+        int, typer.Option(help="Evaluations to perform (cache hits are free).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    population: Annotated[int, typer.Option(help="Population size.")] = 64,
+    p_stitch: Annotated[
+        float, typer.Option(help="Initial probability that a switch takes the stitched input.")
+    ] = 0.02,
+    backend: Annotated[str, typer.Option(help="inprocess (default) or ray.")] = "inprocess",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or HOST:PORT; local Ray if absent.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers.")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPU share per Ray worker.")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
+) -> None:
+    """Search a supernetwork's offspring for accuracy (or mIoU) against MACs."""
+    from .search.algorithms import ALGORITHMS
+
+    if resume is not None:
+        if supernet is not None or out is not None:
+            raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
+        result = _resume(resume, backend, ray_address, workers, gpus_per_worker, cpus_per_worker)
+        folder = resume
+    else:
+        if supernet is None or out is None:
+            raise EvostitchError("give a SUPERNET folder and --out RUN (or --resume RUN)")
+        if algorithm not in ALGORITHMS:
+            raise EvostitchError(f"unknown --algorithm {algorithm!r}: {ALGORITHM_HELP}")
+        if budget < 1 or population < 2 or not 0 <= p_stitch <= 1:
+            raise EvostitchError("need --budget >= 1, --population >= 2, 0 <= --p-stitch <= 1")
+        result = run_stitch_search(
+            supernet,
+            out,
+            data=data,
+            algorithm=algorithm,
+            budget=budget,
+            seed=seed,
+            population=population,
+            p_stitch=p_stitch,
+            backend=_backend(
+                backend, supernet, data, ray_address, workers, gpus_per_worker, cpus_per_worker
+            ),
+        )
+        folder = out
+    _print_search(result, folder)
+
+
+def run_stitch_search(
+    supernet,
+    out,
+    *,
+    data,
+    algorithm,
+    budget,
+    seed,
+    population,
+    p_stitch,
+    backend=None,
+    progress: bool = True,
+):
+    """Start a search run in `out` (used by `search` and `demo`)."""
+    from .problem import problem_from_spec, problem_spec
+    from .search.algorithms import make_algorithm
+    from .search.loop import run_search
+    from .search.store import RunConfig, RunStore
+
+    data = data or _supernet_data(supernet)
+    spec = problem_spec(supernet, data)
+    problem, _ = problem_from_spec(spec)
+    params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch}
+    config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
+    with RunStore.create(out, config) as store:
+        algo = make_algorithm(algorithm, problem, seed, **params)
+        return run_search(problem, algo, store, backend, budget, progress=progress)
+
+
+def _supernet_data(supernet: Path) -> str:
+    meta_path = Path(supernet) / "supernet.json"
+    try:
+        data = json.loads(meta_path.read_text()).get("data")
+    except (OSError, ValueError) as exc:
+        raise EvostitchError(f"{supernet} is not a saved supernetwork") from exc
+    if not data:
+        raise EvostitchError(f"{supernet} records no dataset: pass --data")
+    return data
+
+
+def _backend(kind, supernet, data, address, workers, gpus, cpus):
+    if kind == "inprocess":
+        return None
+    if kind != "ray":
+        raise EvostitchError(f"unknown --backend {kind!r}: inprocess or ray")
+    from .backends.ray_backend import RayBackend
+    from .problem import evaluator_factory
+
+    factory = evaluator_factory(supernet, data or _supernet_data(supernet))
+    return RayBackend(factory, num_workers=workers, num_gpus=gpus, num_cpus=cpus, address=address)
+
+
+def _resume(folder, kind, address, workers, gpus, cpus):
+    from .problem import problem_from_spec
+    from .search.algorithms import make_algorithm
+    from .search.loop import resume_search
+    from .search.store import RunStore
+
+    with RunStore.open(folder, readonly=True) as store:
+        config = store.config
+    spec = config.problem
+    problem, _ = problem_from_spec(spec)
+    backend = _backend(kind, spec["supernet"], spec["data"], address, workers, gpus, cpus)
+    return resume_search(
+        folder,
+        problem,
+        lambda c: make_algorithm(c.algorithm, problem, c.seed, **c.params),
+        backend,
+    )
+
+
+def _print_search(result, folder: Path) -> None:
+    out = Console()
+    out.print(
+        f"{result.performed} evaluations performed, {result.cache_hits} cache hits, "
+        f"{result.failed} failed; stopped: {result.stopped}; run in {folder}"
+    )
+    table = Table("metric", "MMACs", "genotype (stitched switches)", title="front")
+    for r in sorted(result.front, key=lambda r: r.objectives[1]):
+        on = [i for i, v in enumerate(r.canonical) if v and i > 0]
+        table.add_row(
+            f"{-r.objectives[0]:.4f}",
+            f"{r.objectives[1] / 1e6:.3f}",
+            f"out={r.canonical[0]} switches={on}",
+        )
+    out.print(table)
+
+
+TASKS = ("classification", "segmentation")
+
+
+@app.command()
+def demo(
+    task: Annotated[str, typer.Option(help="classification (MNIST) or segmentation (nuclei).")] = (
+        "classification"
+    ),
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evostitch-demo"),
+    algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = DEFAULT_ALGORITHM,
+    budget: Annotated[int, typer.Option(help="Offspring evaluations in the search.")] = 400,
+    epochs: Annotated[float, typer.Option(help="Stitch-training epochs.")] = 1.0,
+    population: Annotated[int, typer.Option(help="Search population size.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of stitch training and search.")] = 0,
+    cache: Annotated[Path | None, typer.Option(help="Where trained parents are cached.")] = None,
+) -> None:
+    """Train two small parents on bundled real data, stitch them, search, report."""
+    from .demo import run_demo
+
+    if task not in TASKS:
+        raise EvostitchError(f"unknown --task {task!r}: classification or segmentation")
+    if budget < 1 or epochs < 0 or population < 2:
+        raise EvostitchError("need --budget >= 1, --epochs >= 0 and --population >= 2")
+    summary = run_demo(
+        task,
+        out,
+        algorithm=algorithm,
+        budget=budget,
+        epochs=epochs,
+        population=population,
+        seed=seed,
+        cache_dir=cache,
+    )
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    out = Console()
+    metric = summary["metric"]
+    table = Table("", metric, "MMACs", title=f"evostitch demo ({summary['task']}), validation")
+    for name, row in summary["references"].items():
+        table.add_row(name, f"{row['metric']:.4f}", f"{row['macs'] / 1e6:.3f}")
+    best = summary["best"]
+    table.add_row("best offspring", f"{best['metric']:.4f}", f"{best['macs'] / 1e6:.3f}")
+    out.print(table)
+    out.print(
+        f"front: {summary['front_size']} offspring; {summary['evaluations']} evaluations "
+        f"in {summary['seconds']:.0f} s"
+    )
+    for name, path in summary["files"].items():
+        out.print(f"  {name}: {path}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -84,7 +84,14 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["MatchResult", "brute_force_match", "is_acyclic_merge", "match_dags"]
+__all__ = [
+    "MatchResult",
+    "Matching",
+    "brute_force_match",
+    "is_acyclic_merge",
+    "match",
+    "match_dags",
+]
 
 Pair = tuple[str, str]
 
@@ -784,4 +791,63 @@ def brute_force_match(
     result.sort(key=lambda t: order[t[0]])
     return MatchResult(
         result, float(sum(t[2] for t in result)), True, explored, time.perf_counter() - start
+    )
+
+
+# --------------------------------------------------------------------------- networks
+
+
+@dataclass
+class Matching(MatchResult):
+    """A matching of two traced networks; `weight_seconds` is the time spent on weights."""
+
+    weight_seconds: float = 0.0
+    candidates: tuple[int, int] = (0, 0)
+
+
+def match(
+    graph_a,
+    graph_b,
+    *,
+    similarity: str = "uniform",
+    data=None,
+    max_ratio: int = 1,
+    weights: Mapping[Pair, float] | None = None,
+    time_limit: float | None = None,
+) -> Matching:
+    """Match the stitching points of two traced networks (`evostitch.trace`).
+
+    Inputs are matched with inputs and outputs with outputs. `similarity` chooses the
+    pair weights: "uniform" (every compatible pair weighs 1, the paper's setting) or
+    "cka" (linear CKA on `data`, an iterable of input batches); `weights` overrides both.
+    """
+    from .errors import EvostitchError
+    from .similarity import cka_weights, compatible_pairs, uniform_weights
+
+    start = time.perf_counter()
+    pairs = compatible_pairs(graph_a, graph_b, max_ratio)
+    if weights is None:
+        if similarity == "uniform":
+            weights = uniform_weights(pairs)
+        elif similarity == "cka":
+            if data is None:
+                raise EvostitchError("CKA weights need data: pass --data (or data=batches)")
+            weights = cka_weights(graph_a, graph_b, pairs, data)
+        else:
+            raise EvostitchError(f"unknown similarity {similarity!r}: use uniform or cka")
+    weight_seconds = time.perf_counter() - start
+    fixed = [(graph_a.input, graph_b.input), (graph_a.output, graph_b.output)]
+    result = match_dags(
+        graph_a.dag,
+        graph_b.dag,
+        weights,
+        fixed,
+        time_limit=time_limit,
+        depth_a={n: graph_a[n].depth for n in graph_a.nodes},
+        depth_b={n: graph_b[n].depth for n in graph_b.nodes},
+    )
+    return Matching(
+        **vars(result),
+        weight_seconds=weight_seconds,
+        candidates=(len(graph_a.candidates()), len(graph_b.candidates())),
     )

@@ -72,6 +72,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
         entry = dict(spec)
         if spec.get("weights"):
             entry["sha256"] = _sha256(spec["weights"])
+            entry["weights"] = _portable(spec["weights"], folder)
         else:
             stored.update({f"{side}.{k}": v for k, v in net.parents[side].state_dict().items()})
         parents.append(entry)
@@ -93,11 +94,21 @@ def save(net: Supernet, folder: str | Path) -> Path:
             "seconds": getattr(matching, "seconds", None),
         },
         "task": net.task,
+        "data": net.data,
         "genotype_spec": net.genotype_spec,
     }
     text = json.dumps(meta, indent=1)
     _atomic_write(folder / JSON_NAME, lambda p: Path(p).write_text(text))
     return folder
+
+
+def _portable(weights: str, folder: Path) -> str:
+    """Weights inside the folder are recorded relative to it, so the folder can move."""
+    path = Path(weights).resolve()
+    try:
+        return str(path.relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -130,6 +141,8 @@ def load(folder: str | Path) -> Supernet:
         models = []
         for side, entry in zip(SIDES, meta["parents"], strict=True):
             weights = entry.get("weights")
+            if weights and not Path(weights).is_absolute():
+                weights = str(folder / weights)
             if weights:
                 if not Path(weights).is_file():
                     raise EvostitchError(f"parent {side.upper()} weights {weights} are missing")
@@ -150,7 +163,10 @@ def load(folder: str | Path) -> Supernet:
                     f"parent {side.upper()} no longer traces to the saved graph "
                     f"(node {missing[0]} is gone): was the model or library changed?"
                 )
-        specs = [{"spec": p["spec"], "weights": p.get("weights")} for p in meta["parents"]]
+        specs = [
+            {"spec": p["spec"], "weights": str(folder / p["weights"]) if p.get("weights") else None}
+            for p in meta["parents"]
+        ]
         net = Supernet(graphs[0], graphs[1], [tuple(m) for m in meta["matches"]], specs)
         load_weights(net.stitches, stitches, "the stitches")
     except (KeyError, TypeError, ValueError) as exc:
@@ -158,5 +174,6 @@ def load(folder: str | Path) -> Supernet:
     net.input_shape = tuple(meta["input_shape"])
     net.leaf_modules = list(meta["leaf_modules"])
     net.matching = meta.get("matching")
+    net.data = meta.get("data")
     net.profile(example)
     return net

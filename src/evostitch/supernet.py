@@ -89,6 +89,7 @@ class Supernet(nn.Module):
         self.leaf_modules: list[str] = []
         self.matching: Any = None
         self.cost_table: Any = None
+        self.data: str | None = None  # dataset spec the stitches were trained on
         self.task = "classification" if out_a.kind == VECTOR else "segmentation"
         self.output_choices = ("a", "b", "mean") + (
             ("mean-prob",) if self.task == "classification" else ()

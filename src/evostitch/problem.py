@@ -1,0 +1,77 @@
+"""The stitching search problem: a supernetwork's genotypes, scored on a data split.
+
+Objectives (both minimised): the negated task metric (accuracy or mean IoU) on the
+validation split, and MACs per input. The reference solutions are the parents and
+their ensembles. Evaluators are built from plain values (`evaluator_factory`), so a
+Ray worker can build its own once and evaluate many genotypes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .data import dataset_info, load_dataset
+from .errors import EvostitchError
+from .evaluation import Evaluator
+from .search.base import Genotype, Objectives, Problem
+from .supernet import Supernet
+
+
+def make_evaluator(
+    net: Supernet, data: str, split: str = "val", *, batch_size: int = 256, device: Any = None
+) -> Evaluator:
+    info = dataset_info(data)
+    if info.task != net.task:
+        raise EvostitchError(f"{data} is a {info.task} dataset, the supernetwork does {net.task}")
+    return Evaluator(
+        net, load_dataset(data, split), info.num_classes, batch_size=batch_size, device=device
+    )
+
+
+def load_objectives(
+    supernet: str, data: str, split: str = "val", batch_size: int = 256
+) -> Callable[[Genotype], Objectives]:
+    """Load a saved supernetwork and a split; return its objective function."""
+    return make_evaluator(Supernet.load(supernet), data, split, batch_size=batch_size).objectives
+
+
+def evaluator_factory(supernet: str | Path, data: str, split: str = "val", batch_size: int = 256):
+    """A picklable zero-argument factory of the objective function (for backends)."""
+    return functools.partial(
+        load_objectives, str(Path(supernet).resolve()), data, split, batch_size
+    )
+
+
+def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:
+    metric = "accuracy" if net.task == "classification" else "miou"
+    return Problem(
+        cardinalities=list(net.genotype_spec),
+        evaluate=evaluate,
+        n_objectives=2,
+        objective_names=(f"-{metric}", "macs"),
+        canonical=net.canonical,
+        references=net.reference_genotypes,
+        metric_index=0,
+    )
+
+
+def problem_spec(supernet: str | Path, data: str, split: str = "val") -> dict[str, Any]:
+    """What a run config records to rebuild the problem on resume."""
+    return {
+        "kind": "stitching",
+        "supernet": str(Path(supernet).resolve()),
+        "data": data,
+        "split": split,
+    }
+
+
+def problem_from_spec(spec: dict[str, Any]) -> tuple[Problem, Supernet]:
+    """Rebuild the problem (evaluated in this process) from a run config's spec."""
+    if spec.get("kind") != "stitching":
+        raise EvostitchError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
+    net = Supernet.load(spec["supernet"])
+    evaluator = make_evaluator(net, spec["data"], spec.get("split", "val"))
+    return stitching_problem(net, evaluator.objectives), net
