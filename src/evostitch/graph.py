@@ -15,7 +15,6 @@ from functools import cached_property
 import networkx as nx
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import EvostitchError
 
@@ -128,6 +127,25 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph once and records each node's tensor shape and dtype."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.failed_at: str | None = None
+
+    def run_node(self, n: fx.Node):
+        try:
+            result = super().run_node(n)
+        except Exception:
+            self.failed_at = self.failed_at or n.name
+            raise
+        if isinstance(result, torch.Tensor):
+            self.shapes[n.name] = (tuple(result.shape), str(result.dtype))
+        return result
+
+
 def _keep_main_output(gm: fx.GraphModule) -> None:
     """Make the graph return one tensor: dict -> "out" (else first), tuple -> first."""
     out = next(n for n in gm.graph.nodes if n.op == "output")
@@ -175,13 +193,15 @@ def trace(
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise EvostitchError(f"model must take one input tensor, it takes {len(placeholders)}")
+    recorder = _ShapeRecorder(gm)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
+            recorder.run(example_input)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EvostitchError(
-            f"model rejects input of shape {tuple(example_input.shape)}: {reason}"
+            f"model rejects input of shape {tuple(example_input.shape)} "
+            f"(at node {recorder.failed_at}): {reason}"
         ) from exc
     output = next(n for n in gm.graph.nodes if n.op == "output").args[0].name
     depth = _depths(gm, output)
@@ -189,15 +209,14 @@ def trace(
     for node in gm.graph.nodes:
         if node.op == "output":
             continue
-        meta = node.meta.get("tensor_meta")
-        is_tensor = meta is not None and hasattr(meta, "shape")
+        shape, dtype = recorder.shapes.get(node.name, (None, None))
         nodes[node.name] = Node(
             name=node.name,
             op=node.op,
             target=str(node.target) if node.op != "call_function" else node.target.__name__,
             inputs=tuple(i.name for i in node.all_input_nodes),
-            shape=tuple(meta.shape) if is_tensor else None,
-            dtype=str(meta.dtype) if is_tensor else None,
+            shape=shape,
+            dtype=dtype,
             parameterised=_is_parameterised(node, gm),
             depth=depth[node.name],
         )

@@ -1,0 +1,149 @@
+"""The command line: output of `match`/`inspect`, and one-line errors with exit code 2."""
+
+import json
+import sys
+
+import pytest
+
+from evostitch import cli
+
+
+def run(argv, capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["evostitch", *argv]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_match_json(capsys):
+    code, out, _ = run(
+        [
+            "match",
+            "--a",
+            "torchvision:resnet18",
+            "--b",
+            "torchvision:mobilenet_v3_small",
+            "--input-shape",
+            "3,64,64",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert report["candidates"]["a"] > 50 and report["candidates"]["b"] > 100
+    assert report["optimal"] is True
+    pairs = [(m["a"], m["b"]) for m in report["matches"]]
+    assert ("x", "x") in pairs and len(pairs) == len(set(pairs)) > 10
+    assert report["seconds"]["matching"] >= 0
+
+
+def test_match_without_data_says_random(capsys):
+    code, out, err = run(
+        [
+            "match",
+            "--a",
+            "torchvision:resnet18",
+            "--b",
+            "torchvision:resnet18",
+            "--input-shape",
+            "3,32,32",
+            "--similarity",
+            "cka",
+        ],
+        capsys,
+    )
+    assert code == 0 and "random inputs" in err
+    assert "matches" in out
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["--a", "torchvision:nope", "--b", "torchvision:resnet18", "--input-shape", "3,32,32"],
+            "unknown torchvision model",
+        ),
+        (
+            [
+                "--a",
+                "torchvision:resnet18",
+                "--b",
+                "torchvision:resnet18",
+                "--input-shape",
+                "5,32,32",
+            ],
+            "rejects input of shape",
+        ),
+        (
+            ["--a", "torchvision:resnet18", "--b", "torchvision:resnet18", "--input-shape", "3,x"],
+            "bad --input-shape",
+        ),
+        (
+            [
+                "--a",
+                "tests.untraceable:build",
+                "--b",
+                "torchvision:resnet18",
+                "--input-shape",
+                "3,32,32",
+            ],
+            "cannot trace module",
+        ),
+    ],
+)
+def test_match_bad_input_is_one_line_exit_2(argv, needle, capsys):
+    code, out, err = run(["match", *argv], capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err + out
+
+
+def test_inspect_json(tmp_path, capsys):
+    code, _, _ = run(
+        [
+            "stitch",
+            "--a",
+            "demo:resnet_like",
+            "--b",
+            "demo:mobilenet_like",
+            "--input-shape",
+            "1,8,8",
+            "--out",
+            str(tmp_path / "sn"),
+        ],
+        capsys,
+    )
+    assert code == 0
+    code, out, _ = run(["inspect", str(tmp_path / "sn"), "--json", "--samples", "3"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert [p["side"] for p in report["parents"]] == ["a", "b"]
+    assert all(p["macs"] > 0 for p in report["parents"])
+    assert report["variables"] == 1 + 2 * len(report["matches"])
+    assert len(report["offspring_sample"]) == 3
+    # a second stitch into the finished folder is refused, the folder is left intact
+    code, _, err = run(
+        [
+            "stitch",
+            "--a",
+            "demo:resnet_like",
+            "--b",
+            "demo:mobilenet_like",
+            "--input-shape",
+            "1,8,8",
+            "--out",
+            str(tmp_path / "sn"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "already holds" in err
