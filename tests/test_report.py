@@ -1,0 +1,142 @@
+"""`evostitch report` on a tiny real run: files, offline HTML with its data, several runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from evostitch.cli import app
+from evostitch.errors import EvostitchError
+from evostitch.reevaluate import read_run, reference_name
+from evostitch.report import hypervolume_trace
+from evostitch.results_cli import register
+from evostitch.search.archive import reference_point_from
+from evostitch.search.loop import nondominated
+
+register(app)
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A copy (named `name`) of one tiny stitched run, built once per test session.
+
+    Untrained demo parents on 8x8 digits, a few stitch-training steps, 30 evaluations of
+    random search.
+    """
+    base = tmp_path_factory.getbasetemp() / "tiny-evostitch"
+    if not (base / "done").exists():
+        from evostitch.cli import run_stitch_search
+        from evostitch.data import load_dataset
+        from evostitch.supernet import Supernet
+        from evostitch.training import train_stitches
+
+        shutil.rmtree(base, ignore_errors=True)
+        net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+        net.data = "digits"
+        train_stitches(net, load_dataset("digits", "train"), samples=64, progress=False)
+        net.save(base / "sn")
+        run_stitch_search(
+            base / "sn",
+            base / "run",
+            data="digits",
+            algorithm="rs",
+            budget=30,
+            seed=0,
+            population=8,
+            p_stitch=0.05,
+            progress=False,
+        )
+        (base / "done").touch()
+    copy = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(base / "run", copy)
+    return copy
+
+
+def invoke(*args: str):
+    """Run the CLI; re-raise what it raised so that a failing test shows the cause."""
+    result = runner.invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def embedded_data(html: str) -> dict:
+    match = re.search(
+        r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S
+    )
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory, "report")
+
+
+def test_report_writes_every_file(run):
+    invoke("report", run)
+    for name in ("front.csv", "front.png", "hypervolume.png", "report.html"):
+        assert (run / name).stat().st_size > 0, name
+    _, records = read_run(run)
+    front = nondominated(records)
+    with open(run / "front.csv") as f:
+        rows = list(csv.DictReader(f))
+    refs = [r for r in records if reference_name(r.canonical) and r not in front]
+    assert [int(r["id"]) for r in rows] == [
+        r.id for r in sorted(front, key=lambda r: r.objectives[1]) + refs
+    ]
+
+
+def test_report_html_is_offline_and_holds_every_offspring(run):
+    invoke("report", run)
+    html = (run / "report.html").read_text()
+    assert "<script src" not in html and "<link" not in html
+    assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg)", html)  # only the SVG namespace
+    data = embedded_data(html)
+    _, records = read_run(run)
+    assert len(data["points"]) == data["total"] == len(records) == 30
+    front = {r.id for r in nondominated(records)}
+    assert {p["id"] for p in data["points"] if p["f"]} == front
+    names = {p["ref"] for p in data["points"] if p["ref"]}
+    assert names == {"parent-a", "parent-b", "ensemble", "ensemble-prob"}
+    sizes = {s: len(data["graphs"][s]["nodes"]) for s in "ab"}
+    for p in data["points"]:
+        assert p["d"].startswith("output: ") and len(p["u"]) == 2
+        for side, used in zip("ab", p["u"], strict=True):
+            assert len(used) == -(-sizes[side] // 4)  # one hex digit per 4 nodes
+        if p["ref"] in ("parent-a", "parent-b"):
+            assert p["s"] == []
+    assert len(data["images"]) == 2 and data["images"][0].startswith("data:image/png;base64,")
+
+
+def test_hypervolume_never_decreases_and_uses_the_parents(run):
+    _, records = read_run(run)
+    refs = [r.objectives for r in records if reference_name(r.canonical)]
+    xs, ys = hypervolume_trace(records, reference_point_from(refs))
+    assert xs[-1] == records[-1].id and ys[0] >= 0
+    assert all(b >= a for a, b in zip(ys, ys[1:], strict=False)) and ys[-1] > 0
+
+
+def test_report_compares_runs_of_one_problem_and_refuses_others(run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    invoke("report", run, other)
+    data = embedded_data((run / "report.html").read_text())
+    assert [r["evaluations"] for r in data["runs"]] == [30, 30]
+    config = json.loads((other / "config.json").read_text())
+    config["problem"]["data"] = "mnist5k"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EvostitchError, match="another problem"):
+        invoke("report", run, other)
+
+
+def test_report_of_a_folder_that_is_no_run(tmp_path):
+    with pytest.raises(EvostitchError, match="not an evostitch run"):
+        invoke("report", tmp_path)
