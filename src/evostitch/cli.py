@@ -456,6 +456,15 @@ def _print_summary(summary: dict) -> None:
         out.print(f"  {name}: {path}")
 
 
+def _register_result_commands() -> None:
+    from .results_cli import register
+
+    register(app)
+
+
+_register_result_commands()
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
