@@ -52,10 +52,30 @@ class CostTable:
     stitch_params: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The measured MACs, for saving (parameters are recounted from the modules)."""
         return {
             "node_macs": [[s, n, v] for (s, n), v in self.node_macs.items()],
             "stitch_macs": self.stitch_macs,
         }
+
+    @classmethod
+    def from_dict(cls, net: Supernet, data: dict) -> CostTable:
+        """Rebuild a saved table for `net`; KeyError/ValueError if it does not fit."""
+        node_macs = {(s, n): float(v) for s, n, v in data["node_macs"]}
+        stitch_macs = {k: float(v) for k, v in data["stitch_macs"].items()}
+        wanted = {item for kind, item in net._order if kind == "node"}
+        if set(node_macs) != wanted or set(stitch_macs) != set(net.stitches.keys()):
+            raise ValueError("saved cost table does not fit the supernetwork")
+        return _with_params(net, node_macs, stitch_macs)
+
+
+def _with_params(net: Supernet, node_macs: dict, stitch_macs: dict) -> CostTable:
+    return CostTable(
+        node_macs,
+        stitch_macs,
+        {key: _param_names(net, key) for key in node_macs},
+        {k: sum(p.numel() for p in s.parameters()) for k, s in net.stitches.items()},
+    )
 
 
 def profile(net: Supernet, example_input: torch.Tensor) -> CostTable:
@@ -74,12 +94,7 @@ def profile(net: Supernet, example_input: torch.Tensor) -> CostTable:
                 for sw in net.switches[2 * item : 2 * item + 2]:
                     source = env[(OTHER[sw.side], sw.source)]
                     stitch_macs[sw.stitch] = count_macs(net.stitches[sw.stitch], source)
-    return CostTable(
-        node_macs,
-        stitch_macs,
-        {key: _param_names(net, key) for key in node_macs},
-        {k: sum(p.numel() for p in s.parameters()) for k, s in net.stitches.items()},
-    )
+    return _with_params(net, node_macs, stitch_macs)
 
 
 def offspring_cost(net: Supernet, table: CostTable, genotype: Sequence[int]) -> dict[str, float]:

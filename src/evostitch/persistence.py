@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .cost import CostTable
 from .errors import EvostitchError
 from .graph import trace
 from .specs import load_model, load_weights
@@ -96,6 +97,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
         "task": net.task,
         "data": net.data,
         "genotype_spec": net.genotype_spec,
+        "cost": net.cost_table.to_dict() if net.cost_table is not None else None,
     }
     text = json.dumps(meta, indent=1)
     _atomic_write(folder / JSON_NAME, lambda p: Path(p).write_text(text))
@@ -175,5 +177,8 @@ def load(folder: str | Path) -> Supernet:
     net.leaf_modules = list(meta["leaf_modules"])
     net.matching = meta.get("matching")
     net.data = meta.get("data")
-    net.profile(example)
+    try:
+        net.cost_table = CostTable.from_dict(net, meta["cost"])
+    except (KeyError, TypeError, ValueError):
+        net.profile(example)  # older or foreign file: measure again
     return net
