@@ -1,4 +1,8 @@
-"""Evaluate offspring of a supernetwork on a dataset split, deterministically."""
+"""Evaluate offspring of a supernetwork on a dataset split, deterministically.
+
+One at a time (`metrics`, `objectives`), or a population at once (`metrics_many`,
+`objectives_many`) with `SharedEvaluator`, which computes what offspring share once.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from torch.utils.data import Dataset
 
 from .errors import EvostitchError
 from .metrics import make_metric, primary_metric
+from .shared_eval import DEFAULT_BUDGET, SharedEvaluator
 from .supernet import Supernet
 from .training import default_device
 
@@ -18,6 +23,9 @@ class Evaluator:
 
     The split is loaded once (evaluation is the search's inner loop); metrics are those
     of the task (accuracy, top-5, cross-entropy, ECE / mean IoU, pixel accuracy).
+    Calling it gives `objectives`; `evaluate_many` (= `objectives_many`) lets backends
+    evaluate the genotypes they hold at once, keeping at most `budget_bytes` of shared
+    values (`autocast`: float16 on GPU, bfloat16 on CPU, in that path only).
     """
 
     def __init__(
@@ -28,6 +36,8 @@ class Evaluator:
         *,
         batch_size: int = 256,
         device: str | torch.device | None = None,
+        budget_bytes: int | None = DEFAULT_BUDGET,
+        autocast: bool = False,
     ) -> None:
         if len(dataset) == 0:
             raise EvostitchError("cannot evaluate on an empty split")
@@ -40,6 +50,8 @@ class Evaluator:
         self.batch_size = batch_size
         self.num_classes = num_classes
         self.metric_name = primary_metric(net.task)
+        self.budget_bytes, self.autocast = budget_bytes, autocast
+        self._shared: SharedEvaluator | None = None
 
     def metrics(self, genotype: Sequence[int]) -> dict[str, float]:
         """All metrics of the offspring plus its MACs and parameters."""
@@ -55,3 +67,32 @@ class Evaluator:
         """(-metric, MACs): both minimised, as the search expects."""
         m = self.metrics(genotype)
         return (-m[self.metric_name], m["macs"])
+
+    def __call__(self, genotype: Sequence[int]) -> tuple[float, float]:
+        return self.objectives(genotype)
+
+    @property
+    def shared(self) -> SharedEvaluator:
+        """The population evaluator over the same split (built on first use)."""
+        if self._shared is None:
+            self._shared = SharedEvaluator(
+                self.net,
+                self.x,
+                self.y,
+                self.num_classes,
+                batch_size=self.batch_size,
+                budget_bytes=self.budget_bytes,
+                device=self.device,
+                autocast=self.autocast,
+            )
+        return self._shared
+
+    def metrics_many(self, genotypes: Sequence[Sequence[int]]) -> list[dict[str, float]]:
+        """`metrics` of each genotype, computing what they share only once."""
+        return self.shared.metrics(genotypes)
+
+    def objectives_many(self, genotypes: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
+        """`objectives` of each genotype, computing what they share only once."""
+        return [(-m[self.metric_name], m["macs"]) for m in self.metrics_many(genotypes)]
+
+    evaluate_many = objectives_many  # what backends look for

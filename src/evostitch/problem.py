@@ -3,7 +3,8 @@
 Objectives (both minimised): the negated task metric (accuracy or mean IoU) on the
 validation split, and MACs per input. The reference solutions are the parents and
 their ensembles. Evaluators are built from plain values (`evaluator_factory`), so a
-Ray worker can build its own once and evaluate many genotypes.
+Ray worker can build its own once and evaluate many genotypes; the evaluator's
+`evaluate_many` scores the genotypes a worker holds at once, sharing their computation.
 """
 
 from __future__ import annotations
@@ -17,32 +18,62 @@ from .data import dataset_info, load_dataset
 from .errors import EvostitchError
 from .evaluation import Evaluator
 from .search.base import Genotype, Objectives, Problem
+from .shared_eval import DEFAULT_BUDGET
 from .supernet import Supernet
 
 
 def make_evaluator(
-    net: Supernet, data: str, split: str = "val", *, batch_size: int = 256, device: Any = None
+    net: Supernet,
+    data: str,
+    split: str = "val",
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
 ) -> Evaluator:
     info = dataset_info(data)
     if info.task != net.task:
         raise EvostitchError(f"{data} is a {info.task} dataset, the supernetwork does {net.task}")
     return Evaluator(
-        net, load_dataset(data, split), info.num_classes, batch_size=batch_size, device=device
+        net,
+        load_dataset(data, split),
+        info.num_classes,
+        batch_size=batch_size,
+        device=device,
+        budget_bytes=budget_bytes,
+        autocast=autocast,
     )
 
 
 def load_objectives(
-    supernet: str, data: str, split: str = "val", batch_size: int = 256
+    supernet: str,
+    data: str,
+    split: str = "val",
+    batch_size: int = 256,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
 ) -> Callable[[Genotype], Objectives]:
-    """Load a saved supernetwork and a split; return its objective function."""
-    return make_evaluator(Supernet.load(supernet), data, split, batch_size=batch_size).objectives
-
-
-def evaluator_factory(supernet: str | Path, data: str, split: str = "val", batch_size: int = 256):
-    """A picklable zero-argument factory of the objective function (for backends)."""
-    return functools.partial(
-        load_objectives, str(Path(supernet).resolve()), data, split, batch_size
+    """Load a saved supernetwork and a split; return its objective function (an `Evaluator`:
+    call it on one genotype, or `evaluate_many` on several)."""
+    net = Supernet.load(supernet)
+    return make_evaluator(
+        net, data, split, batch_size=batch_size, budget_bytes=budget_bytes, autocast=autocast
     )
+
+
+def evaluator_factory(
+    supernet: str | Path,
+    data: str,
+    split: str = "val",
+    batch_size: int = 256,
+    *,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
+):
+    """A picklable zero-argument factory of the objective function (for backends)."""
+    path = str(Path(supernet).resolve())
+    return functools.partial(load_objectives, path, data, split, batch_size, budget_bytes, autocast)
 
 
 def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:
@@ -74,4 +105,4 @@ def problem_from_spec(spec: dict[str, Any]) -> tuple[Problem, Supernet]:
         raise EvostitchError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
     net = Supernet.load(spec["supernet"])
     evaluator = make_evaluator(net, spec["data"], spec.get("split", "val"))
-    return stitching_problem(net, evaluator.objectives), net
+    return stitching_problem(net, evaluator), net

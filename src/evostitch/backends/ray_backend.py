@@ -1,9 +1,11 @@
 """Evaluations on a pool of long-lived Ray actors (optional: `pip install evostitch[ray]`).
 
-Each actor calls the evaluator factory once, then evaluates one genotype at a time. An
-actor that dies (its process crashed, was killed, ran out of memory) is replaced and the
-genotype it held is retried up to `max_retries` times, then reported as failed. An
-exception raised by the evaluator is not a death: it is reported as failed at once.
+Each actor calls the evaluator factory once, then evaluates one genotype at a time, or up
+to `per_worker` at once through the evaluator's `evaluate_many` when it has one. An actor
+that dies (its process crashed, was killed, ran out of memory) is replaced and the
+genotypes it held are retried, one per task, up to `max_retries` times, then reported
+as failed. An exception raised by the evaluator is not a death: it is reported as failed
+at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from evostitch.backends import (
     evaluate_one,
     worker_name,
 )
+from evostitch.backends.inprocess import evaluate_batch
 from evostitch.errors import EvostitchError
 from evostitch.search.base import Genotype
 
@@ -34,7 +37,7 @@ def _import_ray() -> Any:
 
 
 class _Worker:
-    """The actor: builds its evaluator once, then evaluates genotypes one by one."""
+    """The actor: builds its evaluator once, then evaluates the genotypes it is handed."""
 
     def __init__(self, factory: EvaluatorFactory) -> None:
         self._name = worker_name()
@@ -42,6 +45,9 @@ class _Worker:
 
     def evaluate(self, ticket: int, genotype: Genotype) -> Result:
         return evaluate_one(self._evaluate, ticket, genotype, self._name)
+
+    def evaluate_many(self, items: list[tuple[int, Genotype]]) -> list[Result]:
+        return evaluate_batch(self._evaluate, items, self._name)
 
     def name(self) -> str:
         return self._name
@@ -59,6 +65,11 @@ class RayBackend(Backend):
     (default `num_workers`): `results()` returns nothing until the whole batch is done,
     then all of it in ticket order, so a run equals the in-process backend's with the
     same batch size and seed (in-process default: batch size 1).
+
+    `per_worker` (default 1) is how many queued genotypes an idle actor takes at once; it
+    evaluates them together when its evaluator has `evaluate_many` (offspring then share
+    their common computation). Fewer than that are handed out by `results()`. In-flight
+    capacity is `num_workers * per_worker`.
     """
 
     def __init__(
@@ -72,9 +83,12 @@ class RayBackend(Backend):
         deterministic: bool = False,
         batch_size: int | None = None,
         init_kwargs: dict[str, Any] | None = None,
+        per_worker: int = 1,
     ) -> None:
         if num_workers < 1:
             raise ValueError("num_workers must be at least 1")
+        if per_worker < 1:
+            raise ValueError("per_worker must be at least 1")
         ray = self._ray = _import_ray()
         from ray.exceptions import RayActorError, RayError, WorkerCrashedError
 
@@ -91,14 +105,16 @@ class RayBackend(Backend):
                 where = address or "a local Ray"
                 raise EvostitchError(f"could not start or join {where}: {why}") from None
         self.deterministic = deterministic
-        self.capacity = (batch_size or num_workers) if deterministic else num_workers
+        in_flight = num_workers * per_worker
+        self.capacity = (batch_size or in_flight) if deterministic else in_flight
+        self.per_worker = per_worker
         self.max_retries = max_retries
         self._factory = evaluator_factory
         self._actor_cls = ray.remote(_Worker).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0
         )
         self._idle = [self._new_actor() for _ in range(num_workers)]
-        self._running: dict[Any, tuple[Any, int, Genotype, int]] = {}
+        self._running: dict[Any, tuple[Any, list[tuple[int, Genotype, int]]]] = {}
         self._queue: deque[tuple[int, Genotype, int]] = deque()
         self._done: list[Result] = []
         self._deaths_in_a_row = 0
@@ -110,17 +126,25 @@ class RayBackend(Backend):
 
     def submit(self, ticket: int, genotype: Genotype) -> None:
         self._queue.append((ticket, tuple(genotype), 0))
-        self._dispatch()
+        self._dispatch(partial=False)  # smaller batches wait for results()
 
-    def _dispatch(self) -> None:
-        while self._queue and self._idle:
-            ticket, genotype, attempts = self._queue.popleft()
+    def _dispatch(self, partial: bool = True) -> None:
+        while self._idle and (len(self._queue) >= self.per_worker or (partial and self._queue)):
+            held = [self._queue.popleft()]  # retries run alone (their batch-mates may be fine)
+            while len(held) < self.per_worker and self._queue and not held[0][2]:
+                if self._queue[0][2]:
+                    break
+                held.append(self._queue.popleft())
             actor = self._idle.pop()
-            ref = actor.evaluate.remote(ticket, genotype)
-            self._running[ref] = (actor, ticket, genotype, attempts)
+            if len(held) == 1:
+                ref = actor.evaluate.remote(*held[0][:2])
+            else:
+                ref = actor.evaluate_many.remote([(t, g) for t, g, _ in held])
+            self._running[ref] = (actor, held)
 
     def results(self, timeout: float | None = None) -> list[Result]:
         ray = self._ray
+        self._dispatch()
         if self._running:
             refs = list(self._running)
             ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
@@ -135,9 +159,10 @@ class RayBackend(Backend):
         return sorted(done, key=lambda r: r.ticket) if self.deterministic else done
 
     def _collect(self, ref: Any) -> None:
-        actor, ticket, genotype, attempts = self._running.pop(ref)
+        actor, held = self._running.pop(ref)
         try:
-            self._done.append(self._ray.get(ref))
+            done = self._ray.get(ref)
+            self._done.extend(done if isinstance(done, list) else [done])
             self._idle.append(actor)
             self._deaths_in_a_row = 0
         except self._died as e:
@@ -145,16 +170,18 @@ class RayBackend(Backend):
                 msg = f"a Ray worker could not build its evaluator: {cause}"
                 raise EvostitchError(msg) from None
             self._replace(actor, e)
-            if attempts < self.max_retries:
-                self._queue.appendleft((ticket, genotype, attempts + 1))
-            else:
-                error = f"worker died {attempts + 1} times; last: {_death_reason(e)}"
-                now = time.time()
-                self._done.append(Result(ticket, genotype, None, error, 0.0, "", now, now))
+            for ticket, genotype, attempts in reversed(held):
+                if attempts < self.max_retries:
+                    self._queue.appendleft((ticket, genotype, attempts + 1))
+                else:
+                    error = f"worker died {attempts + 1} times; last: {_death_reason(e)}"
+                    now = time.time()
+                    self._done.append(Result(ticket, genotype, None, error, 0.0, "", now, now))
         except self._ray_error as e:  # the task itself failed in Ray (e.g. unpicklable result)
             self._idle.append(actor)
             now = time.time()
-            self._done.append(Result(ticket, genotype, None, _one_line(e), 0.0, "", now, now))
+            for ticket, genotype, _ in held:
+                self._done.append(Result(ticket, genotype, None, _one_line(e), 0.0, "", now, now))
 
     def _replace(self, actor: Any, cause: BaseException) -> None:
         self._deaths_in_a_row += 1
@@ -168,7 +195,7 @@ class RayBackend(Backend):
         self.replaced += 1
 
     def close(self) -> None:
-        actors = self._idle + [a for a, *_ in self._running.values()]
+        actors = self._idle + [a for a, _ in self._running.values()]
         self._idle, self._running = [], {}
         for actor in actors:
             with contextlib.suppress(Exception):
