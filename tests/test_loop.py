@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import signal
@@ -219,6 +220,27 @@ def test_failures_are_stored_and_told_as_worst(tmp_path, capsys):
     assert all(o == (float("inf"),) * 2 for g, o in algorithm.told if g[1] == 1)
     lines = [x for x in capsys.readouterr().err.splitlines() if "evaluation failed" in x]
     assert len(lines) == len(failed)
+
+
+@pytest.mark.parametrize("name", ["ga", "gomea", "lk-gomea", "nsga2"])
+def test_our_algorithms_go_on_after_failures(tmp_path, name):
+    """Failures are told as +inf: the algorithms rank them last and spend the budget on
+    new networks; their memo answers known ones before the loop's cache sees them."""
+    from evostitch.search.algorithms import make_algorithm
+
+    def evaluate(genotype):
+        if sum(genotype) % 3 == 1:
+            raise RuntimeError("broken offspring")
+        return toy_objectives(genotype)
+
+    problem = toy_problem(evaluate, references=[(0,) * N_BITS, (1,) + (0,) * (N_BITS - 1)])
+    algorithm = make_algorithm(name, problem, 0, pop_size=8, budget=60, steer_to=None)
+    with new_store(tmp_path / "run", budget=60) as store:
+        result = run_search(problem, algorithm, store, progress=False)
+    assert result.stopped == "budget" and result.performed == 60
+    assert 0 < result.failed < 60 and result.cache_hits < 10 < result.memo_hits
+    assert all(math.isfinite(v) for s in algorithm.archive for v in s.objectives)
+    assert {s.objectives for s in algorithm.archive} == {r.objectives for r in result.front}
 
 
 def test_endless_cache_hits_are_stopped(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -62,18 +63,33 @@ def covers(front: set) -> Done:
     return lambda alg: {s.objectives for s in alg.archive} >= front
 
 
-def toy_stitch(n_bits: int = 20) -> Problem:
-    """Stitching-shaped toy: a ternary output variable, bits, (-metric, cost), references."""
+def toy_stitch(n_bits: int = 20, canonical: bool = False) -> Problem:
+    """Stitching-shaped toy: a ternary output variable, bits, (-metric, cost), references.
+
+    `canonical`: like a supernetwork, the output variable decides which bits are active
+    (0: the first half, 1: the second half, 2: all); inactive bits do not matter.
+    """
     half = n_bits // 2
 
+    def active(g):
+        on = (g[0] != 1,) * half + (g[0] != 0,) * (n_bits - half)
+        return (g[0],) + tuple(v if a else 0 for v, a in zip(g[1:], on, strict=True))
+
     def evaluate(g):
+        g = active(g) if canonical else g
         good = sum(g[1 : 1 + half]) / half
         bad = sum(g[1 + half :]) / half
         metric = 0.4 + 0.5 * good - 0.4 * bad + 0.05 * (g[0] == 2)
         return (-metric, float(sum(g[1:]) + 2 * (g[0] == 2)))
 
     refs = [(o,) + (0,) * n_bits for o in range(3)]
-    return Problem([3] + [2] * n_bits, evaluate, references=refs, metric_index=0)
+    return Problem(
+        [3] + [2] * n_bits,
+        evaluate,
+        references=refs,
+        metric_index=0,
+        canonical=active if canonical else None,
+    )
 
 
 # --------------------------------------------------------------------- shared parts
@@ -211,6 +227,15 @@ def _asks(alg: Algorithm, problem: Problem, n: int) -> list:
     return seen
 
 
+def restore(problem: Problem, state: dict, evaluated: list) -> Algorithm:
+    """Restore from a JSON round trip of `state` and hand over the evaluations made so far
+    (the memo is not checkpointed: the loop hands over the stored rows the same way)."""
+    algorithm = restore_algorithm(problem, json.loads(json.dumps(state)))
+    for genotype in evaluated:
+        algorithm.remember(problem.canonicalise(genotype), problem.evaluate(genotype))
+    return algorithm
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_checkpoint_resumes_the_same_run(name: str) -> None:
     problem = toy_stitch()
@@ -221,8 +246,7 @@ def test_checkpoint_resumes_the_same_run(name: str) -> None:
     first = make_algorithm(name, problem, 7, **params)
     head = _asks(first, problem, 150)
     in_flight = first.ask()  # checkpoint while one evaluation is out
-    state = json.loads(json.dumps(first.state_dict()))
-    resumed = restore_algorithm(problem, state)
+    resumed = restore(problem, first.state_dict(), [g for _, g in head])
     again = resumed.ask()
     assert (again.ticket, again.genotype) == (in_flight.ticket, in_flight.genotype)
     resumed.tell(again.ticket, problem.evaluate(again.genotype))
@@ -236,7 +260,8 @@ def test_checkpoint_reasks_everything_in_flight(name: str) -> None:
     problem = toy_stitch()
     alg = make_algorithm(name, problem, 1, pop_size=16, budget=400)
     flight = drive_pool(alg, problem, 100)
-    assert flight
+    while not flight:  # e.g. NSGA-II at a generation's end: go on to the next one
+        flight = drive_pool(alg, problem, 1)
     resumed = restore_algorithm(problem, json.loads(json.dumps(alg.state_dict())))
     reasked = [resumed.ask() for _ in flight]
     assert sorted(reasked, key=lambda c: c.ticket) == sorted(flight, key=lambda c: c.ticket)
@@ -244,6 +269,46 @@ def test_checkpoint_reasks_everything_in_flight(name: str) -> None:
         resumed.tell(c.ticket, problem.evaluate(c.genotype))
     drive_pool(resumed, problem, 200)
     assert resumed.told == alg.told + len(flight) + 200
+
+
+# -------------------------------------------------------------- known networks, failures
+@pytest.mark.parametrize("name", ["rs", "gomea", "lk-gomea", "nsga2"])
+def test_a_known_network_is_never_asked_again(name: str) -> None:
+    """Inactive bits make many genotypes one network: the memo answers those, so every
+    asked genotype is a new network and a budget buys that many networks."""
+    problem = toy_stitch(canonical=True)
+    alg = make_algorithm(name, problem, 0, pop_size=16, budget=400)
+    asked = []
+    for _ in range(400):
+        c = alg.ask()
+        asked.append(problem.canonicalise(c.genotype))
+        alg.tell(c.ticket, problem.evaluate(c.genotype))
+    assert len(set(asked)) == len(asked)
+    assert alg.memo_hits > 0 and len(alg.memo) == 400
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_failed_evaluations_rank_last(name: str) -> None:
+    """The loop tells a failed evaluation as +inf objectives: worst for every weight
+    vector, never archived, and no trouble for the normalisation or a checkpoint."""
+    base = toy_stitch()
+
+    def evaluate(g):  # every genotype with an odd number of ones fails
+        return (math.inf, math.inf) if sum(g[1:]) % 2 else base.evaluate(g)
+
+    problem = Problem(base.cardinalities, evaluate, references=base.references, metric_index=0)
+    alg = make_algorithm(name, problem, 0, pop_size=16, budget=300)
+    drive_pool(alg, problem, 300)
+    assert len(alg.archive) > 0
+    assert np.isfinite(alg.archive.objectives_array()).all()
+    lo, span = alg._normalisation()
+    assert np.isfinite(lo).all() and np.isfinite(span).all()
+    for w in weight_vectors(5, 2, np.random.default_rng(0)):
+        for s in alg.archive:
+            assert alg.better(s.objectives, (math.inf, math.inf), w)
+            assert not alg.not_worse((math.inf, math.inf), s.objectives, w)
+    restored = restore_algorithm(problem, json.loads(json.dumps(alg.state_dict())))
+    drive_pool(restored, problem, 50)
 
 
 # ------------------------------------------------------------------------- steering

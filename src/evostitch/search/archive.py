@@ -6,6 +6,7 @@ never compute it ourselves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -34,8 +35,9 @@ class Archive:
     """Non-dominated (genotype, objectives) pairs.
 
     A newcomer enters unless an archived solution weakly dominates it (so equal
-    objective vectors are kept once, first come first served), or its genotype is
-    already archived; entering removes what it dominates.
+    objective vectors are kept once, first come first served), its genotype is
+    already archived, or an objective is not finite (a failed evaluation); entering
+    removes what it dominates.
 
     Floor (adaptive steering): with `metric_index` set, objective `metric_index` holds
     the negated task metric. A solution whose metric (= -objective) is below `floor`
@@ -74,7 +76,7 @@ class Archive:
         """Offer a solution; return whether it entered the archive."""
         g = tuple(map(int, genotype))
         f = tuple(float(v) for v in objectives)
-        if g in self._genotypes or self.below_floor(f):
+        if g in self._genotypes or not all(map(math.isfinite, f)) or self.below_floor(f):
             return False
         if any(weakly_dominates(s.objectives, f) for s in self._solutions):
             return False

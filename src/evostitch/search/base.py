@@ -16,6 +16,10 @@ from typing import Any
 Genotype = tuple[int, ...]
 Objectives = tuple[float, ...]
 
+CANONICAL_CACHE = 8192
+"""Canonical forms a Problem keeps (search algorithms canonicalise the same genotypes
+again and again; a stitching problem's `canonical` walks the network each time)."""
+
 
 @dataclass
 class Problem:
@@ -32,10 +36,19 @@ class Problem:
     canonical: Callable[[Genotype], Genotype] | None = None
     references: Sequence[Genotype] = field(default_factory=list)
     metric_index: int | None = None
+    _seen: dict[Genotype, Genotype] = field(default_factory=dict, init=False, repr=False)
 
     def canonicalise(self, genotype: Sequence[int]) -> Genotype:
+        """`canonical(genotype)` (the genotype itself without one), from a bounded cache."""
         g = tuple(int(v) for v in genotype)
-        return self.canonical(g) if self.canonical is not None else g
+        if self.canonical is None:
+            return g
+        c = self._seen.get(g)
+        if c is None:
+            if len(self._seen) >= CANONICAL_CACHE:
+                self._seen.clear()
+            c = self._seen[g] = tuple(self.canonical(g))
+        return c
 
 
 @dataclass(frozen=True)
@@ -54,9 +67,14 @@ class Algorithm(ABC):
     checkpointed with `state_dict()` (JSON-serialisable) and restored with
     `load_state_dict()`; candidates that were in flight at checkpoint time are asked
     again after a restore.
+
+    An algorithm may keep its own memo of evaluated networks and skip asking for them
+    (counted in `memo_hits`); the loop hands it the evaluations it did not see through
+    `remember` (a resumed run's stored rows).
     """
 
     name: str = "algorithm"
+    memo_hits: int = 0
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         self.problem = problem
@@ -73,3 +91,6 @@ class Algorithm(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def remember(self, canonical: Genotype, objectives: Objectives) -> None:  # noqa: B027
+        """Learn the objectives of a canonical genotype evaluated elsewhere (optional)."""

@@ -6,15 +6,18 @@ Rules the loop keeps:
   flight (or the algorithm answers None: it waits for results).
 - A candidate whose canonical genotype is stored is told at once from the cache; one whose
   canonical genotype is being evaluated waits for that evaluation. Both count as cache
-  hits; neither is evaluated.
+  hits; neither is evaluated. Algorithms with a memo of their own (ours) skip most known
+  networks before asking (`memo_hits`); the loop hands them the stored rows first
+  (`Algorithm.remember`), so a resumed algorithm knows what was evaluated before.
 - The budget counts *performed* evaluations: rows in the run's database, across resumes.
 - Guards against an algorithm that only produces cache hits: the loop stops after
   `max_requests` asks in one call (default 20 x budget) or `max_consecutive_hits` cache
   hits in a row (default 10,000); `SearchResult.stopped` says why it stopped.
 - A failed evaluation (the evaluator raised, returned the wrong number of objectives or a
-  NaN, or its worker kept dying) is stored with status "failed", printed as one line, and
-  told to the algorithm as the worst objectives (+inf on every objective). It is never
-  retried by the loop: a resumed run serves it from the cache like any stored row.
+  non-finite value, or its worker kept dying) is stored with status "failed", printed as
+  one line, and told to the algorithm as the worst objectives (+inf on every objective;
+  our algorithms rank such a solution below all others). It is never retried by the
+  loop: a resumed run serves it from the cache like any stored row.
 - The database is the source of truth. Every row is committed as soon as it is stored;
   the algorithm's checkpoint is written every `checkpoint_every` evaluations and at the
   end, so after a SIGKILL it may lag the database. A resumed algorithm that asks again for
@@ -47,7 +50,8 @@ class SearchResult:
     """Counters over the whole run (across resumes), the archive, and how this call went.
 
     `front` is the non-dominated set of the stored (ok) rows: the database's view, which
-    holds even when the algorithm's own `archive` lags after a crash.
+    holds even when the algorithm's own `archive` lags after a crash. `memo_hits`: known
+    networks the algorithm skipped itself, without asking (across resumes).
     """
 
     requested: int
@@ -59,6 +63,7 @@ class SearchResult:
     stopped: str
     archive: Any = None
     front: list[EvaluationRecord] = field(default_factory=list)
+    memo_hits: int = 0
 
 
 def nondominated(records: Iterable[EvaluationRecord]) -> list[EvaluationRecord]:
@@ -111,6 +116,8 @@ def run_search(
     backend = backend or InProcessBackend(lambda: problem.evaluate)
     max_requests = 20 * budget if max_requests is None else max_requests
     cache = EvaluationCache(problem, store)
+    for stored in cache.records():
+        algorithm.remember(stored.canonical, cache.told(stored))
     _restore_counters(store, cache.counters)
     start, performed_before = time.perf_counter(), cache.counters.performed
     submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical genotype
@@ -174,6 +181,7 @@ def run_search(
         stopped=stopped,
         archive=getattr(algorithm, "archive", None),
         front=nondominated(cache.records()),
+        memo_hits=algorithm.memo_hits,
     )
 
 
@@ -201,8 +209,8 @@ def _record(result: Result, canonical: Genotype, n_objectives: int) -> Evaluatio
     objectives, error = result.objectives, result.error
     if objectives is not None and len(objectives) != n_objectives:
         objectives, error = None, f"expected {n_objectives} objectives, got {len(objectives)}"
-    elif objectives is not None and any(math.isnan(v) for v in objectives):
-        objectives, error = None, f"objectives contain NaN: {objectives}"
+    elif objectives is not None and not all(math.isfinite(v) for v in objectives):
+        objectives, error = None, f"objectives are not finite: {objectives}"
     return EvaluationRecord(
         genotype=tuple(result.genotype),
         canonical=canonical,
@@ -270,7 +278,8 @@ class _View:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = (c.performed - performed_before) / elapsed
         info = (
-            f"hits {c.cache_hits}  failed {c.failed}  {rate:.2f} eval/s"
+            f"hits {c.cache_hits} memo {self.algorithm.memo_hits}  failed {c.failed}"
+            f"  {rate:.2f} eval/s"
             f"  busy {busy}/{self.capacity}  HV {self._hypervolume()}"
         )
         self.progress.update(self.task, completed=c.performed, info=info)

@@ -3,7 +3,9 @@
 - `initial_genotypes`: the stratified initialiser (METHOD.md section 2 step 10).
 - `weight_vectors`: one Tchebycheff weight vector per population slot.
 - `SteadyState`: ticket bookkeeping (out-of-order tells, re-asking after a restore),
-  the elitist archive, adaptive steering and the acceptance test, checkpoints.
+  the elitist archive, adaptive steering and the acceptance test, checkpoints, and the
+  memo of evaluated networks (canonical genotype -> objectives) that lets an algorithm
+  go on without asking again for a network it already knows.
 - `PopulationAlgorithm`: a fixed-size population whose initial members are asked first.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,20 @@ from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Pr
 RHO = 1e-4
 """Weight of the augmentation term of the Tchebycheff scalarisation (breaks ties
 toward Pareto-optimal solutions, e.g. on the axes of the weight simplex)."""
+
+SILENT_PER_VARIABLE = 8
+"""Answers from the memo (per population slot and variable; at least 1000) after which
+candidates are asked whatever they are, until a new network is proposed again: `ask()`
+always ends, and an algorithm that only repeats itself (a tiny, exhausted search space)
+asks at once, so the loop, whose cache answers, sees it and its guards stop the run.
+GOMEA needs the room: two passes over the population without a new network (each job
+up to two sweeps over its 2l - 2 subsets) come before its restart."""
+
+REDRAWS = 100
+"""Draws per member of a restarted population to find a network not known yet."""
+
+WORST = (math.inf, math.inf)
+"""Sort key of a solution with a non-finite objective (a failed evaluation)."""
 
 
 def initial_genotypes(
@@ -79,6 +95,12 @@ class SteadyState(Algorithm):
     Parameters shared by all: `pop_size`, `budget` (evaluations; progress = tells /
     budget, used by steering), `steer_to` (final metric floor; None disables
     steering), `p_stitch` (initialiser, see `initial_genotypes`).
+
+    Memo: every told evaluation is remembered by canonical genotype (`remember` also
+    takes evaluations made elsewhere, e.g. a resumed run's stored rows: the memo is not
+    checkpointed). Subclasses call `recall` before proposing a genotype: a known network
+    is used at once and counted in `memo_hits`, never asked for. Failed evaluations
+    (any non-finite objective) count as worse than every other solution.
     """
 
     name = "steady-state"
@@ -113,6 +135,11 @@ class SteadyState(Algorithm):
         self._next_ticket = 0
         self._pending: dict[int, tuple[Genotype, dict[str, Any]]] = {}
         self._reask: list[int] = []
+        self.memo: dict[Hashable, Objectives] = {}
+        self.memo_hits = 0
+        self._silent = 0  # answers from the memo since a new network was proposed
+        self.max_silent = max(1000, SILENT_PER_VARIABLE * pop_size * len(problem.cardinalities))
+        self._compact = max(problem.cardinalities) <= 256  # memo keys as bytes: less memory
 
     # ----------------------------------------------------------------- steering
     @property
@@ -135,8 +162,33 @@ class SteadyState(Algorithm):
 
     def canonical(self, genotype: Genotype) -> Genotype:
         """The problem's canonical form (the genotype itself without `canonical`)."""
-        canonical = self.problem.canonical
-        return genotype if canonical is None else canonical(tuple(genotype))
+        return self.problem.canonicalise(genotype)
+
+    # --------------------------------------------------------------------- memo
+    def memo_key(self, genotype: Sequence[int], canonical: bool = False) -> Hashable:
+        """The memo's key of a genotype (`canonical=True`: it is canonical already)."""
+        c = tuple(genotype) if canonical else self.canonical(tuple(genotype))
+        return bytes(c) if self._compact else c
+
+    def remember(self, canonical: Genotype, objectives: Objectives) -> None:
+        """Learn an evaluation made elsewhere (a resumed run's rows stored after its
+        checkpoint, too): the memo answers it from now on and the archive is offered it."""
+        f = tuple(map(float, objectives))
+        self.memo[self.memo_key(canonical, canonical=True)] = f
+        self.archive.add(canonical, f)
+
+    def recall(self, genotype: Genotype, canonical: Genotype | None = None) -> Objectives | None:
+        """The objectives of the same network if it was evaluated, counted as a memo hit;
+        None if unknown, or once `max_silent` answers were given since a new network
+        was proposed. `canonical`: the genotype's canonical form, if the caller has it."""
+        if self._silent >= self.max_silent:
+            return None
+        key = self.memo_key(genotype) if canonical is None else self.memo_key(canonical, True)
+        f = self.memo.get(key)
+        if f is not None:
+            self.memo_hits += 1
+            self._silent += 1
+        return f
 
     # --------------------------------------------------------------- acceptance
     def _normalisation(self) -> tuple[list[float], list[float]]:
@@ -145,7 +197,10 @@ class SteadyState(Algorithm):
         return _bounds(self.archive.objectives_array(), self.n_objectives)
 
     def key(self, f: Sequence[float], w: Sequence[float]) -> tuple[float, float]:
-        """Sort key, lower is better: (floor violation, augmented Tchebycheff value)."""
+        """Sort key, lower is better: (floor violation, augmented Tchebycheff value);
+        `WORST` for a failed evaluation (non-finite objectives)."""
+        if not all(math.isfinite(v) for v in f):
+            return WORST
         if self.n_objectives == 1:
             return (self.violation(f), float(f[0]))
         lo, span = self._normalisation()
@@ -178,6 +233,8 @@ class SteadyState(Algorithm):
         if proposal is None:
             return None
         genotype, context = proposal
+        if self.memo_key(genotype) not in self.memo:
+            self._silent = 0
         ticket = self._next_ticket
         self._next_ticket += 1
         self._pending[ticket] = (genotype, context)
@@ -193,6 +250,7 @@ class SteadyState(Algorithm):
         if ticket in self._reask:
             self._reask.remove(ticket)
         self.told += 1
+        self.memo[self.memo_key(genotype)] = f
         if self.floor is not None:
             self.archive.set_floor(self.floor)
         self.archive.add(genotype, f)
@@ -226,6 +284,8 @@ class SteadyState(Algorithm):
             "next_ticket": self._next_ticket,
             "pending": [[t, list(g), c] for t, (g, c) in self._pending.items()],
             "archive": self.archive.to_dict(),
+            "memo_hits": self.memo_hits,
+            "silent": self._silent,
             "own": self._state(),
         }
 
@@ -238,11 +298,15 @@ class SteadyState(Algorithm):
         self._pending = {int(t): (tuple(map(int, g)), c) for t, g, c in state["pending"]}
         self._reask = sorted(self._pending)
         self.archive = Archive.from_dict(state["archive"])
+        self.memo_hits = int(state.get("memo_hits", 0))
+        self._silent = int(state.get("silent", 0))
         self._load(state["own"])
 
 
 def _bounds(f: np.ndarray, m: int) -> tuple[list[float], list[float]]:
-    """Per-objective minimum and range (1 where the range is 0) of the rows of `f`."""
+    """Per-objective minimum and range (1 where the range is 0) of the finite rows of `f`
+    (failed evaluations do not stretch the normalisation)."""
+    f = f[np.isfinite(f).all(axis=1)] if len(f) else f
     if len(f) == 0:
         return [0.0] * m, [1.0] * m
     lo, hi = f.min(axis=0), f.max(axis=0)
@@ -262,8 +326,19 @@ class PopulationAlgorithm(SteadyState):
         self.weights = weight_vectors(self.pop_size, self.n_objectives, self.rng)
         self._reset_population()
 
-    def _reset_population(self) -> None:
+    def _reset_population(self, restart: bool = False) -> None:
+        """A new population from `initial_genotypes`. On a `restart`, a random member whose
+        network is known (or another member's) is drawn again, up to `REDRAWS` times, so
+        that a restart brings new networks even where few-ones genotypes are mostly known."""
         self.pop_g = initial_genotypes(self.problem, self.pop_size, self.p_stitch, self.rng)
+        if restart:
+            seen = set(self.memo)
+            for slot in range(len(set(map(tuple, self.problem.references))), len(self.pop_g)):
+                for _ in range(REDRAWS):
+                    if self.memo_key(self.pop_g[slot]) not in seen:
+                        break
+                    self.pop_g[slot] = self._draw()
+                seen.add(self.memo_key(self.pop_g[slot]))
         self.pop_size = len(self.pop_g)  # more references than pop_size: all are kept
         if len(self.weights) != self.pop_size:
             self.weights = weight_vectors(self.pop_size, self.n_objectives, self.rng)
@@ -271,6 +346,10 @@ class PopulationAlgorithm(SteadyState):
         self._bounds: tuple[list[float], list[float]] | None = None
         self._init_next = 0
         self._init_left = self.pop_size
+
+    def _draw(self) -> Genotype:
+        """One random genotype from the initialiser (each switch 1 with probability p)."""
+        return initial_genotypes(self.problem, 1, self.p_stitch, self.rng, False)[0]
 
     def evaluated(self, slot: int) -> bool:
         return not np.isnan(self.pop_f[slot, 0])
@@ -286,11 +365,15 @@ class PopulationAlgorithm(SteadyState):
         return self._bounds
 
     def _propose_init(self) -> tuple[Genotype, dict[str, Any]] | None:
-        if self._init_next >= self.pop_size:
-            return None
-        slot = self._init_next
-        self._init_next += 1
-        return self.pop_g[slot], {"init": slot}
+        """The next initial member to evaluate; members the memo knows are filled in."""
+        while self._init_next < self.pop_size:
+            slot = self._init_next
+            self._init_next += 1
+            f = self.recall(self.pop_g[slot])
+            if f is None:
+                return self.pop_g[slot], {"init": slot}
+            self._receive_init(f, {"init": slot})
+        return None
 
     def _receive_init(self, f: Objectives, context: dict[str, Any]) -> bool:
         """Store an initial member's objectives; False if `context` is not an initial one."""

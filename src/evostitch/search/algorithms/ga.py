@@ -9,10 +9,6 @@ import numpy as np
 from evostitch.search.algorithms.common import PopulationAlgorithm
 from evostitch.search.base import Genotype, Objectives, Problem
 
-MAX_SILENT_FAMILIES = 100
-"""Families whose offspring all equal a parent need no evaluation; after this many in
-a row, `ask()` gives up for now and returns None."""
-
 
 class GA(PopulationAlgorithm):
     """Two random parents make two offspring by crossover (`"2point"` or `"uniform"`)
@@ -21,8 +17,9 @@ class GA(PopulationAlgorithm):
     parent slots' current occupants and the offspring) is ranked per slot with the
     slot's Tchebycheff weight vector: each slot, in random order, takes the best
     remaining member (offspring win ties). Parents are drawn from evaluated slots not
-    already in a family in flight when there are two such slots. An offspring equal to
-    a parent (canonically) takes the parent's objectives without an evaluation.
+    already in a family in flight when there are two such slots. An offspring whose
+    network was evaluated before (a parent's, often) takes the memo's objectives
+    without an evaluation; a family needing none is settled at once.
     """
 
     name = "ga"
@@ -73,13 +70,13 @@ class GA(PopulationAlgorithm):
         if len(pool) < 2:
             return False
         a, b = (int(s) for s in self.rng.choice(pool, size=2, replace=False))
-        known = {self.canonical(self.pop_g[s]): self.pop_f[s].tolist() for s in (a, b)}
         children = [self._mutate(x) for x in self._cross(self.pop_g[a], self.pop_g[b])]
+        known = [self.recall(c) for c in children]
         fid = self._next_family
         self._next_family += 1
         self._families[fid] = {
             "parents": [a, b],
-            "children": [[list(c), known.get(self.canonical(c))] for c in children],
+            "children": [[list(c), f and list(f)] for c, f in zip(children, known, strict=True)],
         }
         waiting = [
             [fid, i] for i, (_, f) in enumerate(self._families[fid]["children"]) if f is None
@@ -106,14 +103,13 @@ class GA(PopulationAlgorithm):
         init = self._propose_init()
         if init is not None:
             return init
-        for _ in range(MAX_SILENT_FAMILIES):
+        while True:  # ends: every family settled at once adds to the memo's silent answers
             if self._queue:
                 fid, child = self._queue.pop(0)
                 genotype = tuple(self._families[fid]["children"][child][0])
                 return genotype, {"family": fid, "child": child}
             if not self._new_family():
                 return None
-        return None
 
     def _receive(self, genotype: Genotype, f: Objectives, context: dict[str, Any]) -> None:
         if self._receive_init(f, context):

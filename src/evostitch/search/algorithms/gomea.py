@@ -4,9 +4,10 @@ Each population slot in turn runs a *mixing job*: gene-pool optimal mixing over 
 FOS subsets in random order, then, if needed, forced improvements. A job is a
 sequence of evaluations, one at a time; several jobs run at once (as many as the
 evaluations in flight), and `ask()` hands out the next pending change of any job. A
-subset change that leaves the genotype as it is costs nothing; one that changes only
-variables the problem's `canonical` marks inactive is adopted without evaluation (the
-network is the same).
+subset change that leaves the genotype as it is costs nothing; one that leaves the
+network as it is (same canonical genotype: only inactive variables changed) is adopted
+without evaluation (counted in `neutral`); one that makes a network evaluated before is
+judged at once with the memo's objectives (`memo_hits`). Only new networks are asked.
 
 Multi-objective: every slot carries its own weight vector; a change is kept when it
 is not worse by that vector's augmented Tchebycheff scalarisation (with the steering
@@ -38,10 +39,11 @@ class GOMEA(PopulationAlgorithm):
     Forced improvement (donor: the elitist for the slot's weight vector) follows when
     a job changed nothing, or its slot has not strictly improved for more than
     1 + log10(pop_size) jobs; if that fails too, the slot becomes the elitist. The
-    initial population is evaluated completely before mixing starts. If a whole pass
-    over the population yields nothing to evaluate (converged), the population is
-    re-initialised (the archive keeps the elites). GOMEA has no mutation: a value no
-    donor holds never appears (see the LOTZ note in the tests)."""
+    initial population is evaluated completely before mixing starts. If two passes over
+    the population yield no new network to evaluate (converged), the population is
+    re-initialised with new networks where it can (the archive keeps the elites).
+    GOMEA has no mutation: a value no donor holds never appears (see the LOTZ note in
+    the tests)."""
 
     name = "gomea"
 
@@ -53,8 +55,10 @@ class GOMEA(PopulationAlgorithm):
         self._jobs: dict[int, dict[str, Any]] = {}
         self._next_slot = 0
         self._finished = 0  # jobs finished since the FOS was learned
+        self._idle = 0  # jobs in a row that finished without asking for an evaluation
         self.nis = [0] * self.pop_size
         self.restarts = 0
+        self.neutral = 0  # changes skipped because the network stayed the same
 
     @property
     def nis_threshold(self) -> int:
@@ -86,12 +90,10 @@ class GOMEA(PopulationAlgorithm):
         return self.parents[other + (other >= slot)]
 
     # ------------------------------------------------------------------- mixing
-    def _same_network(self, a: Genotype, b: Genotype) -> bool:
-        return self.problem.canonical is not None and self.canonical(a) == self.canonical(b)
-
     def _advance(self, slot: int, job: dict[str, Any]) -> Genotype | None:
-        """Next trial genotype of the job, or None after finishing it."""
-        g = self.pop_g[slot]
+        """Next trial genotype (a new network) of the job, or None after finishing it. A
+        job that asked for no new network counts toward a restart (`_idle`)."""
+        g, network = self.pop_g[slot], None
         while True:
             if job["pos"] < len(job["fos"]):
                 subset = job["fos"][job["pos"]]
@@ -103,11 +105,21 @@ class GOMEA(PopulationAlgorithm):
                 trial = tuple(trial)
                 if trial == g:
                     continue
-                if self._same_network(trial, g):
-                    g = trial  # same network: neutral change, no evaluation
-                    self.pop_g[slot] = g
+                canonical = self.canonical(trial)
+                if self.problem.canonical is not None:
+                    network = network or self.canonical(g)
+                    if canonical == network:
+                        g = self.pop_g[slot] = trial  # neutral change: no evaluation
+                        self.neutral += 1
+                        continue
+                f = self.recall(trial, canonical)
+                if f is not None:  # a network evaluated before: judged at once
+                    self._mix(slot, job, trial, f)
+                    if self.pop_g[slot] != g:
+                        g, network = self.pop_g[slot], None
                     continue
                 job["trial"] = list(trial)
+                job["new"] = job.get("new") or self.memo_key(canonical, True) not in self.memo
                 return trial
             if job["phase"] == "gom":
                 self.nis[slot] = 0 if job["improved"] else self.nis[slot] + 1
@@ -120,20 +132,31 @@ class GOMEA(PopulationAlgorithm):
                 self.set_member(slot, tuple(job["elitist"][0]), job["elitist"][1])
             del self._jobs[slot]
             self._finished += 1
+            self._idle = 0 if job.get("new") else self._idle + 1
             return None
 
     def _propose(self) -> tuple[Genotype, dict[str, Any]] | None:
+        while True:  # ends: a restart's known members count toward `max_silent`
+            proposal = self._next_trial()
+            if proposal is not None or self._jobs or self._init_left > 0:
+                return proposal  # None: waiting for evaluations in flight
+            self.restarts += 1  # two passes without a new network: converged
+            self._reset_population(restart=True)
+            self.fos, self.parents, self._finished, self._idle = [], [], 0, 0
+            self.nis = [0] * self.pop_size
+
+    def _next_trial(self) -> tuple[Genotype, dict[str, Any]] | None:
         init = self._propose_init()
-        if init is not None:
-            return init
-        if self._init_left > 0:
-            return None  # mixing starts once the initial population is evaluated
+        if init is not None or self._init_left > 0:
+            return init  # mixing starts once the initial population is evaluated
         for slot, job in list(self._jobs.items()):
             if job["trial"] is None:
                 trial = self._advance(slot, job)
                 if trial is not None:
                     return trial, {"slot": slot}
-        for _ in range(self.pop_size):
+        for _ in range(2 * self.pop_size):
+            if self._idle >= 2 * self.pop_size:
+                break
             slot = self._next_slot
             self._next_slot = (slot + 1) % self.pop_size
             if slot in self._jobs:
@@ -142,13 +165,7 @@ class GOMEA(PopulationAlgorithm):
             trial = self._advance(slot, self._jobs[slot])
             if trial is not None:
                 return trial, {"slot": slot}
-        if self._jobs:
-            return None  # every slot is busy or waiting
-        self.restarts += 1
-        self._reset_population()
-        self.fos, self.parents, self._finished = [], [], 0
-        self.nis = [0] * self.pop_size
-        return self._propose_init()
+        return None
 
     def _receive(self, genotype: Genotype, f: Objectives, context: dict[str, Any]) -> None:
         if self._receive_init(f, context):
@@ -156,6 +173,10 @@ class GOMEA(PopulationAlgorithm):
         slot = context["slot"]
         job = self._jobs[slot]
         job["trial"] = None
+        self._mix(slot, job, genotype, f)
+
+    def _mix(self, slot: int, job: dict[str, Any], genotype: Genotype, f: Objectives) -> None:
+        """Keep the trial `genotype` in `slot` if the job's phase accepts it."""
         w, current = self.weights[slot], self.pop_f[slot]
         if job["phase"] == "gom":
             if self.not_worse(f, current, w):
@@ -179,6 +200,8 @@ class GOMEA(PopulationAlgorithm):
             finished=self._finished,
             nis=self.nis,
             restarts=self.restarts,
+            neutral=self.neutral,
+            idle=self._idle,
         )
         return state
 
@@ -191,6 +214,8 @@ class GOMEA(PopulationAlgorithm):
         self._finished = int(state["finished"])
         self.nis = [int(v) for v in state["nis"]]
         self.restarts = int(state["restarts"])
+        self.neutral = int(state.get("neutral", 0))
+        self._idle = int(state.get("idle", 0))
 
 
 class LKGOMEA(GOMEA):

@@ -36,14 +36,19 @@ def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -
 
     1 for variables that determine each other, 0 for independent ones and wherever
     the joint entropy is 0 (constant variables); the diagonal is 1 unless constant.
+    Joint frequencies come from one product of one-hot columns, one per (variable,
+    value) that occurs; `owner` sums their p log p terms per pair of variables.
     """
     n, length = x.shape
-    c = max(2, int(max(cardinalities)))
-    onehot = (x[:, :, None] == np.arange(c)).reshape(n, length * c).astype(float)
+    offsets = np.concatenate([[0], np.cumsum(cardinalities)[:-1]]).astype(np.int64)
+    used, column = np.unique(x + offsets, return_inverse=True)
+    onehot = np.zeros((n, len(used)))
+    np.put_along_axis(onehot, column.reshape(n, length), 1.0, axis=1)
+    owner = np.zeros((len(used), length))
+    owner[np.arange(len(used)), np.searchsorted(offsets, used, side="right") - 1] = 1.0
     with _one_blas_thread():
-        counts = onehot.T @ onehot
-    joint = (counts / n).reshape(length, c, length, c).transpose(0, 2, 1, 3)
-    h_joint = -xlogy(joint, joint).sum(axis=(2, 3))
+        joint = onehot.T @ onehot / n
+        h_joint = -(owner.T @ xlogy(joint, joint) @ owner)
     h = np.diag(h_joint)
     mi = h[:, None] + h[None, :] - h_joint
     with np.errstate(divide="ignore", invalid="ignore"):

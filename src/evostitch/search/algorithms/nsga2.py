@@ -7,7 +7,10 @@ two-point crossover and a random-reset mutation (per-variable rate 1/l, a mutate
 variable takes another value uniformly), duplicates eliminated by pymoo. The initial
 population is ours (`initial_genotypes`). Steering becomes a pymoo inequality
 constraint, floor - metric <= 0, refreshed for the whole population at every tell,
-so below-floor solutions lose by constraint domination.
+so below-floor solutions lose by constraint domination. An individual whose network
+was evaluated before takes the memo's objectives without being asked for. A failed
+evaluation (non-finite objectives) is given `FAILED` on every objective: finite, so
+pymoo's sorting and crowding distances stay defined, and dominated by any real result.
 
 Checkpoints: pymoo objects are not JSON-serialisable, so `state_dict()` keeps the
 objectives of every finished generation (and the floor used), and `load_state_dict()`
@@ -29,6 +32,9 @@ from pymoo.operators.crossover.pntx import TwoPointCrossover
 
 from evostitch.search.algorithms.common import SteadyState, initial_genotypes
 from evostitch.search.base import Genotype, Objectives, Problem
+
+FAILED = 1e300
+"""What pymoo sees for each objective of a failed evaluation."""
 
 
 class _RandomReset(Mutation):
@@ -99,7 +105,9 @@ class NSGA2(SteadyState):
 
     def _finish_generation(self, fs: list[list[float]], floor: float | None) -> None:
         pop = self._generation
-        pop.set("F", np.array(fs, dtype=float))
+        f = np.array(fs, dtype=float)
+        f[~np.isfinite(f).all(axis=1)] = FAILED
+        pop.set("F", f)
         self._set_constraints(pop, floor)
         if self._pymoo.pop is not None:
             self._set_constraints(self._pymoo.pop, floor)
@@ -110,16 +118,23 @@ class NSGA2(SteadyState):
 
     # ------------------------------------------------------------------ ask/tell
     def _propose(self) -> tuple[Genotype, dict[str, Any]] | None:
-        if self._generation is None:
-            self._start_generation()
-        if self._handed >= len(self._xs):
-            return None
-        index = self._handed
-        self._handed += 1
-        return self._xs[index], {"index": index}
+        while True:  # ends: individuals the memo knows count toward `max_silent`
+            if self._generation is None:
+                self._start_generation()
+            if self._handed >= len(self._xs):
+                return None
+            index = self._handed
+            self._handed += 1
+            f = self.recall(self._xs[index])
+            if f is None:
+                return self._xs[index], {"index": index}
+            self._result(index, f)
 
     def _receive(self, genotype: Genotype, f: Objectives, context: dict[str, Any]) -> None:
-        self._fs[context["index"]] = list(f)
+        self._result(context["index"], f)
+
+    def _result(self, index: int, f: Objectives) -> None:
+        self._fs[index] = list(f)
         if len(self._fs) == len(self._xs):
             self._finish_generation([self._fs[i] for i in range(len(self._xs))], self.floor)
 
