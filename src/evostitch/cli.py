@@ -275,6 +275,10 @@ def search(
     p_stitch: Annotated[
         float, typer.Option(help="Initial probability that a switch takes the stitched input.")
     ] = 0.02,
+    steer_to: Annotated[
+        float,
+        typer.Option(help="Final floor on the metric, rising from 0 over the budget (0: none)."),
+    ] = 0.5,
     backend: Annotated[str, typer.Option(help="inprocess (default) or ray.")] = "inprocess",
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster: auto or HOST:PORT; local Ray if absent.")
@@ -283,7 +287,8 @@ def search(
     gpus_per_worker: Annotated[float, typer.Option(help="GPU share per Ray worker.")] = 0.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
 ) -> None:
-    """Search a supernetwork's offspring for accuracy (or mIoU) against MACs."""
+    """Search a supernetwork's offspring for accuracy (or mIoU) against MACs; the run
+    folder keeps every evaluation and the front (front.csv)."""
     from .search.algorithms import ALGORITHMS
 
     if resume is not None:
@@ -296,8 +301,12 @@ def search(
             raise EvostitchError("give a SUPERNET folder and --out RUN (or --resume RUN)")
         if algorithm not in ALGORITHMS:
             raise EvostitchError(f"unknown --algorithm {algorithm!r}: {ALGORITHM_HELP}")
-        if budget < 1 or population < 2 or not 0 <= p_stitch <= 1:
-            raise EvostitchError("need --budget >= 1, --population >= 2, 0 <= --p-stitch <= 1")
+        if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
+            raise EvostitchError(
+                "need --budget >= 1, --population >= 2, 0 <= --p-stitch <= 1, 0 <= --steer-to <= 1"
+            )
+        if data is None:
+            _supernet_data(supernet)  # a missing or unsaved folder fails here, in one line
         result = run_stitch_search(
             supernet,
             out,
@@ -307,12 +316,13 @@ def search(
             seed=seed,
             population=population,
             p_stitch=p_stitch,
+            steer_to=steer_to,
             backend=_backend(
                 backend, supernet, data, ray_address, workers, gpus_per_worker, cpus_per_worker
             ),
         )
         folder = out
-    _print_search(result, folder)
+    _print_search(result, folder, _write_front(folder))
 
 
 def run_stitch_search(
@@ -325,23 +335,48 @@ def run_stitch_search(
     seed,
     population,
     p_stitch,
+    steer_to: float = 0.5,
     backend=None,
     progress: bool = True,
 ):
-    """Start a search run in `out` (used by `search` and `demo`)."""
+    """Start a search run in `out` (used by `search` and `demo`); closes `backend`."""
     from .problem import problem_from_spec, problem_spec
     from .search.algorithms import make_algorithm
     from .search.loop import run_search
     from .search.store import RunConfig, RunStore
 
-    data = data or _supernet_data(supernet)
-    spec = problem_spec(supernet, data)
-    problem, _ = problem_from_spec(spec)
-    params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch}
-    config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
-    with RunStore.create(out, config) as store:
-        algo = make_algorithm(algorithm, problem, seed, **params)
-        return run_search(problem, algo, store, backend, budget, progress=progress)
+    params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
+    try:
+        data = data or _supernet_data(supernet)
+        spec = problem_spec(supernet, data)
+        problem, _ = problem_from_spec(spec)
+        config = RunConfig(
+            algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec
+        )
+        with RunStore.create(out, config) as store:
+            algo = make_algorithm(algorithm, problem, seed, **params)
+            every = _checkpoint_every(budget)
+            return run_search(
+                problem, algo, store, backend, budget, progress=progress, checkpoint_every=every
+            )
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _checkpoint_every(budget: int) -> int:
+    """Checkpoint every 100 evaluations, or every tenth of a smaller budget."""
+    return max(1, min(100, budget // 10))
+
+
+def _write_front(folder: Path) -> Path:
+    """The stored front and the reference solutions as `folder`/front.csv."""
+    from .report import write_front_csv
+    from .search.store import RunStore
+
+    with RunStore.open(folder, readonly=True) as store:
+        records = list(store.records())
+    return write_front_csv(records, Path(folder) / "front.csv")
 
 
 def _supernet_data(supernet: Path) -> str:
@@ -378,19 +413,26 @@ def _resume(folder, kind, address, workers, gpus, cpus):
     spec = config.problem
     problem, _ = problem_from_spec(spec)
     backend = _backend(kind, spec["supernet"], spec["data"], address, workers, gpus, cpus)
-    return resume_search(
-        folder,
-        problem,
-        lambda c: make_algorithm(c.algorithm, problem, c.seed, **c.params),
-        backend,
-    )
+    try:
+        return resume_search(
+            folder,
+            problem,
+            lambda c: make_algorithm(c.algorithm, problem, c.seed, **c.params),
+            backend,
+            checkpoint_every=_checkpoint_every(config.budget),
+        )
+    finally:
+        if backend is not None:
+            backend.close()
 
 
-def _print_search(result, folder: Path) -> None:
+def _print_search(result, folder: Path, front_csv: Path | None = None) -> None:
     out = Console()
     out.print(
-        f"{result.performed} evaluations performed, {result.cache_hits} cache hits, "
-        f"{result.failed} failed; stopped: {result.stopped}; run in {folder}"
+        f"{result.performed} evaluations performed, {result.cache_hits + result.memo_hits} "
+        f"known networks skipped ({result.memo_hits} by the algorithm's memo, "
+        f"{result.cache_hits} by the run's cache), {result.failed} failed; "
+        f"stopped: {result.stopped}; run in {folder}"
     )
     table = Table("metric", "MMACs", "genotype (stitched switches)", title="front")
     for r in sorted(result.front, key=lambda r: r.objectives[1]):
@@ -401,6 +443,8 @@ def _print_search(result, folder: Path) -> None:
             f"out={r.canonical[0]} switches={on}",
         )
     out.print(table)
+    if front_csv is not None:
+        out.print(f"front and reference solutions: {front_csv}")
 
 
 TASKS = ("classification", "segmentation")

@@ -1,0 +1,153 @@
+"""`evostitch search` on a small real stitching problem: two tiny CNNs on 8x8 digits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evostitch.cli import main
+from evostitch.search.loop import nondominated
+from evostitch.search.store import RunStore
+from evostitch.supernet import Supernet
+
+ALGORITHMS = ["rs", "ga", "gomea", "lk-gomea", "nsga2"]
+BUDGET = 30  # evaluations take ~0.1-1 s each here
+
+
+@pytest.fixture(scope="module")
+def supernet(tmp_path_factory) -> tuple[Path, Supernet]:
+    """A saved supernetwork (111 variables) whose stitches had a few training steps."""
+    from evostitch.data import load_dataset
+    from evostitch.training import train_stitches
+
+    net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    net.data = "digits"
+    train_stitches(net, load_dataset("digits", "train"), samples=64, progress=False)
+    folder = tmp_path_factory.mktemp("stitching") / "sn"
+    net.save(folder)
+    return folder, net
+
+
+def cli(*args: str | Path) -> int:
+    """Run `evostitch ARGS` in this process; its exit code."""
+    argv = sys.argv
+    sys.argv = ["evostitch", *map(str, args)]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code or 0
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def stored(run: Path) -> list:
+    with RunStore.open(run, readonly=True) as store:
+        return list(store.records())
+
+
+def db_rows(run: Path) -> list[tuple]:
+    """(id, canonical, objectives, status) of every stored row, straight from SQLite
+    (none while the database is still missing)."""
+    try:
+        conn = sqlite3.connect(f"{(run / 'evaluations.sqlite').as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        sql = "SELECT id, canonical, objectives, status FROM evaluations ORDER BY id"
+        return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_search_spends_its_budget_on_new_networks(supernet, tmp_path, capsys, algorithm):
+    folder, net = supernet
+    run = tmp_path / "run"
+    args = ["--algorithm", algorithm, "--budget", str(BUDGET), "--population", "8"]
+    assert cli("search", folder, "--out", run, *args) == 0
+    out, err = capsys.readouterr()
+    assert f"{BUDGET} evaluations performed" in out and "stopped: budget" in out
+    records = stored(run)
+    assert len(records) == len({r.canonical for r in records}) == BUDGET
+    assert set(net.reference_genotypes) <= {r.canonical for r in records}
+    checkpoint = json.loads((run / "checkpoint.json").read_text())
+    counters = checkpoint["counters"]
+    assert counters["performed"] == BUDGET and counters["cache_hits"] < BUDGET // 4
+    assert checkpoint["state"]["memo_hits"] > 0  # few-ones genotypes: many known networks
+    with open(run / "front.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"parent-a", "parent-b", "ensemble", "ensemble-prob"} <= {r["solution"] for r in rows}
+    front = {r.objectives for r in nondominated(records)}
+    assert {(-float(r["metric"]), float(r["macs"])) for r in rows if not r["solution"]} <= front
+    # progress bar: evaluations, hits, rate, busy workers and a hypervolume
+    assert f"{BUDGET}/{BUDGET}" in err and "eval/s" in err and "busy" in err
+    assert re.search(r"HV \d", err)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    """Checked before anything is loaded or created (no supernetwork needed)."""
+    missing = tmp_path / "missing"
+    cases = [
+        ["search", missing, "--out", tmp_path / "a", "--algorithm", "sa"],
+        ["search", missing, "--out", tmp_path / "b"],
+        ["search", missing, "--out", tmp_path / "b", "--data", "digits"],
+        ["search", "--resume", tmp_path / "a", "--out", tmp_path / "c"],
+        ["search", "--resume", tmp_path / "no-run"],
+        ["search", missing, "--out", tmp_path / "d", "--budget", "0"],
+        ["search", missing],
+    ]
+    for args in cases:
+        assert cli(*args) == 2, args
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args, err)
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_every_evaluation_once(supernet, tmp_path, capsys):
+    folder, net = supernet
+    run, budget = tmp_path / "run", BUDGET
+    command = [sys.executable, "-m", "evostitch.cli", "search", str(folder), "--out", str(run)]
+    command += ["--algorithm", "lk-gomea", "--budget", str(budget), "--population", "8"]
+    command += ["--steer-to", "0.05"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(db_rows(run)) < 10 or not (run / "checkpoint.json").exists():
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the search stored nothing"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    before = db_rows(run)
+    assert 10 <= len(before) < budget
+
+    assert cli("search", "--resume", run) == 0
+    out = capsys.readouterr().out
+    assert f"{budget} evaluations performed" in out and "stopped: budget" in out
+    after = db_rows(run)
+    assert after[: len(before)] == before  # every stored row kept, unchanged
+    assert len(after) == len({r[1] for r in after}) == budget  # none twice
+    # the algorithm's archive is the stored front above the final metric floor
+    state = json.loads((run / "checkpoint.json").read_text())["state"]
+    records = {r.canonical: r for r in stored(run)}
+    floor = state["archive"]["floor"]
+    archive = [(net.canonical(g), tuple(f)) for g, f in state["archive"]["solutions"]]
+    assert all(records[c].objectives == f for c, f in archive)
+    above = [r for r in records.values() if r.ok and -r.objectives[0] >= floor]
+    assert {f for _, f in archive} == {r.objectives for r in nondominated(above)}
