@@ -7,6 +7,10 @@
    one population of the same size) on the same OneMax and trap problems.
 3. Bookkeeping overhead: 300 evaluations of a 10 ms sleep stub shaped like a stitching
    problem (1 ternary + 112 binary variables); overhead = (wall - 300 * 10 ms) / wall.
+4. Known networks: the search loop (in-process, a run folder in /tmp) on the stub with
+   inactive variables like a supernetwork's (the output variable decides which half of
+   the switches matters): evaluations performed, cache hits in the loop, networks the
+   algorithm's memo answered itself, GOMEA's neutral changes and restarts.
 
 Run: .venv/bin/python benchmarks/search_algorithms.py [--quick]
 """
@@ -15,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from evostitch.search import problems
 from evostitch.search.algorithms import ALGORITHMS, make_algorithm
 from evostitch.search.base import Algorithm, Problem
+from evostitch.search.loop import run_search
+from evostitch.search.store import RunConfig, RunStore
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "rs": ("rs", {}),
@@ -148,17 +156,29 @@ def yardstick(seeds: list[int], ours: dict[str, list[int | None]]) -> None:
         print(f"{label:<12} {pop:>4} {summary(mine):>16} {summary(theirs):>16} {ratio:>15}")
 
 
-def stub_problem(sleep_s: float) -> Problem:
+def stub_problem(sleep_s: float, inactive: bool = False) -> Problem:
+    """`inactive`: output 0 uses only the first half of the switches, 1 only the second."""
     n_bits = 112
+
+    def canonical(g):
+        on = [g[0] != 1] * (n_bits // 2) + [g[0] != 0] * (n_bits // 2)
+        return (g[0],) + tuple(v if a else 0 for v, a in zip(g[1:], on, strict=True))
 
     def evaluate(g):
         if sleep_s:
             time.sleep(sleep_s)
+        g = canonical(g) if inactive else g
         ones = sum(g[1:])
         return (-(0.8 - 0.01 * ones + 0.05 * (g[0] == 2)), float(100 + ones + 50 * (g[0] == 2)))
 
     refs = [(o,) + (0,) * n_bits for o in range(3)]
-    return Problem([3] + [2] * n_bits, evaluate, references=refs, metric_index=0)
+    return Problem(
+        [3] + [2] * n_bits,
+        evaluate,
+        references=refs,
+        metric_index=0,
+        canonical=canonical if inactive else None,
+    )
 
 
 def own_time(name: str, problem: Problem, n_evals: int, seed: int = 0) -> tuple[float, float]:
@@ -202,6 +222,28 @@ def overhead(n_evals: int = 300, sleep_s: float = 0.01) -> None:
     print("no sleep = best of 5 runs back to back (warm caches, less preemption).")
 
 
+def known_networks(budget: int = 300, pop: int = 32) -> None:
+    print(f"\n== Known networks: the loop on the stub with inactive switches, budget {budget}")
+    print(
+        f"{'algorithm':<10} {'performed':>9} {'loop hits':>9} {'memo hits':>9}"
+        f" {'neutral':>8} {'restarts':>8} {'stopped':>8} {'wall s':>7}"
+    )
+    problem = stub_problem(0.0, inactive=True)
+    for name in ALGORITHMS:
+        params = {"pop_size": pop, "budget": budget}
+        config = RunConfig(algorithm=name, budget=budget, params=params)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp, RunStore.create(Path(tmp), config) as store:
+            alg = make_algorithm(name, problem, 0, **params)
+            r = run_search(problem, alg, store, progress=False)
+        print(
+            f"{name:<10} {r.performed:>9} {r.cache_hits:>9} {r.memo_hits:>9}"
+            f" {getattr(alg, 'neutral', '-'):>8} {getattr(alg, 'restarts', '-'):>8}"
+            f" {r.stopped:>8} {time.perf_counter() - start:>7.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds instead of 5")
@@ -211,6 +253,7 @@ def main() -> None:
     ours = table(seeds)
     yardstick(seeds, ours)
     overhead()
+    known_networks()
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

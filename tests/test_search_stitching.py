@@ -74,8 +74,11 @@ def db_rows(run: Path) -> list[tuple]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_search_spends_its_budget_on_new_networks(supernet, tmp_path, capsys, algorithm):
+def test_search_spends_its_budget_on_new_networks(
+    supernet, tmp_path, capsys, monkeypatch, algorithm
+):
     folder, net = supernet
+    monkeypatch.setenv("COLUMNS", "200")  # the whole progress line, not cut to 80
     run = tmp_path / "run"
     args = ["--algorithm", algorithm, "--budget", str(BUDGET), "--population", "8"]
     assert cli("search", folder, "--out", run, *args) == 0

@@ -36,7 +36,9 @@ class Problem:
     canonical: Callable[[Genotype], Genotype] | None = None
     references: Sequence[Genotype] = field(default_factory=list)
     metric_index: int | None = None
-    _seen: dict[Genotype, Genotype] = field(default_factory=dict, init=False, repr=False)
+    _seen: dict[Genotype, Genotype] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def canonicalise(self, genotype: Sequence[int]) -> Genotype:
         """`canonical(genotype)` (the genotype itself without one), from a bounded cache."""

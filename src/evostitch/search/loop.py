@@ -259,7 +259,7 @@ class _View:
         if enabled:
             self.progress = Progress(
                 TextColumn("[bold]search"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(),
