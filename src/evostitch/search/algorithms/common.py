@@ -162,6 +162,8 @@ class SteadyState(Algorithm):
 
     def canonical(self, genotype: Genotype) -> Genotype:
         """The problem's canonical form (the genotype itself without `canonical`)."""
+        if self.problem.canonical is None:
+            return tuple(genotype)
         return self.problem.canonicalise(genotype)
 
     # --------------------------------------------------------------------- memo

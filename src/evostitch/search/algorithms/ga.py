@@ -70,17 +70,14 @@ class GA(PopulationAlgorithm):
         if len(pool) < 2:
             return False
         a, b = (int(s) for s in self.rng.choice(pool, size=2, replace=False))
-        children = [self._mutate(x) for x in self._cross(self.pop_g[a], self.pop_g[b])]
-        known = [self.recall(c) for c in children]
+        children = []
+        for child in (self._mutate(x) for x in self._cross(self.pop_g[a], self.pop_g[b])):
+            f = self.recall(child)  # a known network: no evaluation
+            children.append([list(child), None if f is None else list(f)])
         fid = self._next_family
         self._next_family += 1
-        self._families[fid] = {
-            "parents": [a, b],
-            "children": [[list(c), f and list(f)] for c, f in zip(children, known, strict=True)],
-        }
-        waiting = [
-            [fid, i] for i, (_, f) in enumerate(self._families[fid]["children"]) if f is None
-        ]
+        self._families[fid] = {"parents": [a, b], "children": children}
+        waiting = [[fid, i] for i, (_, f) in enumerate(children) if f is None]
         if waiting:
             self._queue.extend(waiting)
         else:
