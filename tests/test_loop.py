@@ -282,7 +282,8 @@ def test_resume_continues_without_reevaluating(tmp_path):
     assert db_rows(tmp_path / "straight") == rows
 
 
-def test_progress_bar_and_checkpoint(tmp_path, capsys):
+def test_progress_bar_and_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the whole line, whatever the terminal
     problem = toy_problem()
     algorithm = RandomSearch(problem, seed=4)
     with new_store(tmp_path / "run", budget=25) as store:

@@ -90,14 +90,17 @@ def test_search_spends_its_budget_on_new_networks(
     checkpoint = json.loads((run / "checkpoint.json").read_text())
     counters = checkpoint["counters"]
     assert counters["performed"] == BUDGET and counters["cache_hits"] < BUDGET // 4
-    assert checkpoint["state"]["memo_hits"] > 0  # few-ones genotypes: many known networks
+    if algorithm != "nsga2":  # few-ones genotypes: many known networks
+        # (NSGA-II's 3 generations may or may not recombine into a known network; its
+        # memo is checked deterministically in test_search_algorithms)
+        assert checkpoint["state"]["memo_hits"] > 0
     with open(run / "front.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"parent-a", "parent-b", "ensemble", "ensemble-prob"} <= {r["solution"] for r in rows}
     front = {r.objectives for r in nondominated(records)}
     assert {(-float(r["metric"]), float(r["macs"])) for r in rows if not r["solution"]} <= front
     # progress bar: evaluations, hits, rate, busy workers and a hypervolume
-    assert f"{BUDGET}/{BUDGET}" in err and "eval/s" in err and "busy" in err
+    assert f"{BUDGET}/{BUDGET}" in err and "/s busy" in err
     assert re.search(r"HV \d", err)
 
 

@@ -259,7 +259,7 @@ class _View:
         if enabled:
             self.progress = Progress(
                 TextColumn("[bold]search"),
-                BarColumn(bar_width=20),
+                BarColumn(bar_width=10),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(),
@@ -278,9 +278,8 @@ class _View:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = (c.performed - performed_before) / elapsed
         info = (
-            f"hits {c.cache_hits} memo {self.algorithm.memo_hits}  failed {c.failed}"
-            f"  {rate:.2f} eval/s"
-            f"  busy {busy}/{self.capacity}  HV {self._hypervolume()}"
+            f"hits {c.cache_hits} memo {self.algorithm.memo_hits} failed {c.failed}"
+            f" {rate:.1f}/s busy {busy}/{self.capacity} HV {self._hypervolume()}"
         )
         self.progress.update(self.task, completed=c.performed, info=info)
 
