@@ -3,11 +3,12 @@
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
 from evostitch import Supernet
 from evostitch.data import load_dataset
 from evostitch.evaluation import Evaluator
-from evostitch.training import train_stitches
+from evostitch.training import least_squares_init, parent_tensors, train_stitches
 
 
 def small_supernet() -> Supernet:
@@ -19,17 +20,58 @@ def stitch_state(net: Supernet) -> dict:
     return {k: v.clone() for k, v in net.stitches.state_dict().items()}
 
 
+def clean_losses(net: Supernet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each stitch's MSE to the parent's tensor when fed the other parent's own tensor."""
+    pairs = parent_tensors(net, x)
+    return {k: F.mse_loss(net.stitches[k](src), dst) for k, (src, dst) in pairs.items()}
+
+
+def test_parent_tensors_are_what_the_supernet_feeds_its_stitches():
+    net = small_supernet()
+    x = torch.stack([load_dataset("digits", "train")[i][0] for i in range(8)])
+    fed = {}
+    for k, stitch in net.stitches.items():
+        stitch.register_forward_hook(lambda _m, args, _o, k=k: fed.__setitem__(k, args[0]))
+    net.forward_random(x, p=0.0)  # in-place ReLUs must not have changed the copies
+    pairs = parent_tensors(net, x)
+    for j, sw in enumerate(net.switches):
+        partner = net.switches[j ^ 1]  # same pair, other direction
+        src, dst = pairs[sw.stitch]
+        assert torch.equal(src, fed[sw.stitch]) and torch.equal(dst, fed[partner.stitch])
+
+
 def test_training_lowers_stitch_loss_and_leaves_parents_alone():
     net = small_supernet()
     parents = {k: v.clone() for k, v in net.parents.state_dict().items()}
     result = train_stitches(
-        net, load_dataset("digits", "train"), epochs=3, batch_size=32, progress=False
+        net,
+        load_dataset("digits", "train"),
+        epochs=3,
+        batch_size=32,
+        init_samples=0,  # from the constructor's initialisation
+        progress=False,
     )
     first, last = sum(result.history[:5]) / 5, sum(result.history[-5:]) / 5
     assert last < 0.7 * first
     assert set(result.stitch_losses) == set(net.stitches.keys())
     for k, v in net.parents.state_dict().items():  # weights and batch-norm statistics
         assert torch.equal(v, parents[k]), k
+
+
+def test_least_squares_init_is_the_mse_optimum():
+    net = small_supernet()
+    data = load_dataset("digits", "train")
+    x = torch.stack([data[i][0] for i in range(256)])
+    before = clean_losses(net, x)
+    least_squares_init(net, x, ridge=1e-9, device="cpu")
+    after = clean_losses(net, x)
+    assert sum(after.values()) < 0.5 * sum(before.values())
+    assert all(after[k] <= before[k] + 1e-6 for k in after)
+    sum(after.values()).backward()  # at the optimum the gradient vanishes
+    for k, stitch in net.stitches.items():
+        grad = torch.cat([p.grad.flatten() for p in stitch.parameters()])
+        scale = float(after[k].detach().sqrt()) + 1e-3
+        assert grad.abs().max() < 1e-3 * scale, k
 
 
 class Crash(Exception):

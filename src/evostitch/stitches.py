@@ -9,6 +9,7 @@
 Initialisation: when input and output channels agree, the identity (a stitch starts
 as a pass-through, the natural guess between layers of equal width); otherwise
 PyTorch's default (Kaiming-uniform) initialisation. Biases start at zero.
+`rows` and `set_linear` let stitch training start from a least-squares fit instead.
 """
 
 from __future__ import annotations
@@ -54,5 +55,29 @@ class Stitch(nn.Module):
             return self.layer(x)
         raise ValueError(f"unknown stitch kind {self.kind}")
 
+    def rows(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and target rows, [n, cin] and [n, cout], of the linear map inside.
+
+        A least-squares fit of `layer` to these minimises the stitch's MSE (exactly when
+        it does not upsample; upsampling stitches are fitted at the source's size).
+        """
+        if self.kind != MAP:
+            return x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        if self.down > 1:
+            x = F.avg_pool2d(x, self.down)
+        if y.shape[2:] != x.shape[2:]:
+            y = F.adaptive_avg_pool2d(y, x.shape[2:])
+        return _channels_last(x), _channels_last(y)
+
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Set the map to `x @ weight.T + bias` (weight [cout, cin])."""
+        with torch.no_grad():
+            self.layer.weight.copy_(weight.view_as(self.layer.weight))
+            self.layer.bias.copy_(bias)
+
     def extra_repr(self) -> str:
         return f"down={self.down}, out_size={self.out_size}"
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
