@@ -16,12 +16,7 @@ SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # small models on a shared machine: more threads only contend
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", list(zoo.DEMO_MODELS))

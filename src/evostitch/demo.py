@@ -5,13 +5,60 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from .errors import EvostitchError
 
+if TYPE_CHECKING:
+    from .evaluation import Evaluator
+    from .supernet import Supernet
+
 SUMMARY = "summary.json"
+DEMO_STITCH_EPOCHS = 1.0  # the `demo` command's default
+
+
+def build_demo_supernet(
+    task: str,
+    folder: Path,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    parent_steps: int | None = None,
+) -> tuple[Supernet, dict]:
+    """The demo parents (weights saved into `folder`) joined into an untrained supernetwork.
+
+    Returns it with `get_demo_parents`' info dict.
+    """
+    from safetensors.torch import save_file
+
+    from .supernet import Supernet
+    from .zoo import get_demo_parents
+
+    model_a, model_b, info = get_demo_parents(
+        task, cache_dir=cache_dir, progress=progress, steps=parent_steps
+    )
+    num_classes = info["dataset_info"].num_classes
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for name, model in zip(info["names"], (model_a, model_b), strict=True):
+        path = folder / f"{name}.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(path))
+        specs.append((f"demo:{name}?num_classes={num_classes}", path))
+    net = Supernet.build(
+        specs[0][0],
+        specs[1][0],
+        info["dataset_info"].input_shape,
+        weights_a=specs[0][1],
+        weights_b=specs[1][1],
+    )
+    net.data = info["dataset"]
+    return net, info
 
 
 def run_demo(
@@ -25,17 +72,21 @@ def run_demo(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: bool = True,
+    parent_steps: int | None = None,
+    threads: int | None = 1,
 ) -> dict:
-    """Run the whole pipeline into `out`; `summary.json` is written last (it marks success)."""
-    from safetensors.torch import save_file
+    """Run the whole pipeline into `out`; `summary.json` is written last (it marks success).
 
-    from .cli import run_stitch_search
-    from .data import dataset_info, load_dataset
+    `parent_steps` overrides the parents' training length (tests use a few steps).
+    `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
+    small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
+    """
+    from .cli import DEFAULT_EVAL_BATCH, run_stitch_search
+    from .data import load_dataset
+    from .problem import make_evaluator
     from .report import write_report
     from .search.store import RunStore
-    from .supernet import Supernet
     from .training import train_stitches
-    from .zoo import get_demo_parents
 
     out = Path(out)
     if (out / SUMMARY).exists():
@@ -43,71 +94,103 @@ def run_demo(
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out / "supernet", ignore_errors=True)  # an interrupted earlier demo
         shutil.rmtree(out / "run", ignore_errors=True)
-    say = Console(stderr=True).print if progress else (lambda *a, **k: None)
-    start = time.perf_counter()
-    model_a, model_b, info = get_demo_parents(task, cache_dir=cache_dir, progress=progress)
-    spec, meta = info["dataset"], dataset_info(info["dataset"])
-    (out / "parents").mkdir(parents=True, exist_ok=True)
-    specs = []
-    for name, model in zip(info["names"], (model_a, model_b), strict=True):
-        path = out / "parents" / f"{name}.safetensors"
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path)
+    with _torch_threads(threads):
+        say = Console(stderr=True).print if progress else (lambda *a, **k: None)
+        start = time.perf_counter()
+        say("[bold]1/3[/bold] parents (from the cache, else trained now), matching, stitches")
+        net, info = build_demo_supernet(
+            task, out / "parents", cache_dir=cache_dir, progress=progress, parent_steps=parent_steps
         )
-        specs.append((f"demo:{name}?num_classes={meta.num_classes}", path))
-    say("[bold]1/3[/bold] matching the parents and inserting stitches")
-    net = Supernet.build(
-        specs[0][0], specs[1][0], meta.input_shape, weights_a=specs[0][1], weights_b=specs[1][1]
-    )
-    net.data = spec
-    say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
-    say("[bold]2/3[/bold] training the stitches (parents frozen)")
-    result = train_stitches(
-        net, load_dataset(spec, "train"), epochs=epochs, seed=seed, progress=progress
-    )
-    net.save(out / "supernet")
-    result.save(out / "supernet" / "stitch_losses.json")
-    say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
-    search = run_stitch_search(
-        out / "supernet",
-        out / "run",
-        data=spec,
-        algorithm=algorithm,
-        budget=budget,
-        seed=seed,
-        population=population,
-        p_stitch=0.02,
-        progress=progress,
-    )
-    with RunStore.open(out / "run", readonly=True) as store:
-        stored = {r.canonical: r for r in store.records() if r.ok}
-    names = ["parent A", "parent B", "ensemble", "ensemble (probabilities)"]
-    references = {
-        names[i]: stored[g].objectives for i, g in enumerate(net.reference_genotypes) if g in stored
+        spec = info["dataset"]
+        say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
+        say("[bold]2/3[/bold] training the stitches (parents frozen)")
+        result = train_stitches(
+            net, load_dataset(spec, "train"), epochs=epochs, seed=seed, progress=progress
+        )
+        net.save(out / "supernet")
+        result.save(out / "supernet" / "stitch_losses.json")
+        say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
+        search = run_stitch_search(
+            out / "supernet",
+            out / "run",
+            data=spec,
+            algorithm=algorithm,
+            budget=budget,
+            seed=seed,
+            population=population,
+            p_stitch=0.02,
+            batch=DEFAULT_EVAL_BATCH,
+            progress=progress,
+        )
+        with RunStore.open(out / "run", readonly=True) as store:
+            records = [r for r in store.records() if r.ok]
+        stored = {r.canonical: r for r in records}
+        refs = {
+            name: g
+            for name, g in zip(REFERENCE_NAMES, net.reference_genotypes, strict=False)
+            if g in stored
+        }
+        files = write_report(out / "run", {k: stored[g].objectives for k, g in refs.items()})
+        reference_set = set(net.reference_genotypes)
+        best = _best_offspring(records, reference_set)
+        test = make_evaluator(net, spec, "test")  # held-out check of what the summary shows
+        folder = out.resolve()
+        summary = {
+            "task": task,
+            "metric": test.metric_name,
+            "dataset": spec,
+            "parents_test": info["metrics"],
+            "references": {k: _row(stored[g], test) for k, g in refs.items()},
+            "best": {
+                **_row(best, test),
+                "genotype": list(best.canonical),
+                "description": net.describe(best.canonical),
+                "on_front": best.canonical in {r.canonical for r in search.front},
+            },
+            "front_size": len(search.front),
+            "front_stitched": sum(r.canonical not in reference_set for r in search.front),
+            "evaluations": search.performed,
+            "seconds": time.perf_counter() - start,
+            "files": {
+                "summary": str(folder / SUMMARY),
+                "supernetwork": str(folder / "supernet"),
+                "run": str(folder / "run"),
+                **{p.name: str(p.resolve()) for p in files},
+            },
+        }
+        (out / SUMMARY).write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+REFERENCE_NAMES = ("parent A", "parent B", "ensemble", "ensemble (probabilities)")
+
+
+def _best_offspring(records: list, references: set) -> Any:
+    """The most accurate (then cheapest) stitched offspring evaluated; a reference
+    solution only if the search evaluated nothing else."""
+    pool = [r for r in records if r.canonical not in references] or records
+    if not pool:
+        raise EvostitchError("the search evaluated nothing")
+    return min(pool, key=lambda r: tuple(r.objectives))
+
+
+def _row(record: Any, test: Evaluator) -> dict[str, float]:
+    """Validation metric (from the search), test metric and MACs of one genotype."""
+    return {
+        "metric": -record.objectives[0],
+        "test_metric": test.metrics(record.canonical)[test.metric_name],
+        "macs": record.objectives[1],
     }
-    files = write_report(out / "run", references)
-    best = max(search.front, key=lambda r: (-r.objectives[0], -r.objectives[1]))
-    metric = "accuracy" if task == "classification" else "miou"
-    summary = {
-        "task": task,
-        "metric": metric,
-        "dataset": spec,
-        "parents_test": info["metrics"],
-        "references": {k: {"metric": -v[0], "macs": v[1]} for k, v in references.items()},
-        "best": {
-            "metric": -best.objectives[0],
-            "macs": best.objectives[1],
-            "genotype": list(best.canonical),
-            "description": net.describe(best.canonical),
-        },
-        "front_size": len(search.front),
-        "evaluations": search.performed,
-        "seconds": time.perf_counter() - start,
-        "files": {
-            "supernetwork": str(out / "supernet"),
-            "run": str(out / "run"),
-            **{p.name: str(p) for p in files},
-        },
-    }
-    (out / SUMMARY).write_text(json.dumps(summary, indent=1))
-    return summary

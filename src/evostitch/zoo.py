@@ -380,16 +380,18 @@ def get_demo_parents(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    steps: int | None = None,
 ) -> tuple[nn.Module, nn.Module, dict]:
     """The two trained demo parents for `task` ("classification" on mnist5k or
-    "segmentation" on nuclei) and an info dict with dataset and test metrics."""
+    "segmentation" on nuclei) and an info dict with dataset and test metrics.
+    `steps` overrides the training length (tests train for a few steps)."""
     if task not in DEMO_PARENTS:
         raise EvostitchError(f"no demo parents for task {task!r}: use {', '.join(DEMO_PARENTS)}")
     spec, names = DEMO_PARENTS[task]
     models, metrics = [], {}
     for name in names:
         model, metrics[name] = load_or_train_parent(
-            name, spec, cache_dir=cache_dir, device=device, progress=progress
+            name, spec, cache_dir=cache_dir, steps=steps, device=device, progress=progress
         )
         models.append(model)
     if progress:

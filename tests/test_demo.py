@@ -1,0 +1,72 @@
+"""The demo end to end (scaled down) and the command line's handling of bad input."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from evostitch import cli
+from evostitch.demo import SUMMARY, run_demo
+from evostitch.errors import EvostitchError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+TINY = {"cache_dir": None, "progress": False, "parent_steps": 3}  # parents: 3 steps
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    out, tiny = tmp_path / "demo", {**TINY, "cache_dir": tmp_path / "cache"}
+    algorithm = cli.DEFAULT_ALGORITHM
+    summary = run_demo(
+        "classification", out, algorithm=algorithm, budget=10, epochs=0.05, population=4, **tiny
+    )
+    assert json.loads((out / SUMMARY).read_text()) == summary
+    assert all(Path(p).exists() for p in summary["files"].values())
+    assert {"front.csv", "front.png"} <= set(summary["files"])
+    assert {"parent A", "parent B"} <= set(summary["references"])
+    assert 1 <= summary["evaluations"] <= 10 and summary["front_size"] >= 1
+    best = summary["best"]
+    assert 0 <= best["metric"] <= 1 and best["macs"] > 0
+    assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
+    cli._print_summary(summary)
+    printed = capsys.readouterr().out
+    assert "parent A" in printed and "best offspring" in printed and "front.csv" in printed
+    with pytest.raises(EvostitchError, match="already holds a finished demo"):
+        run_demo("classification", out, algorithm="rs", budget=2, epochs=0.0, population=2, **tiny)
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["evostitch", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+STITCH = ["stitch", "--input-shape", "1,28,28", "--a", "demo:resnet_like"]
+BAD_INPUT = {
+    "missing dataset": (
+        [*STITCH, "--b", "demo:mobilenet_like", "--data", "imagefolder:/no/such/folder"],
+        "dataset folder not found",
+        "supernet.json",
+    ),
+    "different classes": (
+        [*STITCH, "--b", "demo:mobilenet_like?num_classes=5"],
+        "disagree on their output shape",
+        "supernet.json",
+    ),
+    "unknown task": (["demo", "--task", "detection"], "unknown --task", SUMMARY),
+}
+
+
+@pytest.mark.parametrize("args, message, marker", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_is_one_line_exit_2_no_output(
+    tmp_path, monkeypatch, capsys, args, message, marker
+):
+    out = tmp_path / "out"
+    code, err = run_cli(monkeypatch, capsys, *args, "--out", str(out))
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert not (out / marker).exists()
