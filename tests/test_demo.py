@@ -70,3 +70,20 @@ def test_bad_input_is_one_line_exit_2_no_output(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
     assert not (out / marker).exists()
+
+
+def test_best_offspring_prefers_a_stitched_network_on_the_front():
+    from types import SimpleNamespace
+
+    from evostitch.demo import _best_offspring
+
+    def rec(name, metric, macs):
+        return SimpleNamespace(canonical=(name,), objectives=(-metric, macs))
+
+    parent, ensemble = rec("a", 0.97, 20), rec("ens", 0.98, 27)
+    dominated, on_front = rec("x", 0.98, 28), rec("y", 0.978, 26)
+    records, refs = [parent, ensemble, dominated, on_front], {("a",), ("ens",)}
+    front = {("a",), ("ens",), ("y",)}
+    assert _best_offspring(records, refs, front) is on_front
+    assert _best_offspring(records, refs, {("a",), ("ens",)}) is dominated
+    assert _best_offspring([parent], refs, front) is parent

@@ -132,7 +132,8 @@ def run_demo(
         }
         files = write_report(out / "run", {k: stored[g].objectives for k, g in refs.items()})
         reference_set = set(net.reference_genotypes)
-        best = _best_offspring(records, reference_set)
+        front = {r.canonical for r in search.front}
+        best = _best_offspring(records, reference_set, front)
         test = make_evaluator(net, spec, "test")  # held-out check of what the summary shows
         folder = out.resolve()
         summary = {
@@ -145,7 +146,7 @@ def run_demo(
                 **_row(best, test),
                 "genotype": list(best.canonical),
                 "description": net.describe(best.canonical),
-                "on_front": best.canonical in {r.canonical for r in search.front},
+                "on_front": best.canonical in front,
             },
             "front_size": len(search.front),
             "front_stitched": sum(r.canonical not in reference_set for r in search.front),
@@ -178,10 +179,11 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 REFERENCE_NAMES = ("parent A", "parent B", "ensemble", "ensemble (probabilities)")
 
 
-def _best_offspring(records: list, references: set) -> Any:
-    """The most accurate (then cheapest) stitched offspring evaluated; a reference
-    solution only if the search evaluated nothing else."""
-    pool = [r for r in records if r.canonical not in references] or records
+def _best_offspring(records: list, references: set, front: set) -> Any:
+    """The most accurate (then cheapest) stitched offspring on the front, else of all
+    evaluated; a reference solution only if the search evaluated nothing else."""
+    stitched = [r for r in records if r.canonical not in references]
+    pool = [r for r in stitched if r.canonical in front] or stitched or records
     if not pool:
         raise EvostitchError("the search evaluated nothing")
     return min(pool, key=lambda r: tuple(r.objectives))
