@@ -6,10 +6,17 @@ import json
 import math
 import sqlite3
 
+import numpy as np
 import pytest
 
 from evostitch.errors import EvostitchError
-from evostitch.search.store import EvaluationRecord, RunConfig, RunStore
+from evostitch.search.store import (
+    EvaluationRecord,
+    RunConfig,
+    RunStore,
+    genotype_key,
+    readable_json,
+)
 
 
 def config(**overrides) -> RunConfig:
@@ -148,3 +155,38 @@ def test_checkpoint_roundtrip_is_atomic(tmp_path):
     with RunStore.open(tmp_path / "run") as store, pytest.raises(EvostitchError) as excinfo:
         store.load_checkpoint()
     one_line_error(excinfo)
+
+
+def test_genotype_key_is_compact_json():
+    assert genotype_key((0, 1, 2)) == json.dumps([0, 1, 2], separators=(",", ":"))
+    assert genotype_key(np.array([2, 0], dtype=np.int8)) == "[2,0]"
+
+
+def test_readable_json_reads_back_and_keeps_flat_lists_on_one_line():
+    data = {"a": [1, 2], "b": {"c": [[0, 1], [1, None]], "d": {}}, "e": [], "f": math.inf}
+    text = readable_json(data)
+    assert json.loads(text) == json.loads(json.dumps(data))
+    assert '"a": [1, 2]' in text and "[1, null]" in text
+
+
+def test_queued_writes_are_committed_in_order(tmp_path):
+    with RunStore.create(tmp_path / "run", config()) as store:
+        store.add_later(record((1, 1)))
+        store.add_later(record((0, 1), objectives=None, error="failed"))
+        store.save_checkpoint_later({"rows": 2})
+        assert store.count() == 2  # a read waits for the queue
+        assert store.load_checkpoint() == {"rows": 2}
+        store.add_later(record((0, 0)))
+    with RunStore.open(tmp_path / "run") as store:  # close() committed the last one
+        assert [r.genotype for r in store.records()] == [(1, 1), (0, 1), (0, 0)]
+
+
+def test_a_failed_queued_write_is_raised_and_stops_the_later_ones(tmp_path):
+    store = RunStore.create(tmp_path / "run", config())
+    store.add_later(record((1, 1), objectives=(object(),)))  # json fails in the writer
+    store.save_checkpoint_later({"rows": 1})
+    with pytest.raises(TypeError):
+        store.flush()
+    with pytest.raises(TypeError):
+        store.close()
+    assert not (tmp_path / "run" / "checkpoint.json").exists()

@@ -42,7 +42,7 @@ class Problem:
 
     def canonicalise(self, genotype: Sequence[int]) -> Genotype:
         """`canonical(genotype)` (the genotype itself without one), from a bounded cache."""
-        g = tuple(int(v) for v in genotype)
+        g = tuple(map(int, genotype))
         if self.canonical is None:
             return g
         c = self._seen.get(g)

@@ -71,8 +71,8 @@ class EvaluationCache:
         existing = self._entries.get(record.canonical)
         if existing is not None:  # never evaluate or store a canonical genotype twice
             return existing
-        if self.store is not None:
-            self.store.add(record)
+        if self.store is not None:  # committed on the store's writer thread
+            self.store.add_later(record)
         self._entries[record.canonical] = record
         self.counters.performed += 1
         self.counters.failed += not record.ok

@@ -18,14 +18,18 @@ Rules the loop keeps:
   one line, and told to the algorithm as the worst objectives (+inf on every objective;
   our algorithms rank such a solution below all others). It is never retried by the
   loop: a resumed run serves it from the cache like any stored row.
-- The database is the source of truth. Every row is committed as soon as it is stored;
-  the algorithm's checkpoint is written every `checkpoint_every` evaluations and at the
-  end, so after a SIGKILL it may lag the database. A resumed algorithm that asks again for
-  a genotype stored after its checkpoint gets it from the cache, free.
+- The database is the source of truth. Every row is queued for commit as soon as it is
+  stored, and committed by the store's writer thread while the next evaluation runs; the
+  algorithm's checkpoint is written every `checkpoint_every` evaluations (queued after
+  the rows, on the same thread) and at the end, so after a SIGKILL it may lag the
+  database (which may lack the rows still queued, normally none or one). When
+  `run_search` returns or raises, every row is committed. A resumed algorithm that asks
+  again for a genotype stored after its checkpoint gets it from the cache, free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -165,9 +169,13 @@ def run_search(
                 for ticket in waiting.pop(canonical):
                     algorithm.tell(ticket, cache.told(record))
             if cache.counters.performed - last_checkpoint >= checkpoint_every:
-                _checkpoint(store, algorithm, cache.counters)
+                _checkpoint(store, algorithm, cache.counters, later=True)
                 last_checkpoint = cache.counters.performed
-    finally:  # on an exception (Ctrl-C too) the last periodic checkpoint stays: consistent
+    except BaseException:  # (Ctrl-C too) the last periodic checkpoint stays: consistent
+        with contextlib.suppress(Exception):  # a failed write is raised by store.close()
+            store.flush()
+        raise
+    finally:
         view.close(cache.counters, performed_before, len(submitted))
     _checkpoint(store, algorithm, cache.counters)
     c = cache.counters
@@ -223,8 +231,12 @@ def _record(result: Result, canonical: Genotype, n_objectives: int) -> Evaluatio
     )
 
 
-def _checkpoint(store: RunStore, algorithm: Algorithm, counters: CacheCounters) -> None:
-    store.save_checkpoint(
+def _checkpoint(
+    store: RunStore, algorithm: Algorithm, counters: CacheCounters, later: bool = False
+) -> None:
+    """Save the algorithm's checkpoint; `later`: on the store's writer thread."""
+    save = store.save_checkpoint_later if later else store.save_checkpoint
+    save(
         {
             "format": CHECKPOINT_FORMAT,
             "algorithm": algorithm.name,
