@@ -336,3 +336,29 @@ def test_nsga2_is_seeded() -> None:
         for s in (5, 5, 6)
     ]
     assert runs[0] == runs[1] != runs[2]
+
+
+@pytest.mark.parametrize("used", [0, 1, 5, 12])
+def test_donors_drawn_ahead_leave_the_stream_of_single_draws(used: int) -> None:
+    from evostitch.search.algorithms.gomea import _Donors, _membership
+
+    rng, reference = np.random.default_rng(7), np.random.default_rng(7)
+    rng.random(), reference.random()  # a half-used 32-bit buffer must be kept as well
+    parents = np.zeros((9, 4), dtype=np.uint8)
+    subsets = _membership([[i % 4] for i in range(12)], 4)
+    donors = _Donors(rng, 8, lambda draws: draws + 1, parents, subsets)
+    taken = [donors.take() for _ in range(used)]
+    donors.settle()
+    assert taken == [int(reference.integers(8)) + 1 for _ in range(used)]
+    assert rng.bit_generator.state == reference.bit_generator.state
+
+
+def test_donors_pass_over_subsets_that_change_nothing() -> None:
+    from evostitch.search.algorithms.gomea import _Donors, _membership
+
+    parents = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=np.uint8)
+    subsets = _membership([[0], [2], [1], [0, 2]], 3)
+    donors = _Donors(np.random.default_rng(0), 2, lambda draws: draws * 0 + 1, parents, subsets)
+    g = (0, 0, 0)  # donor 1 differs only on variable 1: subsets 0 and 1 change nothing
+    assert donors.skip_unchanged(g) == 2 and donors.take() == 1
+    assert donors.skip_unchanged(g) == 1 and donors.used == 4

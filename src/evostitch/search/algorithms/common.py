@@ -201,11 +201,15 @@ class SteadyState(Algorithm):
     def key(self, f: Sequence[float], w: Sequence[float]) -> tuple[float, float]:
         """Sort key, lower is better: (floor violation, augmented Tchebycheff value);
         `WORST` for a failed evaluation (non-finite objectives)."""
-        if not all(math.isfinite(v) for v in f):
+        if not all(map(math.isfinite, f)):
             return WORST
         if self.n_objectives == 1:
             return (self.violation(f), float(f[0]))
         lo, span = self._normalisation()
+        if isinstance(f, np.ndarray):  # the same doubles, cheaper arithmetic
+            f = f.tolist()
+        if isinstance(w, np.ndarray):
+            w = w.tolist()
         z = [(fi - li) / si for fi, li, si in zip(f, lo, span, strict=True)]
         tch = max(wi * zi for wi, zi in zip(w, z, strict=True)) + RHO * sum(z)
         return (self.violation(f), float(tch))

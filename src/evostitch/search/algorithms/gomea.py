@@ -17,13 +17,16 @@ that vector. There is no clustering in objective space: one population, one mode
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from evostitch.search.algorithms.common import PopulationAlgorithm
 from evostitch.search.algorithms.linkage import linkage_tree
+from evostitch.search.archive import dominates
 from evostitch.search.base import Genotype, Objectives, Problem
 
 
@@ -59,6 +62,8 @@ class GOMEA(PopulationAlgorithm):
         self.nis = [0] * self.pop_size
         self.restarts = 0
         self.neutral = 0  # changes skipped because the network stayed the same
+        self._parents_array: tuple[list[Genotype], np.ndarray] | None = None  # derived
+        self._subsets: tuple[list[list[int]], np.ndarray] | None = None  # of a job's FOS
 
     @property
     def nis_threshold(self) -> int:
@@ -85,55 +90,89 @@ class GOMEA(PopulationAlgorithm):
         job = {"fos": fos, "pos": 0, "phase": "gom", "changed": False, "improved": False}
         return {**job, "trial": None, "elitist": None, **extra}
 
-    def _donor(self, slot: int, job: dict[str, Any]) -> Genotype:
-        other = int(self.rng.integers(self.pop_size - 1))
-        return self.parents[other + (other >= slot)]
+    def _donor_bound(self, job: dict[str, Any]) -> int:
+        """A gene-pool-mixing donor is drawn as `rng.integers(bound)`..."""
+        return self.pop_size - 1
+
+    def _donor_parents(self, slot: int, job: dict[str, Any], draws: np.ndarray) -> np.ndarray:
+        """...and these draws name these parents: any but the slot's own."""
+        return draws + (draws >= slot)
+
+    def _gom_donors(self, slot: int, job: dict[str, Any]) -> _Donors:
+        """The donors of the job's remaining subsets, drawn ahead (see `_Donors`)."""
+        if self._parents_array is None or self._parents_array[0] is not self.parents:
+            dtype = np.min_scalar_type(max(self.cards) - 1)
+            self._parents_array = (self.parents, np.array(self.parents, dtype=dtype))
+        if self._subsets is None or self._subsets[0] is not job["fos"]:
+            self._subsets = (job["fos"], _membership(job["fos"], len(self.cards)))
+        pos = job["pos"]
+        return _Donors(
+            self.rng,
+            self._donor_bound(job),
+            lambda draws: self._donor_parents(slot, job, draws),
+            self._parents_array[1],
+            self._subsets[1][pos:],
+        )
 
     # ------------------------------------------------------------------- mixing
     def _advance(self, slot: int, job: dict[str, Any]) -> Genotype | None:
         """Next trial genotype (a new network) of the job, or None after finishing it. A
-        job that asked for no new network counts toward a restart (`_idle`)."""
-        g, network = self.pop_g[slot], None
-        while True:
-            if job["pos"] < len(job["fos"]):
-                subset = job["fos"][job["pos"]]
-                job["pos"] += 1
-                donor = self._donor(slot, job) if job["phase"] == "gom" else job["elitist"][0]
-                trial = list(g)
-                for i in subset:
-                    trial[i] = donor[i]
-                trial = tuple(trial)
-                if trial == g:
-                    continue
-                canonical = self.canonical(trial)
-                if self.problem.canonical is not None:
-                    network = network or self.canonical(g)
-                    if canonical == network:
-                        g = self.pop_g[slot] = trial  # neutral change: no evaluation
-                        self.neutral += 1
+        job that asked for no new network counts toward a restart (`_idle`).
+
+        Gene-pool mixing draws one donor per subset; a subset on which the donor agrees
+        with the slot's genotype changes nothing and is passed over (`_Donors`)."""
+        g, network, gom = self.pop_g[slot], None, None
+        try:
+            while True:
+                if job["pos"] < len(job["fos"]):
+                    if job["phase"] == "gom":
+                        gom = gom or self._gom_donors(slot, job)
+                        job["pos"] += gom.skip_unchanged(g)
+                        if job["pos"] == len(job["fos"]):
+                            continue
+                        donor = self.parents[gom.take()]
+                    else:
+                        donor = job["elitist"][0]
+                    subset = job["fos"][job["pos"]]
+                    job["pos"] += 1
+                    trial = list(g)
+                    for i in subset:
+                        trial[i] = donor[i]
+                    trial = tuple(trial)
+                    if trial == g:  # the elitist agrees on the subset
                         continue
-                f = self.recall(trial, canonical)
-                if f is not None:  # a network evaluated before: judged at once
-                    self._mix(slot, job, trial, f)
-                    if self.pop_g[slot] != g:
-                        g, network = self.pop_g[slot], None
-                    continue
-                job["trial"] = list(trial)
-                job["new"] = job.get("new") or self.memo_key(canonical, True) not in self.memo
-                return trial
-            if job["phase"] == "gom":
-                self.nis[slot] = 0 if job["improved"] else self.nis[slot] + 1
-                if not job["changed"] or self.nis[slot] > self.nis_threshold:
-                    elitist = self.elitist(self.weights[slot])
-                    if elitist is not None and elitist[0] != g:
-                        job.update(phase="fi", pos=0, improved=False, elitist=elitist)
+                    canonical = self.canonical(trial)
+                    if self.problem.canonical is not None:
+                        network = network or self.canonical(g)
+                        if canonical == network:
+                            g = self.pop_g[slot] = trial  # neutral change: no evaluation
+                            self.neutral += 1
+                            continue
+                    f = self.recall(trial, canonical)
+                    if f is not None:  # a network evaluated before: judged at once
+                        self._mix(slot, job, trial, f)
+                        if self.pop_g[slot] != g:
+                            g, network = self.pop_g[slot], None
                         continue
-            elif not job["improved"]:  # forced improvement failed: take the elitist
-                self.set_member(slot, tuple(job["elitist"][0]), job["elitist"][1])
-            del self._jobs[slot]
-            self._finished += 1
-            self._idle = 0 if job.get("new") else self._idle + 1
-            return None
+                    job["trial"] = list(trial)
+                    job["new"] = job.get("new") or self.memo_key(canonical, True) not in self.memo
+                    return trial
+                if job["phase"] == "gom":
+                    self.nis[slot] = 0 if job["improved"] else self.nis[slot] + 1
+                    if not job["changed"] or self.nis[slot] > self.nis_threshold:
+                        elitist = self.elitist(self.weights[slot])
+                        if elitist is not None and elitist[0] != g:
+                            job.update(phase="fi", pos=0, improved=False, elitist=elitist)
+                            continue
+                elif not job["improved"]:  # forced improvement failed: take the elitist
+                    self.set_member(slot, tuple(job["elitist"][0]), job["elitist"][1])
+                del self._jobs[slot]
+                self._finished += 1
+                self._idle = 0 if job.get("new") else self._idle + 1
+                return None
+        finally:
+            if gom is not None:
+                gom.settle()
 
     def _propose(self) -> tuple[Genotype, dict[str, Any]] | None:
         while True:  # ends: a restart's known members count toward `max_silent`
@@ -176,14 +215,17 @@ class GOMEA(PopulationAlgorithm):
         self._mix(slot, job, genotype, f)
 
     def _mix(self, slot: int, job: dict[str, Any], genotype: Genotype, f: Objectives) -> None:
-        """Keep the trial `genotype` in `slot` if the job's phase accepts it."""
+        """Keep the trial `genotype` in `slot` if the job's phase accepts it (the tests
+        of `not_worse` and `better`, each key computed once)."""
         w, current = self.weights[slot], self.pop_f[slot]
+        new, old = self.key(f, w), self.key(current, w)
+        better = new < old or (new == old and dominates(f, current))
         if job["phase"] == "gom":
-            if self.not_worse(f, current, w):
-                job["improved"] |= self.better(f, current, w)
+            if new <= old:
+                job["improved"] |= better
                 job["changed"] = True
                 self.set_member(slot, genotype, f)
-        elif self.better(f, current, w):
+        elif better:
             job["improved"] = True
             self.nis[slot] = 0
             job["pos"] = len(job["fos"])  # one forced improvement is enough
@@ -251,5 +293,70 @@ class LKGOMEA(GOMEA):
         self.rng.shuffle(fos)
         return self._job(fos, neighbours=near)
 
-    def _donor(self, slot: int, job: dict[str, Any]) -> Genotype:
-        return self.parents[job["neighbours"][int(self.rng.integers(len(job["neighbours"])))]]
+    def _donor_bound(self, job: dict[str, Any]) -> int:
+        return len(job["neighbours"])
+
+    def _donor_parents(self, slot: int, job: dict[str, Any], draws: np.ndarray) -> np.ndarray:
+        return np.asarray(job["neighbours"], dtype=np.int64)[draws]
+
+
+class _Donors:
+    """The donors of a job's gene-pool mixing from its current subset on, drawn ahead in
+    one batch by one `_advance` call, and which subsets they would change at all.
+
+    `rng.integers(bound, size=n)` gives the values, and leaves the generator in the
+    state, of n calls `rng.integers(bound)`. `settle()` gives back the draws the call
+    did not use (it restores the state before the batch and draws the used ones
+    again), so the random stream is that of drawing donors one by one as they are
+    needed, which other jobs' draws may follow.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        bound: int,
+        parents_of: Callable[[np.ndarray], np.ndarray],
+        parents: np.ndarray,
+        subsets: np.ndarray,
+    ) -> None:
+        """Draw the donors of the `len(subsets)` subsets to come; `parents_of` turns draws
+        into indices of rows of `parents` (the frozen parents as an array)."""
+        self.rng, self.bound, self.state = rng, bound, rng.bit_generator.state
+        donors = parents_of(rng.integers(bound, size=len(subsets)))
+        self.donors: list[int] = donors.tolist()
+        self._rows, self._subsets = parents[donors], subsets
+        self.used = 0
+        self._changes: tuple[Genotype, np.ndarray] | None = None
+
+    def skip_unchanged(self, g: Genotype) -> int:
+        """Pass over the next subsets whose donor agrees with `g` on them; how many."""
+        if self._changes is None or self._changes[0] is not g:
+            rest = slice(self.used, len(self.donors))
+            differs = self._rows[rest] != np.asarray(g, dtype=self._rows.dtype)
+            changes = np.flatnonzero((differs & self._subsets[rest]).any(axis=1)) + self.used
+            self._changes = (g, changes)
+        changes = self._changes[1]
+        later = changes[np.searchsorted(changes, self.used) :]
+        skipped = (int(later[0]) if len(later) else len(self.donors)) - self.used
+        self.used += skipped
+        return skipped
+
+    def take(self) -> int:
+        """The donor (a parent's index) of the next subset."""
+        self.used += 1
+        return self.donors[self.used - 1]
+
+    def settle(self) -> None:
+        """Give back the draws not used."""
+        if self.used < len(self.donors):
+            self.rng.bit_generator.state = self.state
+            self.rng.integers(self.bound, size=self.used)
+
+
+def _membership(fos: list[list[int]], length: int) -> np.ndarray:
+    """(subsets, variables) boolean matrix: which variables each subset holds."""
+    sizes = list(map(len, fos))
+    mask = np.zeros((len(fos), length), dtype=bool)
+    columns = np.fromiter(itertools.chain.from_iterable(fos), dtype=np.int64, count=sum(sizes))
+    mask[np.repeat(np.arange(len(fos)), sizes), columns] = True
+    return mask

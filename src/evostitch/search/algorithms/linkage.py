@@ -37,18 +37,25 @@ def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -
     1 for variables that determine each other, 0 for independent ones and wherever
     the joint entropy is 0 (constant variables); the diagonal is 1 unless constant.
     Joint frequencies come from one product of one-hot columns, one per (variable,
-    value) that occurs; `owner` sums their p log p terms per pair of variables.
+    value) that occurs; `owner` sums their p log p terms per pair of variables. A joint
+    frequency is a count / n, so its p log p is looked up in a table of n + 1 values.
     """
     n, length = x.shape
     offsets = np.concatenate([[0], np.cumsum(cardinalities)[:-1]]).astype(np.int64)
-    used, column = np.unique(x + offsets, return_inverse=True)
+    values = x + offsets
+    occurs = np.zeros(int(offsets[-1]) + int(cardinalities[-1]), dtype=bool)
+    occurs[values] = True
+    used = np.flatnonzero(occurs)  # what np.unique(values) gives, without sorting
+    column = np.cumsum(occurs) - 1
     onehot = np.zeros((n, len(used)))
-    np.put_along_axis(onehot, column.reshape(n, length), 1.0, axis=1)
+    np.put_along_axis(onehot, column[values], 1.0, axis=1)
     owner = np.zeros((len(used), length))
     owner[np.arange(len(used)), np.searchsorted(offsets, used, side="right") - 1] = 1.0
+    frequencies = np.arange(n + 1) / n
+    plogp = xlogy(frequencies, frequencies)
     with _one_blas_thread():
-        joint = onehot.T @ onehot / n
-        h_joint = -(owner.T @ xlogy(joint, joint) @ owner)
+        counts = (onehot.T @ onehot).astype(np.int64)  # exact: sums of ones
+        h_joint = -(owner.T @ plogp[counts] @ owner)
     h = np.diag(h_joint)
     mi = h[:, None] + h[None, :] - h_joint
     with np.errstate(divide="ignore", invalid="ignore"):
