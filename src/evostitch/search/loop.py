@@ -290,8 +290,9 @@ class _View:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = (c.performed - performed_before) / elapsed
         info = (
-            f"hits {c.cache_hits} memo {self.algorithm.memo_hits} failed {c.failed}"
-            f" {rate:.1f}/s busy {busy}/{self.capacity} HV {self._hypervolume()}"
+            f"hits {c.cache_hits} memo {self.algorithm.memo_hits}"
+            + (f" failed {c.failed}" if c.failed else "")  # fits 80 columns otherwise
+            + f" {rate:.1f}/s busy {busy}/{self.capacity} HV {self._hypervolume()}"
         )
         self.progress.update(self.task, completed=c.performed, info=info)
 
@@ -309,7 +310,7 @@ class _View:
         try:
             method = getattr(archive, "hypervolume", None)
             if callable(method):
-                self._hv = f"{float(method()):.4g}"
+                self._hv = f"{float(method()):.3g}"
             elif callable(getattr(archive, "objectives_array", None)):
                 from evostitch.search.archive import hypervolume, reference_point_from
 
@@ -317,7 +318,7 @@ class _View:
                 refs = [r.objectives for r in refs if r is not None and r.ok]
                 if refs:
                     point = reference_point_from(refs)
-                    self._hv = f"{hypervolume(archive.objectives_array(), point):.4g}"
+                    self._hv = f"{hypervolume(archive.objectives_array(), point):.3g}"
         except Exception:  # an archive that needs arguments, a module still missing...
             self._hv = "-"
         return self._hv
