@@ -8,7 +8,8 @@
 3. Bookkeeping overhead: 300 evaluations of a 10 ms sleep stub shaped like a stitching
    problem (1 ternary + 112 binary variables), twice: a bare ask-evaluate-tell driver,
    overhead = (wall - 300 * 10 ms) / wall; and the real search loop (run store on disk,
-   cache, checkpoints, no progress bar), overhead = (wall - time inside evaluate) / wall.
+   cache, checkpoints, no progress bar), overhead = (wall - time inside evaluate) / wall,
+   with evaluations in the loop's thread and pipelined on the backend's thread.
 4. Known networks: the search loop (in-process, a run folder in /tmp) on the stub with
    inactive variables like a supernetwork's (the output variable decides which half of
    the switches matters): evaluations performed, cache hits in the loop, networks the
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from evostitch.backends import InProcessBackend
 from evostitch.search import problems
 from evostitch.search.algorithms import ALGORITHMS, make_algorithm
 from evostitch.search.base import Algorithm, Problem
@@ -223,17 +225,23 @@ def overhead(n_evals: int = 300, sleep_s: float = 0.01) -> None:
     print("ask+tell share = time inside ask() and tell() / wall (the algorithm's own cost);")
     print("no sleep = best of 5 runs back to back (warm caches, less preemption).")
     print(f"\nthe search loop: {n_evals} evaluations, run store on disk, checkpoint every 100")
-    print(f"{'algorithm':<10} {'wall s':>7} {'in evaluate s':>14} {'overhead':>9}")
+    modes = {"plain": (1, False), "pipelined": (1, True), "pipelined, batch 8": (8, True)}
+    print(f"{'algorithm':<10}" + "".join(f" {m + ' overhead':>28}" for m in modes))
     for name in ALGORITHMS:
-        wall, inside = loop_time(name, sleep_s, n_evals)
-        print(
-            f"{name:<10} {wall:>7.2f} {inside:>14.2f} {100 * (wall - inside) / wall:>8.2f}%",
-            flush=True,
-        )
-    print("overhead = (wall - time inside evaluate) / wall: store, cache, algorithm, loop.")
+        cells = []
+        for batch, pipeline in modes.values():
+            wall, inside = loop_time(name, sleep_s, n_evals, batch, pipeline)
+            cells.append(f"{100 * (wall - inside) / wall:>6.2f}% of {wall:5.2f} s")
+        print(f"{name:<10}" + "".join(f" {c:>28}" for c in cells), flush=True)
+    print("overhead = (wall - time inside evaluate) / wall: store, cache, algorithm, loop;")
+    print("plain: evaluations in the loop's thread, one at a time (run_search's default);")
+    print("pipelined: on the backend's thread, the next batch evaluating while the loop")
+    print("books the last one (what `evostitch search` uses, with --batch 8).")
 
 
-def loop_time(name: str, sleep_s: float, n_evals: int) -> tuple[float, float]:
+def loop_time(
+    name: str, sleep_s: float, n_evals: int, batch: int = 1, pipeline: bool = False
+) -> tuple[float, float]:
     """(wall seconds of `run_search`, seconds spent inside the evaluation)."""
     problem = stub_problem(sleep_s)
     inner, inside = problem.evaluate, [0.0]
@@ -245,14 +253,15 @@ def loop_time(name: str, sleep_s: float, n_evals: int) -> tuple[float, float]:
         finally:
             inside[0] += time.perf_counter() - t0
 
-    problem.evaluate = timed
     params = {"pop_size": 64, "budget": n_evals}
     config = RunConfig(algorithm=name, budget=n_evals, params=params)
     with tempfile.TemporaryDirectory() as tmp, RunStore.create(Path(tmp), config) as store:
         alg = make_algorithm(name, problem, 0, **params)
+        backend = InProcessBackend(lambda: timed, batch, pipeline=pipeline)
         start = time.perf_counter()
-        run_search(problem, alg, store, progress=False, checkpoint_every=100)
+        run_search(problem, alg, store, backend, progress=False, checkpoint_every=100)
         wall = time.perf_counter() - start
+        backend.close()
     return wall, inside[0]
 
 

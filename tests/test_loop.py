@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from evostitch.backends import InProcessBackend
+from evostitch.search.algorithms import make_algorithm
 from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Problem
 from evostitch.search.loop import nondominated, resume_search, run_search
 from evostitch.search.store import RunConfig, RunStore, genotype_key
@@ -183,13 +185,13 @@ def db_rows(path: Path) -> list[tuple]:
 
 
 # -- tests ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("batch_size", [1, 8])
-def test_cache_hits_are_not_evaluated_and_budget_holds(tmp_path, batch_size):
+@pytest.mark.parametrize("batch_size, pipeline", [(1, False), (8, False), (1, True), (8, True)])
+def test_cache_hits_are_not_evaluated_and_budget_holds(tmp_path, batch_size, pipeline):
     counter = Counting()
     problem = toy_problem(counter)
     algorithm = RandomSearch(problem, seed=1)
     with new_store(tmp_path / "run", budget=60) as store:
-        backend = InProcessBackend(lambda: counter, batch_size=batch_size)
+        backend = InProcessBackend(lambda: counter, batch_size=batch_size, pipeline=pipeline)
         result = run_search(problem, algorithm, store, backend, progress=False)
         assert store.count() == 60
         records = list(store.records())
@@ -202,6 +204,31 @@ def test_cache_hits_are_not_evaluated_and_budget_holds(tmp_path, batch_size):
     assert {r.canonical for r in records} == set(canon)
     for genotype, objectives in algorithm.told:  # hits were told the stored objectives
         assert objectives == toy_objectives(genotype)
+
+
+@pytest.mark.parametrize("name", ["ga", "lk-gomea"])
+def test_pipelined_runs_evaluate_off_the_loop_thread_and_reproduce(tmp_path, name):
+    """A batch evaluates on the backend's thread while the loop books the previous one;
+    batches still form and return in submission order, so a seed gives one run."""
+    runs = []
+    for i in range(2):
+        threads, calls = set(), []
+
+        def evaluate(genotype, threads=threads, calls=calls):
+            threads.add(threading.get_ident())
+            calls.append(tuple(genotype))
+            time.sleep(0.001 * (len(calls) % 3))  # uneven timing must not matter
+            return toy_objectives(genotype)
+
+        problem = toy_problem(evaluate)
+        algorithm = make_algorithm(name, problem, 3, pop_size=8, budget=40)
+        with new_store(tmp_path / f"run{i}", budget=40) as store:
+            backend = InProcessBackend(lambda e=evaluate: e, batch_size=4, pipeline=True)
+            run_search(problem, algorithm, store, backend, progress=False, poll_seconds=0.001)
+            backend.close()
+            runs.append([r.genotype for r in store.records()])
+        assert threads and threading.get_ident() not in threads
+    assert len(runs[0]) == 40 and runs[0] == runs[1]
 
 
 def test_failures_are_stored_and_told_as_worst(tmp_path, capsys):

@@ -424,7 +424,7 @@ def _supernet_data(supernet: Path) -> str:
 def _in_process(problem, batch: int):
     from .backends import InProcessBackend
 
-    return InProcessBackend(lambda: problem.evaluate, batch)
+    return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
 
 
 def _backend(kind, supernet, data, address, workers, gpus, cpus, batch=1):

@@ -1,8 +1,16 @@
-"""The default backend: evaluations run one after the other in the calling process."""
+"""The default backend: evaluations run one after the other in the calling process.
+
+With `pipeline=True` they run on one background thread instead, a batch ahead: while a
+batch evaluates, the search loop stores the previous batch's results, tells the
+algorithm and asks for the next batch, so its bookkeeping hides behind the evaluation.
+Batches are formed and returned in submission order, so a seeded run stays reproducible.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from evostitch.backends import (
     Backend,
@@ -41,30 +49,61 @@ def evaluate_batch(
 
 
 class InProcessBackend(Backend):
-    """Evaluates synchronously, in ticket order, with an evaluator built once.
+    """Evaluates in ticket order, with an evaluator built once.
 
     `batch_size` (default 1) is how many submissions it accepts before `results()`
     evaluates them all, together when the evaluator has `evaluate_many` (see
     `evaluate_batch`); it also lets a deterministic Ray schedule with the same batch size
-    be checked against this backend exactly.
+    be checked against this backend exactly. `pipeline=True` evaluates on a background
+    thread with two batches in flight (see the module docstring); the evaluator is then
+    built and called on that thread, and `results()` waits for the oldest batch whatever
+    its `timeout`.
     """
 
-    def __init__(self, evaluator_factory: EvaluatorFactory, batch_size: int = 1) -> None:
+    def __init__(
+        self, evaluator_factory: EvaluatorFactory, batch_size: int = 1, pipeline: bool = False
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.capacity = batch_size
+        self.batch_size = batch_size
+        self.capacity = 2 * batch_size if pipeline else batch_size
         self._factory = evaluator_factory
         self._evaluate = None
         self._queue: list[tuple[int, Genotype]] = []
         self._worker = worker_name()
+        self._thread = ThreadPoolExecutor(1, "evostitch-eval") if pipeline else None
+        self._running: deque[Future] = deque()
 
     def submit(self, ticket: int, genotype: Genotype) -> None:
         self._queue.append((ticket, tuple(genotype)))
+        if self._thread is not None and len(self._queue) >= self.batch_size:
+            self._start()
 
     def results(self, timeout: float | None = None) -> list[Result]:
-        if not self._queue:
+        if self._thread is None:
+            if not self._queue:
+                return []
+            return self._run(self._take())
+        if self._queue:  # the loop submits no more for now: a partial batch goes too
+            self._start()
+        if not self._running:
             return []
+        return self._running.popleft().result()  # no timeout: what the loop asks next
+        # must not depend on how long an evaluation took
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._running.clear()
+
+    def _take(self) -> list[tuple[int, Genotype]]:
+        batch, self._queue = sorted(self._queue), []
+        return batch
+
+    def _start(self) -> None:
+        self._running.append(self._thread.submit(self._run, self._take()))
+
+    def _run(self, batch: list[tuple[int, Genotype]]) -> list[Result]:
         if self._evaluate is None:
             self._evaluate = self._factory()
-        batch, self._queue = sorted(self._queue), []
         return evaluate_batch(self._evaluate, batch, self._worker)
