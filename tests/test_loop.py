@@ -386,3 +386,23 @@ def test_evaluator_factory_is_picklable():
     factory = functools.partial(make_toy_evaluator, sleep=0.0)
     evaluate = pickle.loads(pickle.dumps(factory))()
     assert evaluate((1,) * N_BITS) == toy_objectives((1,) * N_BITS)
+
+
+def test_closing_a_pipelined_backend_does_not_wait_for_the_batch_it_evaluates():
+    """Ctrl-C during a long evaluation must not hang until the batch ends."""
+    release, started, finished = threading.Event(), threading.Event(), []
+
+    def evaluate(genotype):
+        started.set()
+        release.wait(timeout=30)
+        finished.append(genotype)
+        return toy_objectives(genotype)
+
+    backend = InProcessBackend(lambda: evaluate, batch_size=1, pipeline=True)
+    backend.submit(0, (0,) * N_BITS)
+    backend.submit(1, (1,) * N_BITS)  # queued behind the first: dropped by close()
+    assert started.wait(timeout=30)
+    backend.close()
+    assert finished == []  # close() returned while the first evaluation still ran
+    release.set()
+    assert backend.results() == []

@@ -8,9 +8,11 @@ Batches are formed and returned in submission order, so a seeded run stays repro
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from evostitch.backends import (
     Backend,
@@ -71,8 +73,12 @@ class InProcessBackend(Backend):
         self._evaluate = None
         self._queue: list[tuple[int, Genotype]] = []
         self._worker = worker_name()
-        self._thread = ThreadPoolExecutor(1, "evostitch-eval") if pipeline else None
         self._running: deque[Future] = deque()
+        self._thread: threading.Thread | None = None
+        self._todo: queue.Queue[tuple[Future, list[tuple[int, Genotype]]] | None] = queue.Queue()
+        if pipeline:  # a daemon: Ctrl-C does not wait for the batch it is evaluating
+            self._thread = threading.Thread(target=self._serve, name="evostitch-eval", daemon=True)
+            self._thread.start()
 
     def submit(self, ticket: int, genotype: Genotype) -> None:
         self._queue.append((ticket, tuple(genotype)))
@@ -92,16 +98,33 @@ class InProcessBackend(Backend):
         # must not depend on how long an evaluation took
 
     def close(self) -> None:
+        """Drop the batches not started; the one evaluating (if any) is abandoned."""
         if self._thread is not None:
-            self._thread.shutdown(wait=True, cancel_futures=True)
+            for future in self._running:
+                future.cancel()
             self._running.clear()
+            self._todo.put(None)
+            self._thread = None
 
     def _take(self) -> list[tuple[int, Genotype]]:
         batch, self._queue = sorted(self._queue), []
         return batch
 
     def _start(self) -> None:
-        self._running.append(self._thread.submit(self._run, self._take()))
+        future: Future = Future()
+        self._running.append(future)
+        self._todo.put((future, self._take()))
+
+    def _serve(self) -> None:
+        """The evaluation thread: batches in the order they were started."""
+        while (item := self._todo.get()) is not None:
+            future, batch = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._run(batch))
+            except BaseException as exc:  # handed to results()
+                future.set_exception(exc)
 
     def _run(self, batch: list[tuple[int, Genotype]]) -> list[Result]:
         if self._evaluate is None:
