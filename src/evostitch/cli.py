@@ -569,6 +569,9 @@ _register_result_commands()
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except EvostitchError as exc:

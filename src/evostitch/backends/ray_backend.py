@@ -40,6 +40,9 @@ class _Worker:
     """The actor: builds its evaluator once, then evaluates the genotypes it is handed."""
 
     def __init__(self, factory: EvaluatorFactory) -> None:
+        from evostitch.allocator import keep_freed_memory
+
+        keep_freed_memory()  # the actor owns its process
         self._name = worker_name()
         self._evaluate = factory()
 
