@@ -1,5 +1,10 @@
 """Fixtures shared by several test files."""
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 import torch
 
@@ -11,3 +16,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def sigkill_when():
+    """`sigkill_when(child, ready, timeout, what)`: wait while the child process runs
+    until `ready()`, then SIGKILL and reap it (fails with `what` after `timeout` s)."""
+
+    def kill(child: subprocess.Popen, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stderr.close()
+
+    return kill

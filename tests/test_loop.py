@@ -10,7 +10,6 @@ import json
 import math
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -339,21 +338,14 @@ def _count_rows(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path, sigkill_when):
     run, budget = tmp_path / "run", 150
     code = (
         f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_loop; "
         f"test_loop.child_main({str(run)!r}, {budget}, 0.02)"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while _count_rows(run) < 40:
-        assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "the child stored nothing"
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stderr.close()
+    sigkill_when(child, lambda: _count_rows(run) >= 40, 60, "the child stored nothing")
     before = db_rows(run)
     assert 40 <= len(before) < budget
     checkpoint = json.loads((run / "checkpoint.json").read_text())

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -126,21 +123,18 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_keeps_every_evaluation_once(supernet, tmp_path, capsys):
+def test_resume_after_sigkill_keeps_every_evaluation_once(supernet, tmp_path, capsys, sigkill_when):
     folder, net = supernet
     run, budget = tmp_path / "run", BUDGET
     command = [sys.executable, "-m", "evostitch.cli", "search", str(folder), "--out", str(run)]
     command += ["--algorithm", "lk-gomea", "--budget", str(budget), "--population", "8"]
     command += ["--steer-to", "0.05"]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(db_rows(run)) < 10 or not (run / "checkpoint.json").exists():
-        assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "the search stored nothing"
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    child.stderr.close()
+
+    def ready() -> bool:
+        return len(db_rows(run)) >= 10 and (run / "checkpoint.json").exists()
+
+    sigkill_when(child, ready, 300, "the search stored nothing")
     before = db_rows(run)
     assert 10 <= len(before) < budget
 
