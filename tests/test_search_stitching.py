@@ -112,6 +112,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         ["search", "--resume", tmp_path / "a", "--out", tmp_path / "c"],
         ["search", "--resume", tmp_path / "no-run"],
         ["search", missing, "--out", tmp_path / "d", "--budget", "0"],
+        ["search", missing, "--out", tmp_path / "d", "--batch", "0"],
+        ["search", "--resume", tmp_path / "d", "--batch", "0"],
         ["search", missing],
     ]
     for args in cases:

@@ -299,11 +299,11 @@ def search(
     folder keeps every evaluation and the front (front.csv)."""
     from .search.algorithms import ALGORITHMS
 
+    if batch < 1:
+        raise EvostitchError("need --batch >= 1")
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        if batch < 1:
-            raise EvostitchError("need --batch >= 1")
         ray = (ray_address, workers, gpus_per_worker, cpus_per_worker, batch)
         result = _resume(resume, backend, *ray)
         folder = resume
@@ -312,16 +312,9 @@ def search(
             raise EvostitchError("give a SUPERNET folder and --out RUN (or --resume RUN)")
         if algorithm not in ALGORITHMS:
             raise EvostitchError(f"unknown --algorithm {algorithm!r}: {ALGORITHM_HELP}")
-        if (
-            budget < 1
-            or population < 2
-            or batch < 1
-            or not 0 <= p_stitch <= 1
-            or not 0 <= steer_to <= 1
-        ):
+        if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
             raise EvostitchError(
-                "need --budget >= 1, --population >= 2, --batch >= 1, 0 <= --p-stitch <= 1,"
-                " 0 <= --steer-to <= 1"
+                "need --budget >= 1, --population >= 2, 0 <= --p-stitch <= 1, 0 <= --steer-to <= 1"
             )
         if data is None:
             _supernet_data(supernet)  # a missing or unsaved folder fails here, in one line
@@ -512,7 +505,7 @@ def demo(
     ] = 1,
 ) -> None:
     """Train two small parents on bundled real data, stitch them, search, report
-    (about 4 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
+    (about 3 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
     from .demo import run_demo
 
     if task not in TASKS:
