@@ -185,8 +185,9 @@ def test_a_failed_queued_write_is_raised_and_stops_the_later_ones(tmp_path):
     store = RunStore.create(tmp_path / "run", config())
     store.add_later(record((1, 1), objectives=(object(),)))  # json fails in the writer
     store.save_checkpoint_later({"rows": 1})
-    with pytest.raises(TypeError):
+    with pytest.raises(EvostitchError, match="could not write to the run folder") as info:
         store.flush()
-    with pytest.raises(TypeError):
+    assert isinstance(info.value.__cause__, TypeError)
+    with pytest.raises(EvostitchError, match="could not write to the run folder"):
         store.close()
     assert not (tmp_path / "run" / "checkpoint.json").exists()

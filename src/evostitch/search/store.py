@@ -265,7 +265,7 @@ class RunStore:
 
     def _queue(self, write: Callable[..., Any], *args: Any) -> None:
         if self._writer is None:
-            self._writer = _Writer()
+            self._writer = _Writer(self.path)
         self._writer.put(write, *args)
 
     def __enter__(self) -> RunStore:
@@ -384,9 +384,11 @@ def _unlock(lock: Any) -> None:
 class _Writer:
     """A thread that runs writes one at a time, in the order they were queued. After a
     write fails, the later ones are dropped (a checkpoint must not get ahead of the
-    rows), and `put()` and `flush()` raise that failure."""
+    rows), and `put()` and `flush()` raise it as one line naming the run folder (a full
+    disk must not end a search in a traceback)."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        self._root = root
         self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None]
         self._queue = queue.Queue()
         self._error: BaseException | None = None
@@ -407,7 +409,9 @@ class _Writer:
 
     def _raise(self) -> None:
         if self._error is not None:
-            raise self._error
+            e = self._error
+            why = " ".join(str(e).split()) or type(e).__name__
+            raise EvostitchError(f"could not write to the run folder {self._root}: {why}") from e
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
