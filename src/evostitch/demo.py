@@ -84,7 +84,8 @@ def run_demo(
     from .cli import DEFAULT_EVAL_BATCH, run_stitch_search
     from .data import load_dataset
     from .problem import make_evaluator
-    from .report import write_report
+    from .reevaluate import reference_name
+    from .report import LABELS, write_report
     from .search.store import RunStore
     from .training import train_stitches
 
@@ -124,13 +125,9 @@ def run_demo(
         )
         with RunStore.open(out / "run", readonly=True) as store:
             records = [r for r in store.records() if r.ok]
-        stored = {r.canonical: r for r in records}
-        refs = {
-            name: g
-            for name, g in zip(REFERENCE_NAMES, net.reference_genotypes, strict=False)
-            if g in stored
-        }
-        files = write_report(out / "run", {k: stored[g].objectives for k, g in refs.items()})
+        by_name = {reference_name(r.canonical): r for r in records}
+        refs = {label: by_name[k] for k, label in LABELS.items() if k in by_name}
+        files = write_report(out / "run")  # its references: those stored in the run
         reference_set = set(net.reference_genotypes)
         front = {r.canonical for r in search.front}
         best = _best_offspring(records, reference_set, front)
@@ -141,7 +138,7 @@ def run_demo(
             "metric": test.metric_name,
             "dataset": spec,
             "parents_test": info["metrics"],
-            "references": {k: _row(stored[g], test) for k, g in refs.items()},
+            "references": {k: _row(r, test) for k, r in refs.items()},
             "best": {
                 **_row(best, test),
                 "genotype": list(best.canonical),
@@ -174,9 +171,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-REFERENCE_NAMES = ("parent A", "parent B", "ensemble", "ensemble (probabilities)")
 
 
 def _best_offspring(records: list, references: set, front: set) -> Any:
