@@ -132,8 +132,26 @@ def test_linkage_tree_finds_blocks() -> None:
     x[:, 5:10] ^= rng.integers(0, 2, size=(200, 1))  # still perfectly linked
     fos = linkage_tree(x, [2] * 20, rng)
     assert len(fos) == 2 * 20 - 2
+    assert sorted(sorted(s) for s in fos if len(s) == 1) == [[v] for v in range(20)]
+    subsets = {frozenset(s) for s in fos}
     for b in range(4):
-        assert list(range(5 * b, 5 * b + 5)) in fos
+        assert frozenset(range(5 * b, 5 * b + 5)) in subsets
+
+
+def test_linkage_tree_depends_only_on_the_rows_as_a_multiset() -> None:
+    """What lets kernel GOMEA share one tree between jobs with the same genotypes: with
+    the tie-break order fixed, the rows' order does not matter."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, size=(12, 30))
+    x[:, 0] = rng.integers(0, 3, size=12)
+    x[:, 5:12] = 0  # constant variables: ties everywhere
+    cards, order = [3] + [2] * 29, rng.permutation(30)
+    tree = linkage_tree(x, cards, order=order)
+    assert linkage_tree(x[rng.permutation(12)], cards, order=order) == tree
+    assert sorted(map(sorted, tree)) != sorted(map(sorted, linkage_tree(x, cards, rng)))
+    assert linkage_tree(x, cards, np.random.default_rng(5)) == linkage_tree(
+        x, cards, order=np.random.default_rng(5).permutation(30)
+    )
 
 
 def test_unknown_ticket_is_refused() -> None:

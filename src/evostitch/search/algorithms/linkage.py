@@ -36,20 +36,27 @@ def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -
 
     1 for variables that determine each other, 0 for independent ones and wherever
     the joint entropy is 0 (constant variables); the diagonal is 1 unless constant.
-    Joint frequencies come from one product of one-hot columns, one per (variable,
-    value) that occurs; `owner` sums their p log p terms per pair of variables. A joint
-    frequency is a count / n, so its p log p is looked up in a table of n + 1 values.
+    Only the variables that vary are computed: near convergence (a kernel GOMEA
+    neighbourhood) that is often one or two of hundreds. Joint frequencies come from
+    one product of one-hot columns, one per (variable, value) that occurs; `owner`
+    sums their p log p terms per pair of variables. A joint frequency is a count / n,
+    so its p log p is looked up in a table of n + 1 values.
     """
     n, length = x.shape
-    offsets = np.concatenate([[0], np.cumsum(cardinalities)[:-1]]).astype(np.int64)
-    values = x + offsets
-    occurs = np.zeros(int(offsets[-1]) + int(cardinalities[-1]), dtype=bool)
+    nmi = np.zeros((length, length))
+    varying = np.flatnonzero((x != x[:1]).any(axis=0))
+    if len(varying) == 0:
+        return nmi
+    cards = np.asarray(cardinalities, dtype=np.int64)[varying]
+    offsets = np.concatenate([[0], np.cumsum(cards)[:-1]])
+    values = x[:, varying] + offsets
+    occurs = np.zeros(int(offsets[-1] + cards[-1]), dtype=bool)
     occurs[values] = True
     used = np.flatnonzero(occurs)  # what np.unique(values) gives, without sorting
     column = np.cumsum(occurs) - 1
     onehot = np.zeros((n, len(used)))
     np.put_along_axis(onehot, column[values], 1.0, axis=1)
-    owner = np.zeros((len(used), length))
+    owner = np.zeros((len(used), len(varying)))
     owner[np.arange(len(used)), np.searchsorted(offsets, used, side="right") - 1] = 1.0
     frequencies = np.arange(n + 1) / n
     plogp = xlogy(frequencies, frequencies)
@@ -59,24 +66,36 @@ def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -
     h = np.diag(h_joint)
     mi = h[:, None] + h[None, :] - h_joint
     with np.errstate(divide="ignore", invalid="ignore"):
-        nmi = np.where(h_joint > 1e-12, mi / h_joint, 0.0)
-    return np.clip(nmi, 0.0, 1.0)
+        part = np.where(h_joint > 1e-12, mi / h_joint, 0.0)
+    nmi[np.ix_(varying, varying)] = np.clip(part, 0.0, 1.0)
+    return nmi
 
 
 def linkage_tree(
-    x: np.ndarray, cardinalities: Sequence[int], rng: np.random.Generator
+    x: np.ndarray,
+    cardinalities: Sequence[int],
+    rng: np.random.Generator | None = None,
+    *,
+    order: np.ndarray | None = None,
 ) -> list[list[int]]:
     """Linkage-tree FOS: every cluster of an average-linkage (UPGMA) hierarchical
     clustering of the variables on distance 1 - NMI, the singletons included and the
-    root (all variables) left out. Ties are broken by a random variable order."""
+    root (all variables) left out. Ties are broken by a variable `order` (a permutation;
+    default: drawn from `rng`). A subset lists its variables in the tree's order, not
+    sorted (order does not matter to mixing, and sorting ~2l lists cost more than the
+    clustering)."""
     length = x.shape[1]
     if length == 1:
         return [[0]]
-    perm = rng.permutation(length)
+    if order is None:
+        if rng is None:
+            raise ValueError("linkage_tree needs rng or order to break ties")
+        order = rng.permutation(length)
+    perm = np.asarray(order)
     dist = 1.0 - normalised_mutual_information(x[:, perm], [cardinalities[i] for i in perm])
     np.fill_diagonal(dist, 0.0)
     merges = linkage(squareform(dist, checks=False), method="average")
-    clusters: list[list[int]] = [[int(v)] for v in perm]
-    for a, b, _, _ in merges:
-        clusters.append(clusters[int(a)] + clusters[int(b)])
-    return [sorted(c) for c in clusters[:-1]]
+    clusters: list[list[int]] = [[v] for v in perm.tolist()]
+    for a, b in merges[:, :2].astype(np.int64).tolist():
+        clusters.append(clusters[a] + clusters[b])
+    return clusters[:-1]
