@@ -6,6 +6,8 @@ import functools
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,29 @@ def test_inprocess_builds_the_evaluator_once_and_reports_failures():
     backend.submit(8, ONES)
     assert [r.ticket for r in backend.results()] == [8] and built == [1]
     assert backend.results() == []
+
+
+def test_pipelined_backend_starts_the_first_batch_without_waiting_for_it_to_fill():
+    """With no batch out, the first submission evaluates at once; later ones wait for a
+    full batch (or results()), so batches never depend on timing."""
+    started = threading.Event()
+    seen: list[tuple[int, ...]] = []
+
+    def evaluate(genotype):
+        seen.append(genotype)
+        started.set()
+        return (float(sum(genotype)), 0.0)
+
+    backend = InProcessBackend(lambda: evaluate, batch_size=4, pipeline=True)
+    backend.submit(0, ONES)
+    assert started.wait(timeout=30)  # alone, without a results() call
+    for ticket in (1, 2):
+        backend.submit(ticket, ZEROS)
+    time.sleep(0.05)
+    assert seen == [ONES]  # a batch is out: these wait to fill one
+    assert [r.ticket for r in backend.results()] == [0]
+    assert [r.ticket for r in backend.results()] == [1, 2]  # a partial batch on request
+    backend.close()
 
 
 def test_core_imports_without_ray():

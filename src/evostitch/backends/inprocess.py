@@ -3,7 +3,10 @@
 With `pipeline=True` they run on one background thread instead, a batch ahead: while a
 batch evaluates, the search loop stores the previous batch's results, tells the
 algorithm and asks for the next batch, so its bookkeeping hides behind the evaluation.
-Batches are formed and returned in submission order, so a seeded run stays reproducible.
+When no batch is out (all returned to the loop, e.g. after a barrier in the algorithm),
+the first submission starts at once rather than waiting for a full batch. Batches are
+formed by what the loop did, never by timing, and returned in submission order, so a
+seeded run stays reproducible.
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ class InProcessBackend(Backend):
 
     def submit(self, ticket: int, genotype: Genotype) -> None:
         self._queue.append((ticket, tuple(genotype)))
-        if self._thread is not None and len(self._queue) >= self.batch_size:
-            self._start()
+        if self._thread is not None and (len(self._queue) >= self.batch_size or not self._running):
+            self._start()  # a full batch, or the first one while none is out: no waiting
 
     def results(self, timeout: float | None = None) -> list[Result]:
         if self._thread is None:
