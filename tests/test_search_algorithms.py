@@ -154,6 +154,53 @@ def test_linkage_tree_depends_only_on_the_rows_as_a_multiset() -> None:
     )
 
 
+def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes() -> None:
+    problem = problems.onemax(24)
+    alg = make_algorithm("lk-gomea", problem, 0, pop_size=16, p_stitch=None)
+    drive(alg, problem, 16)  # the initial population
+    alg.pop_g = [alg.pop_g[0]] * 8 + [alg.pop_g[1]] * 8  # two genotypes, eight copies each
+    learned = []
+    original = alg._tree.__func__
+
+    def counting(self, g, near):
+        before = len(self._trees)
+        tree = original(self, g, near)
+        learned.append(len(self._trees) - before)
+        return tree
+
+    alg._tree = counting.__get__(alg)
+    for slot in range(16):
+        alg._start(slot)
+    assert len(learned) == 16 and sum(learned) <= 4  # per distinct (genotype, neighbours)
+    g, near = alg.pop_g[3], alg._start(3)["neighbours"]
+    fresh = linkage_tree(
+        np.array([g] + [alg.parents[i] for i in near]), alg.cards, order=np.array(alg._tie_order)
+    )
+    assert alg._tree(g, near)[0] == fresh
+
+
+def test_cached_acceptance_keys_follow_the_population_and_the_floor() -> None:
+    """`_slot_key` remembers keys; it must give what `key` computes as members and the
+    steering floor change."""
+    problem = problems.lotz(12)
+    problem.metric_index = 0
+    alg = make_algorithm("gomea", problem, 0, pop_size=8, p_stitch=None, budget=400)
+    rng = np.random.default_rng(0)
+
+    def check() -> None:
+        for _ in range(20):
+            slot = int(rng.integers(8))
+            f = (-float(rng.integers(13)), -float(rng.integers(13)))
+            assert alg._slot_key(slot, f) == alg.key(f, alg.weights[slot])
+
+    drive(alg, problem, 40)
+    check()
+    alg.set_member(2, alg.pop_g[2], (-12.0, 0.0))  # the population's range changes
+    check()
+    drive(alg, problem, 40)  # `told` moves the floor
+    check()
+
+
 def test_unknown_ticket_is_refused() -> None:
     alg = make_algorithm("ga", problems.onemax(8), p_stitch=None)
     c = alg.ask()

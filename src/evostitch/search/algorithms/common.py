@@ -362,8 +362,9 @@ class PopulationAlgorithm(SteadyState):
 
     def set_member(self, slot: int, genotype: Genotype, f: Sequence[float]) -> None:
         self.pop_g[slot] = genotype
-        self.pop_f[slot] = f
-        self._bounds = None
+        if not np.array_equal(self.pop_f[slot], f):  # objectives, hence bounds, change
+            self.pop_f[slot] = f
+            self._bounds = None
 
     def _normalisation(self) -> tuple[list[float], list[float]]:
         if self._bounds is None:  # cached until the population's objectives change
