@@ -218,8 +218,7 @@ class SteadyState(Algorithm):
         return bool(self.key(a, w) <= self.key(b, w))
 
     def better(self, a: Sequence[float], b: Sequence[float], w: Sequence[float]) -> bool:
-        ka, kb = self.key(a, w), self.key(b, w)
-        return bool(ka < kb or (ka == kb and dominates(a, b)))
+        return better_by_key(self.key(a, w), self.key(b, w), a, b)
 
     def elitist(self, w: np.ndarray) -> tuple[Genotype, Objectives] | None:
         """The archived solution that is best for weight vector `w`."""
@@ -307,6 +306,11 @@ class SteadyState(Algorithm):
         self.memo_hits = int(state.get("memo_hits", 0))
         self._silent = int(state.get("silent", 0))
         self._load(state["own"])
+
+
+def better_by_key(ka: tuple[float, float], kb: tuple[float, float], a: Any, b: Any) -> bool:
+    """`a` beats `b` given their keys: a lower key, or an equal one and `a` dominates."""
+    return bool(ka < kb or (ka == kb and dominates(a, b)))
 
 
 def _bounds(f: np.ndarray, m: int) -> tuple[list[float], list[float]]:

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from evostitch.search.algorithms.common import PopulationAlgorithm
+from evostitch.search.algorithms.common import PopulationAlgorithm, better_by_key
 from evostitch.search.algorithms.linkage import linkage_tree
-from evostitch.search.archive import dominates
 from evostitch.search.base import Genotype, Objectives, Problem
 
 JOBS_PER_ASK = 8  # new jobs one ask() may start while evaluations are in flight
@@ -72,7 +71,8 @@ class GOMEA(PopulationAlgorithm):
         self.restarts = 0
         self.neutral = 0  # changes skipped because the network stayed the same
         self._parents_array: tuple[list[Genotype], np.ndarray] | None = None  # derived
-        self._subsets: tuple[list[list[int]], np.ndarray] | None = None  # of a job's FOS
+        self._masks: dict[int, tuple[list[list[int]], np.ndarray]] = {}  # slot: its job's
+        # FOS and which variables each subset holds (derived)
         self._keys: dict[tuple[int, Objectives], tuple[float, float]] = {}  # see _slot_key
         self._keys_for: tuple[Any, int] | None = None
 
@@ -81,13 +81,10 @@ class GOMEA(PopulationAlgorithm):
         return 1 + int(math.floor(math.log10(self.pop_size)))
 
     # -------------------------------------------------------------------- model
-    def _learn(self, rows: list[Genotype]) -> list[list[int]]:
-        return linkage_tree(np.array(rows, dtype=np.int64), self.cards, self.rng)
-
     def _new_generation(self) -> None:
         """Freeze the donor population and learn the model from it."""
         self.parents = list(self.pop_g)
-        self.fos = self._learn(self.parents)
+        self.fos = linkage_tree(np.array(self.parents, dtype=np.int64), self.cards, self.rng)
 
     def _start(self, slot: int) -> dict[str, Any]:
         if not self.parents or self._finished >= self.pop_size:
@@ -118,16 +115,15 @@ class GOMEA(PopulationAlgorithm):
 
     def _gom_donors(self, slot: int, job: dict[str, Any]) -> _Donors:
         """The donors of the job's remaining subsets, drawn ahead (see `_Donors`)."""
-        parents = self._parents_matrix()
-        if self._subsets is None or self._subsets[0] is not job["fos"]:
-            self._subsets = (job["fos"], _membership(job["fos"], len(self.cards)))
-        pos = job["pos"]
+        masks = self._masks.get(slot)
+        if masks is None or masks[0] is not job["fos"]:
+            masks = self._masks[slot] = (job["fos"], _membership(job["fos"], len(self.cards)))
         return _Donors(
             self.rng,
             self._donor_bound(job),
             lambda draws: self._donor_parents(slot, job, draws),
-            parents,
-            self._subsets[1][pos:],
+            self._parents_matrix(),
+            masks[1][job["pos"] :],
         )
 
     # ------------------------------------------------------------------- mixing
@@ -240,7 +236,7 @@ class GOMEA(PopulationAlgorithm):
         of `not_worse` and `better`, each key computed once)."""
         current = self.pop_f[slot]
         new, old = self._slot_key(slot, f), self._slot_key(slot, tuple(current.tolist()))
-        better = new < old or (new == old and dominates(f, current))
+        better = better_by_key(new, old, f, current)
         if job["phase"] == "gom":
             if new <= old:
                 job["improved"] |= better
@@ -338,7 +334,7 @@ class LKGOMEA(GOMEA):
         fos, membership = self._tree(g, near)
         shuffle = self.rng.permutation(len(fos))
         job_fos = [fos[i] for i in shuffle.tolist()]
-        self._subsets = (job_fos, membership[shuffle])
+        self._masks[slot] = (job_fos, membership[shuffle])
         return self._job(job_fos, neighbours=near)
 
     def _tree(self, g: Genotype, near: list[int]) -> tuple[list[list[int]], np.ndarray]:
@@ -350,8 +346,6 @@ class LKGOMEA(GOMEA):
         key = (g, tuple(sorted(self._parent_ids[1][near].tolist())))
         tree = self._trees.get(key)
         if tree is None:
-            if self._tie_order is None:  # a checkpoint from before tie orders were kept
-                self._tie_order = self.rng.permutation(len(self.cards)).tolist()
             rows = np.array([g] + [self.parents[i] for i in near], dtype=np.int64)
             fos = linkage_tree(rows, self.cards, order=np.asarray(self._tie_order))
             tree = self._trees[key] = (fos, _membership(fos, len(self.cards)))
@@ -363,6 +357,8 @@ class LKGOMEA(GOMEA):
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
         self._tie_order = state.get("tie_order")
+        if self._tie_order is None and self.parents:  # saved before tie orders were kept
+            self._tie_order = self.rng.permutation(len(self.cards)).tolist()
         self._trees = {}
 
     def _donor_bound(self, job: dict[str, Any]) -> int:
