@@ -12,7 +12,7 @@ derived from the graphs, never by running the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -335,10 +335,12 @@ class Supernet(nn.Module):
         p: float = 0.5,
         on_loss: Callable[[str, torch.Tensor], None] | None = None,
         generator: torch.Generator | None = None,
+        targets: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, float]:
         """Stitch-training pass: every switch flips per sample with probability `p`.
 
-        Each stitch learns to reproduce the tensor it would replace (MSE). Its loss is
+        Each stitch learns to reproduce the tensor it would replace in this pass (MSE),
+        or `targets[stitch]` when given (e.g. the parent's clean tensor). Its loss is
         handed to `on_loss` at once (call `.backward()` there): inputs and targets are
         detached, so memory stays bounded by one stitch's graph. Returns the losses.
         """
@@ -354,9 +356,10 @@ class Supernet(nn.Module):
             raw = {"a": env[("a", a)], "b": env[("b", b)]}
             for sw in self.switches[2 * item : 2 * item + 2]:
                 target = raw[sw.side].detach()
+                goal = target if targets is None else targets[sw.stitch]
                 with torch.enable_grad():
                     out = self.stitches[sw.stitch](raw[OTHER[sw.side]].detach())
-                    loss = nn.functional.mse_loss(out, target)
+                    loss = nn.functional.mse_loss(out, goal)
                 if on_loss is not None:
                     on_loss(sw.stitch, loss)
                 losses[sw.stitch] = float(loss.detach())

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import fx
 from torch.utils.data import Dataset
@@ -209,24 +208,9 @@ def _clean_target_step(
 ) -> dict[str, float]:
     """Backpropagate each stitch's MSE to its parent's clean tensor (inputs still mixed)."""
     targets = {k: target for k, (_, target) in parent_tensors(net, x).items()}
-    outputs: dict[str, torch.Tensor] = {}
-    hooks = [
-        stitch.register_forward_hook(lambda _m, _i, out, k=k: outputs.__setitem__(k, out))
-        for k, stitch in net.stitches.items()
-    ]
-    losses: dict[str, float] = {}
-
-    def backward(key: str, _mixed_loss: torch.Tensor) -> None:
-        loss = F.mse_loss(outputs.pop(key), targets[key])
-        loss.backward()
-        losses[key] = float(loss.detach())
-
-    try:
-        net.forward_random(x, p=p, on_loss=backward, generator=gen)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return losses
+    return net.forward_random(
+        x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen, targets=targets
+    )
 
 
 def _save_checkpoint(net, opt, folder: Path, step: int, steps: int, history) -> None:
