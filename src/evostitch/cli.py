@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .demo import DEMO_STITCH_EPOCHS
 from .errors import EvostitchError
 
 app = typer.Typer(
@@ -304,8 +305,9 @@ def search(
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        ray = (ray_address, workers, gpus_per_worker, cpus_per_worker, batch)
-        result = _resume(resume, backend, *ray)
+        result = _resume(
+            resume, backend, ray_address, workers, gpus_per_worker, cpus_per_worker, batch
+        )
         folder = resume
     else:
         if supernet is None or out is None:
@@ -496,7 +498,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evostitch-demo"),
     algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = DEFAULT_ALGORITHM,
     budget: Annotated[int, typer.Option(help="Offspring evaluations in the search.")] = 250,
-    epochs: Annotated[float, typer.Option(help="Stitch-training epochs.")] = 1.0,
+    epochs: Annotated[float, typer.Option(help="Stitch-training epochs.")] = DEMO_STITCH_EPOCHS,
     population: Annotated[int, typer.Option(help="Search population size.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of stitch training and search.")] = 0,
     cache: Annotated[Path | None, typer.Option(help="Where trained parents are cached.")] = None,
