@@ -6,16 +6,15 @@ import subprocess
 import time
 
 import pytest
-import torch
+
+from evostitch.demo import _torch_threads
 
 
 @pytest.fixture
 def one_thread():
     """Small models on a shared machine: more torch threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture
