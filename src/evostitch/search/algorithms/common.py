@@ -64,12 +64,14 @@ def initial_genotypes(
     m = max(0, n - len(refs))
     cards = np.asarray(problem.cardinalities, dtype=np.int64)
     x = rng.integers(0, cards, size=(m, len(cards)))
-    if p_stitch is not None and m > 0:
-        for j in np.flatnonzero(cards == 2):
-            expected = p_stitch * m
-            count = int(math.floor(expected)) + int(rng.random() < expected - math.floor(expected))
-            x[:, j] = 0
-            x[rng.permutation(m)[:count], j] = 1
+    binary = np.flatnonzero(cards == 2)
+    if p_stitch is not None and m > 0 and len(binary):
+        expected = p_stitch * m
+        counts = math.floor(expected) + (rng.random(len(binary)) < expected - math.floor(expected))
+        order = rng.random((m, len(binary))).argsort(axis=0)  # per column, a random order
+        chosen = np.empty((m, len(binary)), dtype=x.dtype)
+        np.put_along_axis(chosen, order, np.arange(m)[:, None] < counts, axis=0)  # the first
+        x[:, binary] = chosen  # `count` rows of that order
     return refs + [tuple(row) for row in x.tolist()]
 
 
