@@ -17,7 +17,12 @@ from evostitch.search.algorithms import (
     restore_algorithm,
     weight_vectors,
 )
-from evostitch.search.algorithms.linkage import linkage_tree
+from evostitch.search.algorithms.linkage import (
+    linkage_tree,
+    nmi_key,
+    normalised_mutual_information,
+    tree_from_nmi,
+)
 from evostitch.search.base import Algorithm, Candidate, Problem
 
 Done = Callable[[Algorithm], bool]
@@ -152,6 +157,60 @@ def test_linkage_tree_depends_only_on_the_rows_as_a_multiset() -> None:
     assert linkage_tree(x, cards, np.random.default_rng(5)) == linkage_tree(
         x, cards, order=np.random.default_rng(5).permutation(30)
     )
+
+
+def _nmi_by_hand(x: np.ndarray) -> np.ndarray:
+    """MI(i, j) / H(i, j) from joint counts, pair by pair (0 where H(i, j) is 0)."""
+
+    def entropy(counts: np.ndarray) -> float:
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * np.log(p)).sum())
+
+    n, length = x.shape
+    out = np.zeros((length, length))
+    for i in range(length):
+        for j in range(length):
+            joint = np.unique(x[:, [i, j]], axis=0, return_counts=True)[1]
+            h_ij = entropy(joint)
+            if h_ij > 1e-12:
+                h_i = entropy(np.unique(x[:, i], return_counts=True)[1])
+                h_j = entropy(np.unique(x[:, j], return_counts=True)[1])
+                out[i, j] = (h_i + h_j - h_ij) / h_ij
+    return out
+
+
+@pytest.mark.parametrize("varying", [0, 1, 6])
+def test_normalised_mutual_information_matches_joint_counts(varying: int) -> None:
+    rng = np.random.default_rng(varying)
+    x = np.zeros((40, 8), dtype=np.int64)
+    x[:, :varying] = rng.integers(0, 3, size=(40, varying))
+    if varying > 2:
+        x[:, 2] = x[:, 1]  # a perfectly linked pair
+    got = normalised_mutual_information(x, [3] * 8)
+    np.testing.assert_allclose(got, _nmi_by_hand(x), atol=1e-12)
+
+
+def test_trees_depend_on_nmi_only_through_its_key() -> None:
+    """Kernel GOMEA keeps trees by `nmi_key`: neighbourhoods varying in one variable (any
+    one, in any proportion) give one tree; linked variables give their own."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(10)
+    cards = [2] * 10
+    one_a, one_b = np.zeros((9, 10), dtype=np.int64), np.zeros((5, 10), dtype=np.int64)
+    one_a[:4, 3] = 1
+    one_b[:1, 7] = 1
+    trees = []
+    for x in (one_a, one_b, np.zeros((3, 10), dtype=np.int64)):
+        nmi = normalised_mutual_information(x[:, order], [cards[i] for i in order])
+        assert nmi_key(nmi) == ((), b"")
+        trees.append(tree_from_nmi(nmi, order))
+        assert trees[-1] == linkage_tree(x, cards, order=order)
+    assert trees[0] == trees[1] == trees[2]
+    linked = one_a.copy()
+    linked[:, 5] = linked[:, 3]
+    nmi = normalised_mutual_information(linked[:, order], [cards[i] for i in order])
+    assert nmi_key(nmi) != ((), b"")
+    assert frozenset({3, 5}) in set(map(frozenset, tree_from_nmi(nmi, order)))
 
 
 def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes() -> None:

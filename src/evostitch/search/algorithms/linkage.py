@@ -22,6 +22,12 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
+def prepare() -> None:
+    """Do the one-off set-up now (threadpoolctl scans the loaded libraries: ~15 ms with
+    torch loaded), not when a running search learns its first tree."""
+    _blas_controller()
+
+
 def _one_blas_thread() -> contextlib.AbstractContextManager:
     """The matrices here are small: waking BLAS threads (on a busy machine) cost up to
     100x the product itself, so run it on one thread."""
@@ -45,7 +51,8 @@ def normalised_mutual_information(x: np.ndarray, cardinalities: Sequence[int]) -
     n, length = x.shape
     nmi = np.zeros((length, length))
     varying = np.flatnonzero((x != x[:1]).any(axis=0))
-    if len(varying) == 0:
+    if len(varying) <= 1:  # no pair varies: MI(i, i) / H(i) = 1 where H(i) > 0
+        nmi[varying, varying] = 1.0
         return nmi
     cards = np.asarray(cardinalities, dtype=np.int64)[varying]
     offsets = np.concatenate([[0], np.cumsum(cards)[:-1]])
@@ -92,10 +99,32 @@ def linkage_tree(
             raise ValueError("linkage_tree needs rng or order to break ties")
         order = rng.permutation(length)
     perm = np.asarray(order)
-    dist = 1.0 - normalised_mutual_information(x[:, perm], [cardinalities[i] for i in perm])
+    nmi = normalised_mutual_information(x[:, perm], [cardinalities[i] for i in perm])
+    return tree_from_nmi(nmi, perm)
+
+
+def tree_from_nmi(nmi: np.ndarray, order: np.ndarray) -> list[list[int]]:
+    """The linkage tree (see `linkage_tree`) of an NMI matrix whose row and column i
+    are variable `order[i]`. It depends on `nmi` only through `nmi_key(nmi)`."""
+    perm = np.asarray(order)
+    if len(perm) == 1:
+        return [[int(perm[0])]]
+    dist = 1.0 - nmi
     np.fill_diagonal(dist, 0.0)
     merges = linkage(squareform(dist, checks=False), method="average")
     clusters: list[list[int]] = [[v] for v in perm.tolist()]
     for a, b in merges[:, :2].astype(np.int64).tolist():
         clusters.append(clusters[a] + clusters[b])
     return clusters[:-1]
+
+
+def nmi_key(nmi: np.ndarray) -> tuple[tuple[int, ...], bytes]:
+    """All of an NMI matrix that its linkage tree depends on (the diagonal is not): the
+    rows linked to another (a nonzero entry off the diagonal) and their block. Near
+    convergence most neighbourhoods vary in one variable or in unlinked ones, so their
+    trees are one tree, whatever the rows."""
+    candidates = np.flatnonzero(nmi.any(axis=0))  # varying variables (nonzero diagonal)
+    block = nmi[np.ix_(candidates, candidates)]
+    np.fill_diagonal(block, 0.0)
+    linked = block.any(axis=0)
+    return tuple(candidates[linked].tolist()), block[np.ix_(linked, linked)].tobytes()
