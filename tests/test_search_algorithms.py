@@ -213,29 +213,34 @@ def test_trees_depend_on_nmi_only_through_its_key() -> None:
     assert frozenset({3, 5}) in set(map(frozenset, tree_from_nmi(nmi, order)))
 
 
-def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes() -> None:
+def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes(monkeypatch) -> None:
+    from evostitch.search.algorithms import gomea
+
     problem = problems.onemax(24)
     alg = make_algorithm("lk-gomea", problem, 0, pop_size=16, p_stitch=None)
     drive(alg, problem, 16)  # the initial population
     alg.pop_g = [alg.pop_g[0]] * 8 + [alg.pop_g[1]] * 8  # two genotypes, eight copies each
     learned = []
-    original = alg._tree.__func__
 
-    def counting(self, g, near):
-        before = len(self._trees)
-        tree = original(self, g, near)
-        learned.append(len(self._trees) - before)
-        return tree
+    def counting(nmi, order):
+        learned.append(1)
+        return tree_from_nmi(nmi, order)
 
-    alg._tree = counting.__get__(alg)
+    monkeypatch.setattr(gomea, "tree_from_nmi", counting)
     for slot in range(16):
         alg._start(slot)
-    assert len(learned) == 16 and sum(learned) <= 4  # per distinct (genotype, neighbours)
+    assert 1 <= len(learned) <= 4  # per distinct (genotype, neighbours) at most
     g, near = alg.pop_g[3], alg._start(3)["neighbours"]
     fresh = linkage_tree(
         np.array([g] + [alg.parents[i] for i in near]), alg.cards, order=np.array(alg._tie_order)
     )
-    assert alg._tree(g, near)[0] == fresh
+    assert alg._tree(g, np.array(g), near)[0] == fresh
+    alg.pop_g = [alg.pop_g[0]] * 5 + [alg.pop_g[0][:-1] + (1 - alg.pop_g[0][-1],)] * 11
+    alg._finished = alg.pop_size  # a new generation: two genotypes one variable apart
+    learned.clear()
+    for slot in range(16):
+        alg._start(slot)
+    assert len(learned) == 1  # whatever the proportions in a neighbourhood: one tree
 
 
 def test_cached_acceptance_keys_follow_the_population_and_the_floor() -> None:
@@ -470,19 +475,44 @@ def test_donors_drawn_ahead_leave_the_stream_of_single_draws(used: int) -> None:
     rng.random(), reference.random()  # a half-used 32-bit buffer must be kept as well
     parents = np.zeros((9, 4), dtype=np.uint8)
     subsets = _membership([[i % 4] for i in range(12)], 4)
-    donors = _Donors(rng, 8, lambda draws: draws + 1, parents, subsets)
-    taken = [donors.take() for _ in range(used)]
+    donors = _Donors(rng, 8, lambda draws: draws + 1, parents, subsets, [0, 1, 2, 3])
+    donors.used = used  # as if `used` subsets were passed or taken
     donors.settle()
-    assert taken == [int(reference.integers(8)) + 1 for _ in range(used)]
+    assert donors.donors[:used] == [int(reference.integers(8)) + 1 for _ in range(used)]
     assert rng.bit_generator.state == reference.bit_generator.state
 
 
-def test_donors_pass_over_subsets_that_change_nothing() -> None:
-    from evostitch.search.algorithms.gomea import _Donors, _membership
+def _trials(subsets: list[list[int]], donors: list[tuple[int, ...]]):
+    from evostitch.search.algorithms.gomea import _membership, _Trials
 
-    parents = np.array([[0, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=np.uint8)
-    subsets = _membership([[0], [2], [1], [0, 2]], 3)
-    donors = _Donors(np.random.default_rng(0), 2, lambda draws: draws * 0 + 1, parents, subsets)
-    g = (0, 0, 0)  # donor 1 differs only on variable 1: subsets 0 and 1 change nothing
-    assert donors.skip_unchanged(g) == 2 and donors.take() == 1
-    assert donors.skip_unchanged(g) == 1 and donors.used == 4
+    length = len(donors[0])
+    rows = np.array(donors, dtype=np.uint8)
+    return _Trials(rows, _membership(subsets, length), list(range(length)))
+
+
+def test_trials_pass_over_subsets_that_change_nothing() -> None:
+    trials = _trials([[0], [2], [1], [0, 2]], [(0, 1, 0)] * 4)
+    g = (0, 0, 0)  # the donor differs only on variable 1: subsets 0, 1 and 3 change nothing
+    assert trials.next(g) == (0, 1, 0) and trials.used == 3
+    assert trials.next(g) is None and trials.used == 4 and trials.left == 0
+
+
+def test_trials_made_before_are_not_made_again_until_the_objectives_change() -> None:
+    """Nested subsets make the same trial again (for a known network: the same verdict)."""
+    g = (0, 0, 0)
+    trials = _trials([[1], [1, 2], [0, 1]], [(1, 1, 0)] * 3)
+    assert trials.next(g) == (0, 1, 0) and trials.used == 1
+    assert trials.next(g) == (1, 1, 0) and trials.used == 3  # [1, 2] made (0, 1, 0) again
+    for forget in (False, True):
+        trials = _trials([[1], [1, 2]], [(1, 1, 0)] * 2)
+        assert trials.next(g) == (0, 1, 0)
+        if forget:  # the slot's objectives changed: the verdict may change too
+            trials.forget()
+        moved = (0, 0, 1)  # with the same objectives: (0, 1, 0) would be judged the same
+        assert trials.next(moved) == ((0, 1, 0) if forget else None)
+
+
+def test_trials_do_not_lead_back_to_a_genotype_held_with_the_same_objectives() -> None:
+    trials = _trials([[0], [0], [1]], [(1, 0, 0), (0, 0, 0), (0, 1, 0)])
+    assert trials.next((0, 0, 0)) == (1, 0, 0)
+    assert trials.next((1, 0, 0)) == (1, 1, 0)  # subset 1 would go back to (0, 0, 0)

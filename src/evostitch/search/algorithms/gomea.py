@@ -8,6 +8,9 @@ subset change that leaves the genotype as it is costs nothing; one that leaves t
 network as it is (same canonical genotype: only inactive variables changed) is adopted
 without evaluation (counted in `neutral`); one that makes a network evaluated before is
 judged at once with the memo's objectives (`memo_hits`). Only new networks are asked.
+Within one stretch of a job, a trial made before since the slot's objectives last
+changed is not made again: a known network would get the same verdict, and going back
+to a genotype held with the same objectives would only cycle (see `_Trials`).
 
 Multi-objective: every slot carries its own weight vector; a change is kept when it
 is not worse by that vector's augmented Tchebycheff scalarisation (with the steering
@@ -20,16 +23,24 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from evostitch.search.algorithms.common import PopulationAlgorithm, better_by_key
-from evostitch.search.algorithms.linkage import linkage_tree
+from evostitch.search.algorithms.linkage import (
+    linkage_tree,
+    nmi_key,
+    normalised_mutual_information,
+    prepare,
+    tree_from_nmi,
+)
 from evostitch.search.base import Genotype, Objectives, Problem
 
 JOBS_PER_ASK = 8  # new jobs one ask() may start while evaluations are in flight
+MAX_TREES = 256  # kernel GOMEA's trees kept (~80 kB each with 113 variables)
 
 
 class GOMEA(PopulationAlgorithm):
@@ -75,6 +86,7 @@ class GOMEA(PopulationAlgorithm):
         # FOS and which variables each subset holds (derived)
         self._keys: dict[tuple[int, Objectives], tuple[float, float]] = {}  # see _slot_key
         self._keys_for: tuple[Any, int] | None = None
+        prepare()
 
     @property
     def nis_threshold(self) -> int:
@@ -113,47 +125,50 @@ class GOMEA(PopulationAlgorithm):
             self._parents_array = (self.parents, np.array(self.parents, dtype=dtype))
         return self._parents_array[1]
 
-    def _gom_donors(self, slot: int, job: dict[str, Any]) -> _Donors:
-        """The donors of the job's remaining subsets, drawn ahead (see `_Donors`)."""
+    def _trials(self, slot: int, job: dict[str, Any]) -> _Trials:
+        """The trials of the job's remaining subsets: gene-pool mixing draws a donor per
+        subset ahead (see `_Donors`); forced improvement's donor is the elitist. Only
+        variables where a donor differs from the slot's genotype are looked at (`g`
+        changes only by taking donors' values): the parents' (a superset of the job's
+        donors'), or the elitist's."""
         masks = self._masks.get(slot)
         if masks is None or masks[0] is not job["fos"]:
             masks = self._masks[slot] = (job["fos"], _membership(job["fos"], len(self.cards)))
-        return _Donors(
-            self.rng,
-            self._donor_bound(job),
-            lambda draws: self._donor_parents(slot, job, draws),
-            self._parents_matrix(),
-            masks[1][job["pos"] :],
-        )
+        subsets = masks[1][job["pos"] :]
+        parents = self._parents_matrix()
+        row = np.asarray(self.pop_g[slot], dtype=parents.dtype)
+        if job["phase"] == "gom":
+            columns = np.flatnonzero((parents != row).any(axis=0))
+            return _Donors(
+                self.rng,
+                self._donor_bound(job),
+                lambda draws: self._donor_parents(slot, job, draws),
+                parents[:, columns],
+                subsets[:, columns],
+                columns.tolist(),
+            )
+        elitist = np.asarray(job["elitist"][0], dtype=parents.dtype)
+        columns = np.flatnonzero(elitist != row)
+        values = np.broadcast_to(elitist[columns], (len(subsets), len(columns)))
+        return _Trials(values, subsets[:, columns], columns.tolist())
 
     # ------------------------------------------------------------------- mixing
     def _advance(self, slot: int, job: dict[str, Any]) -> Genotype | None:
         """Next trial genotype (a new network) of the job, or None after finishing it. A
         job that asked for no new network counts toward a restart (`_idle`).
 
-        Gene-pool mixing draws one donor per subset; a subset on which the donor agrees
-        with the slot's genotype changes nothing and is passed over (`_Donors`)."""
-        g, network, gom = self.pop_g[slot], None, None
-        judged: set[Genotype] = set()  # known trials kept out since `g` last changed
+        A subset on which the donor agrees with the slot's genotype changes nothing, and
+        one whose trial was judged since the genotype last changed would be judged the
+        same: both are passed over (`_Trials`)."""
+        g, network, trials = self.pop_g[slot], None, None
         try:
             while True:
                 if job["pos"] < len(job["fos"]):
-                    if job["phase"] == "gom":
-                        gom = gom or self._gom_donors(slot, job)
-                        job["pos"] += gom.skip_unchanged(g)
-                        if job["pos"] == len(job["fos"]):
-                            continue
-                        donor = self.parents[gom.take()]
-                    else:
-                        donor = job["elitist"][0]
-                    subset = job["fos"][job["pos"]]
-                    job["pos"] += 1
-                    trial = list(g)
-                    for i in subset:
-                        trial[i] = donor[i]
-                    trial = tuple(trial)
-                    if trial == g or trial in judged:  # the donor agrees on the subset, or
-                        continue  # nested subsets made the same trial again: same verdict
+                    trials = trials or self._trials(slot, job)
+                    trial = trials.next(g)
+                    job["pos"] = len(job["fos"]) - trials.left
+                    if trial is None:
+                        continue
                     canonical = self.canonical(trial)
                     if self.problem.canonical is not None:
                         network = network or self.canonical(g)
@@ -163,12 +178,12 @@ class GOMEA(PopulationAlgorithm):
                             continue
                     f = self.recall(trial, canonical)
                     if f is not None:  # a network evaluated before: judged at once
+                        before = self.pop_f[slot].tolist()
                         self._mix(slot, job, trial, f)
                         if self.pop_g[slot] != g:
                             g, network = self.pop_g[slot], None
-                            judged.clear()
-                        else:
-                            judged.add(trial)
+                            if list(f) != before:
+                                trials.forget()
                         continue
                     job["trial"] = list(trial)
                     if self.memo_key(canonical, True) not in self.memo:
@@ -180,6 +195,9 @@ class GOMEA(PopulationAlgorithm):
                         elitist = self.elitist(self.weights[slot])
                         if elitist is not None and elitist[0] != g:
                             job.update(phase="fi", pos=0, improved=False, elitist=elitist)
+                            if trials is not None:
+                                trials.settle()
+                                trials = None
                             continue
                 elif not job["improved"]:  # forced improvement failed: take the elitist
                     self.set_member(slot, tuple(job["elitist"][0]), job["elitist"][1])
@@ -188,8 +206,8 @@ class GOMEA(PopulationAlgorithm):
                 self._idle += 0 if job.get("new") else 1
                 return None
         finally:
-            if gom is not None:
-                gom.settle()
+            if trials is not None:
+                trials.settle()
 
     def _propose(self) -> tuple[Genotype, dict[str, Any]] | None:
         while True:  # ends: a restart's known members count toward `max_silent`
@@ -197,9 +215,13 @@ class GOMEA(PopulationAlgorithm):
             if proposal is not None or self._jobs or self._init_left > 0:
                 return proposal  # None: waiting for evaluations in flight
             self.restarts += 1  # two passes without a new network: converged
-            self._reset_population(restart=True)
-            self.fos, self.parents, self._finished, self._idle = [], [], 0, 0
-            self.nis = [0] * self.pop_size
+            self._restart()
+
+    def _restart(self) -> None:
+        """A new population, its model learned when its first job starts."""
+        self._reset_population(restart=True)
+        self.fos, self.parents, self._finished, self._idle = [], [], 0, 0
+        self.nis = [0] * self.pop_size
 
     def _next_trial(self) -> tuple[Genotype, dict[str, Any]] | None:
         init = self._propose_init()
@@ -298,10 +320,11 @@ class LKGOMEA(GOMEA):
     linkage tree from itself and them, and takes its donors from them. Default
     `neighbours`: half the population (at least 2).
 
-    Ties in the trees are broken by one random variable order per generation, so a
-    tree depends only on the genotypes it is learned from: jobs of a generation whose
-    slot and neighbours hold the same genotypes (common as the population converges)
-    share one tree, learned once."""
+    Ties in the trees are broken by one random variable order per population (drawn
+    again at a restart), so a tree depends only on the genotypes it is learned from,
+    indeed only on what of their NMI matrix matters to it (`nmi_key`): jobs whose slot
+    and neighbours hold the same genotypes, or whose neighbourhoods vary in a single
+    variable (both common as the population converges), share one tree, learned once."""
 
     name = "lk-gomea"
 
@@ -311,14 +334,19 @@ class LKGOMEA(GOMEA):
         super().__init__(problem, seed, **params)
         self.params["neighbours"] = neighbours
         self.neighbours = neighbours
-        self._tie_order: list[int] | None = None  # of the current generation
+        self._tie_order: list[int] | None = None  # of the current population
         self._trees: dict[Any, tuple[list[list[int]], np.ndarray]] = {}  # derived
         self._parent_ids: tuple[list[Genotype], np.ndarray] | None = None  # derived
+        self._ids: dict[Genotype, int] = {}  # derived: a number per genotype, for tree keys
 
     def _new_generation(self) -> None:
         self.parents = list(self.pop_g)
-        self._tie_order = self.rng.permutation(len(self.cards)).tolist()
-        self._trees = {}
+        if self._tie_order is None:
+            self._tie_order = self.rng.permutation(len(self.cards)).tolist()
+
+    def _restart(self) -> None:
+        super()._restart()
+        self._tie_order, self._trees, self._ids = None, {}, {}
 
     def _start(self, slot: int) -> dict[str, Any]:
         if not self.parents or self._finished >= self.pop_size:
@@ -327,28 +355,43 @@ class LKGOMEA(GOMEA):
         k = min(self.neighbours or max(2, self.pop_size // 2), self.pop_size - 1)
         x = self._parents_matrix()
         g = self.pop_g[slot]
-        dist = (x != np.asarray(g, dtype=x.dtype)).sum(axis=1)
+        row = np.asarray(g, dtype=x.dtype)
+        dist = (x != row).sum(axis=1)
         dist[slot] = x.shape[1] + 1
         order = self.rng.permutation(self.pop_size)
-        near = [int(i) for i in order[np.argsort(dist[order], kind="stable")][:k]]
-        fos, membership = self._tree(g, near)
+        near: list[int] = order[np.argsort(dist[order], kind="stable")][:k].tolist()
+        fos, membership = self._tree(g, row, near)
         shuffle = self.rng.permutation(len(fos))
-        job_fos = [fos[i] for i in shuffle.tolist()]
+        job_fos = list(operator.itemgetter(*shuffle.tolist())(fos)) if len(fos) > 1 else fos
         self._masks[slot] = (job_fos, membership[shuffle])
         return self._job(job_fos, neighbours=near)
 
-    def _tree(self, g: Genotype, near: list[int]) -> tuple[list[list[int]], np.ndarray]:
-        """The linkage tree of `g` and the parents `near` (and its subsets' membership),
-        from this generation's trees when the same genotypes gave one already."""
+    def _tree(
+        self, g: Genotype, row: np.ndarray, near: list[int]
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """The linkage tree of `g` (`row` as an array) and the parents `near` (and its
+        subsets' membership). Trees are kept for the population's life (one tie order),
+        by the genotypes they were learned from and by what of their NMI the tree
+        depends on (`nmi_key`): near convergence many neighbourhoods give one tree."""
         if self._parent_ids is None or self._parent_ids[0] is not self.parents:
-            _, ids = np.unique(self._parents_matrix(), axis=0, return_inverse=True)
-            self._parent_ids = (self.parents, ids.ravel())
-        key = (g, tuple(sorted(self._parent_ids[1][near].tolist())))
+            if len(self._ids) > 8 * MAX_TREES:
+                self._ids, self._trees = {}, {}
+            ids = [self._ids.setdefault(p, len(self._ids)) for p in self.parents]
+            self._parent_ids = (self.parents, np.array(ids))
+        key = (self._ids.setdefault(g, len(self._ids)), *sorted(self._parent_ids[1][near].tolist()))
         tree = self._trees.get(key)
         if tree is None:
-            rows = np.array([g] + [self.parents[i] for i in near], dtype=np.int64)
-            fos = linkage_tree(rows, self.cards, order=np.asarray(self._tie_order))
-            tree = self._trees[key] = (fos, _membership(fos, len(self.cards)))
+            order = np.asarray(self._tie_order)
+            rows = np.vstack([row, self._parents_matrix()[near]])[:, order].astype(np.int64)
+            nmi = normalised_mutual_information(rows, [self.cards[i] for i in order])
+            learned = nmi_key(nmi)
+            tree = self._trees.get(learned)
+            if tree is None:
+                fos = tree_from_nmi(nmi, order)
+                tree = self._trees[learned] = (fos, _membership(fos, len(self.cards)))
+            if len(self._trees) > MAX_TREES:
+                self._trees = {learned: tree}
+            self._trees[key] = tree
         return tree
 
     def _state(self) -> dict[str, Any]:
@@ -359,7 +402,7 @@ class LKGOMEA(GOMEA):
         self._tie_order = state.get("tie_order")
         if self._tie_order is None and self.parents:  # saved before tie orders were kept
             self._tie_order = self.rng.permutation(len(self.cards)).tolist()
-        self._trees = {}
+        self._trees, self._ids = {}, {}
 
     def _donor_bound(self, job: dict[str, Any]) -> int:
         return len(job["neighbours"])
@@ -368,9 +411,68 @@ class LKGOMEA(GOMEA):
         return np.asarray(job["neighbours"], dtype=np.int64)[draws]
 
 
-class _Donors:
-    """The donors of a job's gene-pool mixing from its current subset on, drawn ahead in
-    one batch by one `_advance` call, and which subsets they would change at all.
+class _Trials:
+    """A job's trials from its current subset on: subset i (row i of the boolean
+    `subsets`) takes its values from row i of `rows` (its donor), both given on
+    `columns`, the variables the trials may change (elsewhere donors agree with `g`).
+
+    `next(g)` passes over the subsets on which the donor agrees with `g` and those that
+    make a trial made since the slot's objectives last changed (`forget`): a known
+    network judged before would be judged the same, and taking back a genotype held
+    before with the same objectives would only cycle (nested subsets often do both).
+    Found for all subsets at once."""
+
+    def __init__(self, rows: np.ndarray, subsets: np.ndarray, columns: list[int]) -> None:
+        self._rows, self._subsets, self._columns = rows, subsets, columns
+        self.used = 0  # subsets passed or taken
+        self._for: Any = None  # g, then the subsets that change it and their trials
+        self._made: set[bytes] = set()
+
+    @property
+    def left(self) -> int:
+        return len(self._subsets) - self.used
+
+    def _changes(self, g: Genotype) -> Any:
+        """For the subsets left: which change `g`, their trials on `_columns` (the trials
+        agree with `g` elsewhere) and the same as bytes."""
+        rest = slice(self.used, len(self._subsets))
+        row = np.array([g[c] for c in self._columns], dtype=self._rows.dtype)
+        differs = self._rows[rest] != row
+        changes = np.flatnonzero((differs & self._subsets[rest]).any(axis=1))
+        part = np.where(self._subsets[rest][changes], self._rows[rest][changes], row)
+        part = np.ascontiguousarray(part)
+        keys = part.view(np.dtype((np.void, max(1, part.shape[1]) * part.itemsize)))
+        self._made.add(row.tobytes())  # a trial back to `g` is a cycle
+        return g, (changes + self.used).tolist(), part.tolist(), keys.ravel().tolist()
+
+    def forget(self) -> None:
+        """The slot's objectives changed: trials made so far may now be judged otherwise."""
+        self._made = set()
+
+    def next(self, g: Genotype) -> Genotype | None:
+        """The next subset's trial that changes `g` and was not made before (see above;
+        the subsets before it are used up), or None when no subset is left."""
+        if self._for is None or self._for[0] is not g:
+            self._for = self._changes(g)
+        _, changes, trials, keys = self._for
+        for k in range(bisect.bisect_left(changes, self.used), len(changes)):
+            if keys[k] not in self._made:
+                self._made.add(keys[k])
+                self.used = changes[k] + 1
+                trial = list(g)
+                for c, v in zip(self._columns, trials[k], strict=True):
+                    trial[c] = v
+                return tuple(trial)
+        self.used = len(self._subsets)
+        return None
+
+    def settle(self) -> None:
+        """Called when the job stops using these trials (see `_Donors`)."""
+
+
+class _Donors(_Trials):
+    """Gene-pool mixing's trials: one donor per subset, drawn ahead in one batch by one
+    `_advance` call.
 
     `rng.integers(bound, size=n)` gives the values, and leaves the generator in the
     state, of n calls `rng.integers(bound)`. `settle()` gives back the draws the call
@@ -386,33 +488,14 @@ class _Donors:
         parents_of: Callable[[np.ndarray], np.ndarray],
         parents: np.ndarray,
         subsets: np.ndarray,
+        columns: list[int],
     ) -> None:
         """Draw the donors of the `len(subsets)` subsets to come; `parents_of` turns draws
-        into indices of rows of `parents` (the frozen parents as an array)."""
+        into indices of rows of `parents` (the frozen parents as an array, on `columns`)."""
         self.rng, self.bound, self.state = rng, bound, rng.bit_generator.state
         donors = parents_of(rng.integers(bound, size=len(subsets)))
         self.donors: list[int] = donors.tolist()
-        self._rows, self._subsets = parents[donors], subsets
-        self.used = 0
-        self._changes: tuple[Genotype, list[int]] | None = None
-
-    def skip_unchanged(self, g: Genotype) -> int:
-        """Pass over the next subsets whose donor agrees with `g` on them; how many."""
-        if self._changes is None or self._changes[0] is not g:
-            rest = slice(self.used, len(self.donors))
-            differs = self._rows[rest] != np.asarray(g, dtype=self._rows.dtype)
-            changes = np.flatnonzero((differs & self._subsets[rest]).any(axis=1)) + self.used
-            self._changes = (g, changes.tolist())
-        changes = self._changes[1]
-        i = bisect.bisect_left(changes, self.used)
-        skipped = (changes[i] if i < len(changes) else len(self.donors)) - self.used
-        self.used += skipped
-        return skipped
-
-    def take(self) -> int:
-        """The donor (a parent's index) of the next subset."""
-        self.used += 1
-        return self.donors[self.used - 1]
+        super().__init__(parents[donors], subsets, columns)
 
     def settle(self) -> None:
         """Give back the draws not used."""
