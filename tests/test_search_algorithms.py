@@ -243,6 +243,22 @@ def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes(monkeypat
     assert len(learned) == 1  # whatever the proportions in a neighbourhood: one tree
 
 
+def test_checkpoints_write_a_linkage_tree_as_runs_of_one_order() -> None:
+    from evostitch.search.algorithms.gomea import _pack, _unpack
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 2, size=(20, 113))
+    x[:, 4:] = 0  # ties: a chain-like tree, as near convergence
+    fos = linkage_tree(x, [2] * 113, rng)
+    shuffled = [fos[i] for i in rng.permutation(len(fos))]  # as a job holds it
+    packed = _pack(shuffled)
+    assert isinstance(packed, dict) and len(packed["order"]) == 113
+    assert _unpack(json.loads(json.dumps(packed))) == shuffled
+    assert len(json.dumps(packed)) < len(json.dumps(shuffled)) / 5
+    other = [[0, 2], [1, 2], [0], [1], [2], [3]]  # overlapping: not a tree, kept as it is
+    assert _pack(other) == other and _unpack(other) == other
+
+
 def test_cached_acceptance_keys_follow_the_population_and_the_floor() -> None:
     """`_slot_key` remembers keys; it must give what `key` computes as members and the
     steering floor change."""

@@ -288,9 +288,9 @@ class GOMEA(PopulationAlgorithm):
     def _state(self) -> dict[str, Any]:
         state = super()._state()
         state.update(
-            fos=self.fos,
+            fos=_pack(self.fos),
             parents=[list(g) for g in self.parents],
-            jobs=[[slot, job] for slot, job in self._jobs.items()],
+            jobs=[[slot, {**job, "fos": _pack(job["fos"])}] for slot, job in self._jobs.items()],
             next_slot=self._next_slot,
             finished=self._finished,
             nis=self.nis,
@@ -302,9 +302,9 @@ class GOMEA(PopulationAlgorithm):
 
     def _load(self, state: dict[str, Any]) -> None:
         super()._load(state)
-        self.fos = [list(s) for s in state["fos"]]
+        self.fos = _unpack(state["fos"])
         self.parents = [tuple(map(int, g)) for g in state["parents"]]
-        self._jobs = {int(slot): job for slot, job in state["jobs"]}
+        self._jobs = {int(slot): {**job, "fos": _unpack(job["fos"])} for slot, job in state["jobs"]}
         self._next_slot = int(state["next_slot"])
         self._finished = int(state["finished"])
         self.nis = [int(v) for v in state["nis"]]
@@ -502,6 +502,37 @@ class _Donors(_Trials):
         if self.used < len(self.donors):
             self.rng.bit_generator.state = self.state
             self.rng.integers(self.bound, size=self.used)
+
+
+def _pack(fos: list[list[int]]) -> Any:
+    """A FOS for a checkpoint. Every subset of a linkage tree is a run of one variable
+    order (the root's two children, each listed in tree order, one after the other), so
+    it is written as that order and a [start, size] per subset: ~1/10 of the numbers of
+    the lists (a job's chain-like tree over 113 variables holds ~6,400). Any other FOS
+    is written as it is."""
+    length = sum(len(s) == 1 for s in fos)
+    if length < 2 or len(fos) != 2 * length - 2:
+        return fos
+    first = max(fos, key=len)
+    inside = set(first)
+    second = next((s for s in fos if len(s) == length - len(first) and s[0] not in inside), [])
+    order = [*first, *second]
+    where = {v: i for i, v in enumerate(order)}
+    spans = []
+    for subset in fos:
+        start = where.get(subset[0], -1) if subset else -1
+        if start < 0 or order[start : start + len(subset)] != list(subset):
+            return fos
+        spans.append([start, len(subset)])
+    return {"order": order, "spans": spans}
+
+
+def _unpack(data: Any) -> list[list[int]]:
+    """The FOS `_pack` wrote."""
+    if isinstance(data, dict):
+        order = [int(v) for v in data["order"]]
+        return [order[start : start + size] for start, size in data["spans"]]
+    return [[int(v) for v in subset] for subset in data]
 
 
 def _membership(fos: list[list[int]], length: int) -> np.ndarray:
