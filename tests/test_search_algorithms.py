@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -343,6 +344,45 @@ def test_converged_gomea_restarts_instead_of_stalling(name: str) -> None:
     assert drive(alg, problem, 3000) is None  # never waits with nothing in flight
     assert alg.restarts > 0
     assert alg.archive.solutions[0].objectives == problems.optimum(10)
+
+
+def test_gomea_knows_when_no_pass_could_ask_anything() -> None:
+    """Converged: every genotype built from the values of members, frozen parents and
+    archived solutions is known, and nothing is in flight."""
+    problem = problems.onemax(3)
+    alg = make_algorithm("gomea", problem, 0, pop_size=4, p_stitch=None)
+    alg.pop_g, alg.parents = [(0, 0, 1), (0, 1, 1)] * 2, []
+    for g in [(0, 0, 1), (0, 1, 1)]:
+        alg.remember(g, problem.evaluate(g))
+    assert alg._converged()  # variable 1 is all that varies: both values known
+    alg.pop_g[0] = (1, 0, 1)  # variable 0 varies too: (1, 1, 1) and (1, 0, 1) unknown
+    assert not alg._converged()
+    for g in [(1, 0, 1), (1, 1, 1)]:
+        alg.remember(g, problem.evaluate(g))
+    assert alg._converged()
+    alg._pending[0] = ((0, 0, 0), {})  # an evaluation in flight may change the population
+    assert not alg._converged()
+
+
+@pytest.mark.parametrize("name", ["gomea", "lk-gomea"])
+def test_a_converged_gomea_restarts_without_two_idle_passes(name: str) -> None:
+    problem = problems.onemax(3)
+    alg = make_algorithm(name, problem, 0, pop_size=8, p_stitch=None)
+    for g in itertools.product([0, 1], repeat=3):  # every network known
+        alg.remember(g, problem.evaluate(g))
+    finished = []  # restarts so far, for every job that finished
+    advance = alg._advance
+
+    def counting(slot, job):
+        trial = advance(slot, job)
+        if trial is None:
+            finished.append(alg.restarts)
+        return trial
+
+    alg._advance = counting
+    alg.ask()  # the memo answers everything; asked once its answers run out
+    assert alg.restarts > 1
+    assert finished.count(0) == 8 // 4  # not 2 * 8
 
 
 # ------------------------------------------------------------------- asynchronous use
