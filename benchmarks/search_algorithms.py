@@ -9,7 +9,8 @@
    problem (1 ternary + 112 binary variables), twice: a bare ask-evaluate-tell driver,
    overhead = (wall - 300 * 10 ms) / wall; and the real search loop (run store on disk,
    cache, checkpoints, no progress bar), overhead = (wall - time inside evaluate) / wall,
-   with evaluations in the loop's thread and pipelined on the backend's thread.
+   with evaluations in the loop's thread and pipelined on the backend's thread; median
+   and range of 5 runs per cell (one run varies by ~0.5 points on a shared machine).
 4. Known networks: the search loop (in-process, a run folder in /tmp) on the stub with
    inactive variables like a supernetwork's (the output variable decides which half of
    the switches matters): evaluations performed, cache hits in the loop, networks the
@@ -201,7 +202,7 @@ def own_time(name: str, problem: Problem, n_evals: int, seed: int = 0) -> tuple[
     return own, time.perf_counter() - start
 
 
-def overhead(n_evals: int = 300, sleep_s: float = 0.01) -> None:
+def overhead(n_evals: int = 300, sleep_s: float = 0.01, repeats: int = 3) -> None:
     print(f"\n== Bookkeeping overhead: {n_evals} evaluations of a {sleep_s * 1e3:.0f} ms stub")
     problem = stub_problem(sleep_s)
     genotype = tuple(problem.references[0])
@@ -224,15 +225,17 @@ def overhead(n_evals: int = 300, sleep_s: float = 0.01) -> None:
     print("overhead = (wall - evaluations * sleep) / wall, sleep's lateness included;")
     print("ask+tell share = time inside ask() and tell() / wall (the algorithm's own cost);")
     print("no sleep = best of 5 runs back to back (warm caches, less preemption).")
-    print(f"\nthe search loop: {n_evals} evaluations, run store on disk, checkpoint every 100")
+    print(f"\nthe search loop: {n_evals} evaluations, run store on disk, checkpoint every 100;")
+    print(f"median [min-max] of {repeats} runs")
     modes = {"plain": (1, False), "pipelined": (1, True), "pipelined, batch 8": (8, True)}
-    print(f"{'algorithm':<10}" + "".join(f" {m + ' overhead':>28}" for m in modes))
+    print(f"{'algorithm':<10}" + "".join(f" {m:>22}" for m in modes))
     for name in ALGORITHMS:
         cells = []
         for batch, pipeline in modes.values():
-            wall, inside = loop_time(name, sleep_s, n_evals, batch, pipeline)
-            cells.append(f"{100 * (wall - inside) / wall:>6.2f}% of {wall:5.2f} s")
-        print(f"{name:<10}" + "".join(f" {c:>28}" for c in cells), flush=True)
+            runs = [loop_time(name, sleep_s, n_evals, batch, pipeline) for _ in range(repeats)]
+            pct = sorted(100 * (wall - inside) / wall for wall, inside in runs)
+            cells.append(f"{statistics.median(pct):5.2f}% [{pct[0]:.2f}-{pct[-1]:.2f}]")
+        print(f"{name:<10}" + "".join(f" {c:>22}" for c in cells), flush=True)
     print("overhead = (wall - time inside evaluate) / wall: store, cache, algorithm, loop;")
     print("plain: evaluations in the loop's thread, one at a time (run_search's default);")
     print("pipelined: on the backend's thread, the next batch evaluating while the loop")
@@ -289,7 +292,9 @@ def known_networks(budget: int = 300, pop: int = 32) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds instead of 5")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds instead of 5, overhead runs once"
+    )
     parser.add_argument("--overhead", action="store_true", help="only the overhead part")
     args = parser.parse_args()
     seeds = list(range(2 if args.quick else 5))
@@ -297,7 +302,7 @@ def main() -> None:
     if not args.overhead:
         ours = table(seeds)
         yardstick(seeds, ours)
-    overhead()
+    overhead(repeats=1 if args.quick else 5)
     if not args.overhead:
         known_networks()
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
