@@ -514,6 +514,23 @@ def test_floor_rises_and_steers_acceptance() -> None:
     assert no_budget.floor is None
 
 
+def test_nsga2_duplicate_test_is_pymoos_for_integer_genotypes() -> None:
+    from pymoo.core.duplicate import DefaultDuplicateElimination
+    from pymoo.core.population import Population
+
+    from evostitch.search.algorithms.nsga2 import _SameGenotype
+
+    rng = np.random.default_rng(0)
+    pop = Population.new(X=rng.integers(0, 2, size=(40, 5)))  # 32 genotypes: repeats
+    other = Population.new(X=rng.integers(0, 2, size=(10, 5)))
+    for theirs, ours in [
+        (DefaultDuplicateElimination().do(pop), _SameGenotype().do(pop)),
+        (DefaultDuplicateElimination().do(pop, other), _SameGenotype().do(pop, other)),
+    ]:
+        assert 0 < len(ours) < len(pop)
+        np.testing.assert_array_equal(ours.get("X"), theirs.get("X"))
+
+
 def test_nsga2_is_seeded() -> None:
     problem = problems.lotz(10)
     runs = [

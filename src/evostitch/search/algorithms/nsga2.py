@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2 as PymooNSGA2
+from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.mutation import Mutation
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem as PymooProblem
@@ -44,6 +45,27 @@ class _RandomReset(Mutation):
         flip = random_state.random(x.shape) < min(0.5, 1.0 / problem.n_var)
         shift = random_state.integers(1, np.maximum(span, 2), size=x.shape)
         return np.where(flip, (x + shift) % span, x)
+
+
+class _SameGenotype(DuplicateElimination):
+    """pymoo's default duplicate test (distance 0 to an earlier row, or to any row of
+    `other`) for integer genotypes, by hashing rows instead of all pairwise distances:
+    pymoo runs it several times per generation, and it was a third of the generation
+    boundary, where nothing is in flight."""
+
+    def _do(self, pop, other, is_duplicate):
+        seen = set() if other is None else set(_rows(other.get("X")))
+        for i, row in enumerate(_rows(pop.get("X"))):
+            if row in seen:
+                is_duplicate[i] = True
+            elif other is None:
+                seen.add(row)
+        return is_duplicate
+
+
+def _rows(x: np.ndarray) -> list[bytes]:
+    x = np.ascontiguousarray(x, dtype=np.int64)
+    return x.view(np.dtype((np.void, x.shape[1] * 8))).ravel().tolist()
 
 
 class NSGA2(SteadyState):
@@ -71,7 +93,7 @@ class NSGA2(SteadyState):
             sampling=np.array(init, dtype=np.int64),
             crossover=TwoPointCrossover(),
             mutation=_RandomReset(),
-            eliminate_duplicates=True,
+            eliminate_duplicates=_SameGenotype(),
         )
         self._pymoo.setup(pymoo_problem, seed=self.seed, termination=NoTermination())
         self._history: list[list[list[float]]] = []
