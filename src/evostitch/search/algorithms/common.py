@@ -315,6 +315,15 @@ def better_by_key(ka: tuple[float, float], kb: tuple[float, float], a: Any, b: A
     return bool(ka < kb or (ka == kb and dominates(a, b)))
 
 
+def row_keys(x: np.ndarray) -> list[bytes]:
+    """Each row of a 2-D array as bytes (equal rows, equal bytes): hashable genotypes
+    for sets and dicts without a tuple per row."""
+    x = np.ascontiguousarray(x)
+    if x.shape[1] == 0:
+        return [b""] * len(x)
+    return x.view(np.dtype((np.void, x.shape[1] * x.itemsize))).ravel().tolist()
+
+
 def _bounds(f: np.ndarray, m: int) -> tuple[list[float], list[float]]:
     """Per-objective minimum and range (1 where the range is 0) of the finite rows of `f`
     (failed evaluations do not stretch the normalisation)."""

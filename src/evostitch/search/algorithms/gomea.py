@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from evostitch.search.algorithms.common import PopulationAlgorithm, better_by_key
+from evostitch.search.algorithms.common import PopulationAlgorithm, better_by_key, row_keys
 from evostitch.search.algorithms.linkage import (
     linkage_tree,
     nmi_key,
@@ -467,10 +467,8 @@ class _Trials:
         differs = self._rows[rest] != row
         changes = np.flatnonzero((differs & self._subsets[rest]).any(axis=1))
         part = np.where(self._subsets[rest][changes], self._rows[rest][changes], row)
-        part = np.ascontiguousarray(part)
-        keys = part.view(np.dtype((np.void, max(1, part.shape[1]) * part.itemsize)))
-        self._made.add(row.tobytes())  # a trial back to `g` is a cycle
-        return g, (changes + self.used).tolist(), part.tolist(), keys.ravel().tolist()
+        self._made.add(row_keys(row[None])[0])  # a trial back to `g` is a cycle
+        return g, (changes + self.used).tolist(), part.tolist(), row_keys(part)
 
     def forget(self) -> None:
         """The slot's objectives changed: trials made so far may now be judged otherwise."""

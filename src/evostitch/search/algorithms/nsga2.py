@@ -31,7 +31,7 @@ from pymoo.core.problem import Problem as PymooProblem
 from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.pntx import TwoPointCrossover
 
-from evostitch.search.algorithms.common import SteadyState, initial_genotypes
+from evostitch.search.algorithms.common import SteadyState, initial_genotypes, row_keys
 from evostitch.search.base import Genotype, Objectives, Problem
 
 FAILED = 1e300
@@ -54,8 +54,8 @@ class _SameGenotype(DuplicateElimination):
     boundary, where nothing is in flight."""
 
     def _do(self, pop, other, is_duplicate):
-        seen = set() if other is None else set(_rows(other.get("X")))
-        for i, row in enumerate(_rows(pop.get("X"))):
+        seen = set() if other is None else set(_keys(other))
+        for i, row in enumerate(_keys(pop)):
             if row in seen:
                 is_duplicate[i] = True
             elif other is None:
@@ -63,9 +63,8 @@ class _SameGenotype(DuplicateElimination):
         return is_duplicate
 
 
-def _rows(x: np.ndarray) -> list[bytes]:
-    x = np.ascontiguousarray(x, dtype=np.int64)
-    return x.view(np.dtype((np.void, x.shape[1] * 8))).ravel().tolist()
+def _keys(pop: Population) -> list[bytes]:
+    return row_keys(np.asarray(pop.get("X"), dtype=np.int64))
 
 
 class NSGA2(SteadyState):
