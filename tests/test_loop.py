@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from evostitch.backends import InProcessBackend
+from evostitch.errors import EvostitchError
 from evostitch.search.algorithms import make_algorithm
 from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Problem
 from evostitch.search.loop import nondominated, resume_search, run_search
@@ -306,6 +307,23 @@ def test_resume_continues_without_reevaluating(tmp_path):
     with new_store(tmp_path / "straight", budget=80) as store:
         run_search(problem, RandomSearch(problem), store, progress=False)
     assert db_rows(tmp_path / "straight") == rows
+
+
+def test_a_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+    problem = toy_problem()
+
+    def gomea(config):
+        return make_algorithm("gomea", problem, config.seed, pop_size=8, budget=config.budget)
+
+    with new_store(tmp_path / "run", budget=40) as store:
+        run_search(problem, gomea(store.config), store, budget=30, progress=False)
+    file = tmp_path / "run" / "checkpoint.json"
+    checkpoint = json.loads(file.read_text())
+    checkpoint["state"]["own"]["fos"] = {"order": [0]}  # hand-edited: no "spans"
+    file.write_text(json.dumps(checkpoint))
+    with pytest.raises(EvostitchError, match="does not fit algorithm 'gomea'.*KeyError"):
+        resume_search(tmp_path / "run", problem, gomea, progress=False)
+    assert len(db_rows(tmp_path / "run")) == 30  # nothing stored was lost
 
 
 def test_progress_bar_and_checkpoint(tmp_path, capsys, monkeypatch):

@@ -94,7 +94,13 @@ def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
             f"{store.path} was checkpointed by algorithm {checkpoint.get('algorithm')!r},"
             f" not {algorithm.name!r}"
         )
-    algorithm.load_state_dict(checkpoint["state"])
+    try:
+        algorithm.load_state_dict(checkpoint["state"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # edited, or another version
+        raise EvostitchError(
+            f"{store.path}: the checkpoint does not fit algorithm {algorithm.name!r}"
+            f" ({type(e).__name__}: {e}); the stored evaluations are intact"
+        ) from None
     return True
 
 
