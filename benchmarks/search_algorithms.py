@@ -202,7 +202,7 @@ def own_time(name: str, problem: Problem, n_evals: int, seed: int = 0) -> tuple[
     return own, time.perf_counter() - start
 
 
-def overhead(n_evals: int = 300, sleep_s: float = 0.01, repeats: int = 3) -> None:
+def overhead(n_evals: int = 300, sleep_s: float = 0.01, repeats: int = 5) -> None:
     print(f"\n== Bookkeeping overhead: {n_evals} evaluations of a {sleep_s * 1e3:.0f} ms stub")
     problem = stub_problem(sleep_s)
     genotype = tuple(problem.references[0])
