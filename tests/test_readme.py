@@ -1,12 +1,53 @@
-"""The README's Python example runs as written."""
+"""The README's commands and Python example run as written."""
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """The two commands of the README's first bash block: install + demo, then the tests."""
+    block = re.search(r"```bash\n(.*?)```", README, flags=re.S)
+    assert block, "README has no bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
 
 
 def test_readme_python_example_runs():
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no python example"
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_ci_runs_the_readme_test_command():
+    install_and_demo, tests = readme_commands()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.split("&&")[-1].strip() in ci  # python -m pytest
+    assert 'pip install --quiet -e ".[dev]"' in ci and 'pip install -e ".[dev]"' in install_and_demo
+
+
+@pytest.mark.slow
+def test_readme_first_command_runs_the_demo_from_a_fresh_folder(tmp_path):
+    """The README's demo, default options and output folder, in a new working directory.
+
+    The install steps before it are what `.ci/run` itself did; the demo command runs as
+    the README gives it, with this environment's scripts first on PATH.
+    """
+    install_and_demo, _ = readme_commands()
+    demo = install_and_demo.split("&&")[-1].strip()
+    assert shlex.split(demo)[:2] == ["evostitch", "demo"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(demo, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "evostitch-demo"
+    for name in ("summary.json", "run/front.csv", "run/report.html", "run/front.png"):
+        assert (out / name).is_file(), name
+    assert "best offspring" in done.stdout and "parent A" in done.stdout

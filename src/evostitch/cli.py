@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .demo import DEMO_STITCH_EPOCHS
 from .errors import EvostitchError
+from .paths import expand_user
 
 app = typer.Typer(
     help="Recombine trained networks by stitching, then search their offspring.",
@@ -26,9 +27,14 @@ console = Console(stderr=True)
 SpecA = Annotated[str, typer.Option("--a", help="Parent A, e.g. torchvision:resnet50.")]
 SpecB = Annotated[str, typer.Option("--b", help="Parent B, e.g. torchvision:resnext50_32x4d.")]
 WeightsA = Annotated[
-    Path | None, typer.Option("--a-weights", help="Weights of A (.safetensors or state dict).")
+    Path | None,
+    typer.Option(
+        "--a-weights", help="Weights of A (.safetensors or state dict).", callback=expand_user
+    ),
 ]
-WeightsB = Annotated[Path | None, typer.Option("--b-weights", help="Weights of B.")]
+WeightsB = Annotated[
+    Path | None, typer.Option("--b-weights", help="Weights of B.", callback=expand_user)
+]
 InputShape = Annotated[str, typer.Option("--input-shape", help="One input's shape: C,H,W.")]
 Data = Annotated[
     str | None,
@@ -141,7 +147,10 @@ def stitch(
     a: SpecA,
     b: SpecB,
     input_shape: InputShape,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the supernetwork to.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder to write the supernetwork to.", callback=expand_user),
+    ],
     a_weights: WeightsA = None,
     b_weights: WeightsB = None,
     data: Data = None,
@@ -171,6 +180,7 @@ def stitch(
         max_ratio=max_ratio,
         leaf_modules=leaf_module or (),
     )
+    net.data = data  # what `search` evaluates on unless told otherwise
     console.print(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
     if data is not None and epochs > 0:
         from .data import load_dataset
@@ -199,7 +209,9 @@ def _refuse_finished(folder: Path, marker: str) -> None:
 
 @app.command()
 def inspect(
-    folder: Annotated[Path, typer.Argument(help="A saved supernetwork folder.")],
+    folder: Annotated[
+        Path, typer.Argument(help="A saved supernetwork folder.", callback=expand_user)
+    ],
     samples: Annotated[int, typer.Option(help="Random offspring to cost.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
@@ -259,11 +271,19 @@ DEFAULT_EVAL_BATCH = 8  # offspring evaluated together share their common comput
 @app.command()
 def search(
     supernet: Annotated[
-        Path | None, typer.Argument(help="A saved supernetwork folder (not with --resume).")
+        Path | None,
+        typer.Argument(
+            help="A saved supernetwork folder (not with --resume).", callback=expand_user
+        ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="New run folder.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="New run folder.", callback=expand_user)
+    ] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue this run folder after a crash.")
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue this run folder after a crash.", callback=expand_user
+        ),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Dataset spec; default: the one the stitches trained on.")
@@ -495,13 +515,17 @@ def demo(
     task: Annotated[str, typer.Option(help="classification (MNIST) or segmentation (nuclei).")] = (
         "classification"
     ),
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("evostitch-demo"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder.", callback=expand_user)] = Path(
+        "evostitch-demo"
+    ),
     algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = DEFAULT_ALGORITHM,
     budget: Annotated[int, typer.Option(help="Offspring evaluations in the search.")] = 250,
     epochs: Annotated[float, typer.Option(help="Stitch-training epochs.")] = DEMO_STITCH_EPOCHS,
     population: Annotated[int, typer.Option(help="Search population size.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of stitch training and search.")] = 0,
-    cache: Annotated[Path | None, typer.Option(help="Where trained parents are cached.")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Where trained parents are cached.", callback=expand_user)
+    ] = None,
     threads: Annotated[
         int, typer.Option(help="CPU threads for torch (0: torch's default; small models: 1).")
     ] = 1,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from .errors import EvostitchError
+from .paths import user_path
 
 if TYPE_CHECKING:
     from .evaluation import Evaluator
@@ -89,7 +90,7 @@ def run_demo(
     from .search.store import RunStore
     from .training import train_stitches
 
-    out = Path(out)
+    out = user_path(out)
     if (out / SUMMARY).exists():
         raise EvostitchError(f"{out} already holds a finished demo: choose another --out")
     if out.exists() and any(out.iterdir()):

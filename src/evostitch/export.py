@@ -36,6 +36,7 @@ from torch import fx, nn
 
 from . import __version__
 from .errors import EvostitchError
+from .paths import absolute, user_path
 from .reevaluate import genotype_text
 from .stitches import Stitch
 from .supernet import Supernet
@@ -214,7 +215,7 @@ def export_offspring(
     """Write the offspring into `out` (see the module docstring); return the files written."""
     if onnx:
         _need_onnx()
-    out = Path(out)
+    out = user_path(out)
     out.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval()
     module = offspring_module(net, genotype, weights)
@@ -275,7 +276,7 @@ def export_solution(
     net = load_supernet(config)
     found = find_solution(net, records, solution)
     weights = load_finetuned(run, found.label) if finetuned else None
-    meta = {"run": str(Path(run).resolve()), "solution": found.label, "id": found.id}
+    meta = {"run": str(absolute(run)), "solution": found.label, "id": found.id}
     meta |= {"finetuned": finetuned, "data": config.problem.get("data")}
     return export_offspring(net, found.genotype, out, weights=weights, meta=meta, onnx=onnx)
 

@@ -26,6 +26,7 @@ from torch import fx
 from torch.utils.data import Dataset
 
 from .errors import EvostitchError
+from .paths import user_path
 from .progress import progress_bar
 from .supernet import Supernet
 from .training import default_device
@@ -108,7 +109,7 @@ def finetune_solution(
     from .metrics import evaluate, make_metric
     from .reevaluate import find_solution, genotype_text, load_supernet, read_run
 
-    run = Path(run)
+    run = user_path(run)
     config, records = read_run(run)
     net = load_supernet(config)
     found = find_solution(net, records, solution)
@@ -152,7 +153,7 @@ def finetune_solution(
 
 def load_finetuned(run: str | Path, label: str) -> dict[str, torch.Tensor]:
     """The fine-tuned weights of solution `label`, saved by `finetune_solution`."""
-    path = Path(run) / "finetuned" / label / WEIGHTS
+    path = user_path(run) / "finetuned" / label / WEIGHTS
     if not path.is_file():
         raise EvostitchError(f"no fine-tuned weights for {label}: run `evostitch finetune` first")
     return load_file(str(path))

@@ -23,6 +23,7 @@ from . import __version__
 from .cost import CostTable
 from .errors import EvostitchError
 from .graph import trace
+from .paths import absolute, user_path
 from .specs import load_model, load_weights
 from .supernet import SIDES, Supernet, example_input
 
@@ -58,7 +59,7 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save(net: Supernet, folder: str | Path) -> Path:
     """Write `net` into `folder` (created if needed)."""
-    folder = Path(folder)
+    folder = user_path(folder)
     for side, spec in zip(SIDES, net.specs, strict=True):
         if not spec:
             raise EvostitchError(
@@ -106,7 +107,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
 
 def _portable(weights: str, folder: Path) -> str:
     """Weights inside the folder are recorded relative to it, so the folder can move."""
-    path = Path(weights).resolve()
+    path = absolute(weights)
     try:
         return str(path.relative_to(folder.resolve()))
     except ValueError:
@@ -123,7 +124,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def load(folder: str | Path) -> Supernet:
     """Rebuild a supernetwork saved by `save`."""
-    folder = Path(folder)
+    folder = user_path(folder)
     meta_path = folder / JSON_NAME
     if not meta_path.is_file():
         raise EvostitchError(f"{folder} is not a saved supernetwork (no {JSON_NAME})")

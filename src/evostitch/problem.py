@@ -17,6 +17,7 @@ from typing import Any
 from .data import dataset_info, load_dataset
 from .errors import EvostitchError
 from .evaluation import Evaluator
+from .paths import absolute
 from .search.base import Genotype, Objectives, Problem
 from .shared_eval import DEFAULT_BUDGET
 from .supernet import Supernet
@@ -72,7 +73,7 @@ def evaluator_factory(
     autocast: bool = False,
 ):
     """A picklable zero-argument factory of the objective function (for backends)."""
-    path = str(Path(supernet).resolve())
+    path = str(absolute(supernet))
     return functools.partial(load_objectives, path, data, split, batch_size, budget_bytes, autocast)
 
 
@@ -93,7 +94,7 @@ def problem_spec(supernet: str | Path, data: str, split: str = "val") -> dict[st
     """What a run config records to rebuild the problem on resume."""
     return {
         "kind": "stitching",
-        "supernet": str(Path(supernet).resolve()),
+        "supernet": str(absolute(supernet)),
         "data": data,
         "split": split,
     }

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvostitchError
+from .paths import user_path
 from .search.loop import nondominated
 from .search.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
 from .supernet import Supernet
@@ -117,7 +118,7 @@ def reevaluate(
     """Score the front and the reference solutions on `split`; write and return the file."""
     from .problem import make_evaluator
 
-    run = Path(run)
+    run = user_path(run)
     config, records = read_run(run)
     search_split = config.problem.get("split", "val")
     if split == search_split:
@@ -155,7 +156,7 @@ def reevaluate(
 
 def load_reevaluation(run: str | Path, split: str = "test") -> dict | None:
     """The re-evaluation stored in the run folder, or None if there is none."""
-    path = Path(run) / f"reevaluation_{split}.json"
+    path = user_path(run) / f"reevaluation_{split}.json"
     if not path.is_file():
         return None
     try:

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from .errors import EvostitchError
 from .metrics import primary_metric
+from .paths import absolute, user_path
 from .reevaluate import genotype_text, load_reevaluation, read_run, reference_name
 from .search.archive import dominates, hypervolume, reference_point_from, weakly_dominates
 from .search.loop import nondominated
@@ -276,7 +277,7 @@ def _load_net(config: RunConfig) -> Supernet | None:
 
 
 def _run_label(run: Path, config: RunConfig) -> str:
-    return f"{config.algorithm}, seed {config.seed} ({run.name})"
+    return f"{config.algorithm}, seed {config.seed} ({absolute(run).name})"
 
 
 def write_report(
@@ -289,12 +290,12 @@ def write_report(
     `references` (label -> objectives) defaults to the reference solutions stored in the
     run; `others` are further runs of the same problem, compared in the plots.
     """
-    run = Path(run)
+    run = user_path(run)
     config, records = read_run(run)
     if not records:
         raise EvostitchError(f"{run} holds no successful evaluation yet")
     runs = [(_run_label(run, config), records)]
-    for other in map(Path, others):
+    for other in map(user_path, others):
         other_config, other_records = read_run(other)
         keys = ("supernet", "data", "split")
         if any(other_config.problem.get(k) != config.problem.get(k) for k in keys):
@@ -315,7 +316,7 @@ def write_report(
     hv_path, final = plot_hypervolume(runs, ref_point, run / "hypervolume.png")
     files.append(hv_path)
     summary = {
-        "title": f"evostitch report: {run.name}",
+        "title": f"evostitch report: {absolute(run).name}",
         "runs": [
             {"label": label, "evaluations": len(recs), "hv": final[label]} for label, recs in runs
         ],

@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import EvostitchError
+from .paths import expand_user
 
-RunArg = Annotated[Path, typer.Argument(help="A search run folder.")]
+RunArg = Annotated[Path, typer.Argument(help="A search run folder.", callback=expand_user)]
 SolutionOpt = Annotated[
     str,
     typer.Option(
@@ -28,7 +29,10 @@ DeviceOpt = Annotated[str | None, typer.Option(help="torch device; default: cuda
 
 def report(
     runs: Annotated[
-        list[Path], typer.Argument(help="Run folders; files go into the first, others compared.")
+        list[Path],
+        typer.Argument(
+            help="Run folders; files go into the first, others compared.", callback=expand_user
+        ),
     ],
 ) -> None:
     """Write front.csv, front.png, hypervolume.png and report.html into the (first) run."""
@@ -109,7 +113,9 @@ def finetune(
 def export(
     run: RunArg,
     solution: SolutionOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the offspring to.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write the offspring to.", callback=expand_user)
+    ],
     finetuned: Annotated[
         bool, typer.Option("--finetuned", help="Export the weights saved by `finetune`.")
     ] = False,

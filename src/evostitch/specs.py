@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .errors import EvostitchError
+from .paths import user_path
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def _call(builder: Any, kwargs: dict[str, Any], label: str) -> nn.Module:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights without pickle: safetensors, or `torch.load(weights_only=True)`."""
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise EvostitchError(f"weights file not found: {path}")
     try:

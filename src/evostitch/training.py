@@ -32,6 +32,7 @@ from torch import fx
 from torch.utils.data import Dataset
 
 from .errors import EvostitchError
+from .paths import user_path
 from .progress import progress_bar
 from .supernet import OTHER, SIDES, Supernet
 
@@ -45,7 +46,7 @@ class TrainResult:
     history: list[float] = field(default_factory=list)  # mean stitch loss per step
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(vars(self), indent=1))
+        user_path(path).write_text(json.dumps(vars(self), indent=1))
 
 
 def default_device() -> torch.device:
@@ -166,7 +167,7 @@ def train_stitches(
     params = list(net.stitches.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     start, history = 0, []
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and (ckpt / "train_state.json").is_file():
         start, history = _load_checkpoint(net, opt, ckpt, steps)
     elif init_samples > 0:

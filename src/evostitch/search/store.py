@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from evostitch.errors import EvostitchError
+from evostitch.paths import user_path
 from evostitch.search.base import Genotype, Objectives
 
 try:  # POSIX only; without it the run is simply not locked.
@@ -185,7 +186,7 @@ class RunStore:
         cls, path: str | os.PathLike[str], config: RunConfig | dict[str, Any], resume: bool = False
     ) -> RunStore:
         """Start a new run in `path`; an existing non-empty folder is reopened only if `resume`."""
-        root = Path(path)
+        root = user_path(path)
         if isinstance(config, dict):
             config = RunConfig.from_dict(config)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -209,7 +210,7 @@ class RunStore:
     @classmethod
     def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> RunStore:
         """Open an existing run folder; `readonly` reads it without taking the writer's lock."""
-        root = Path(path)
+        root = user_path(path)
         config = _read_config(root)
         db = root / DATABASE
         if not db.is_file():
@@ -217,7 +218,9 @@ class RunStore:
         lock, conn = (None if readonly else _lock(root)), None
         try:
             if readonly:
-                conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+                # a file: URI needs an absolute path (spaces and "?" are escaped by as_uri)
+                uri = f"{db.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             else:
                 conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
