@@ -16,7 +16,8 @@ import functools
 import os
 import time
 
-from evostitch.backends import Backend, InProcessBackend
+from evostitch.evolution.backend import Backend
+from evostitch.execution import InProcessBackend
 
 
 def busy(iterations: int) -> float:
@@ -96,7 +97,7 @@ def main() -> None:
     except ImportError:
         print("ray: skipped (not installed; pip install 'evostitch[ray]')")
         return
-    from evostitch.backends import RayBackend
+    from evostitch.execution import RayBackend
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     rates = {}

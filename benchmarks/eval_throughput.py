@@ -22,8 +22,8 @@ import time
 import torch
 
 from evostitch import Supernet
-from evostitch.metrics import make_metric
-from evostitch.shared_eval import SharedEvaluator
+from evostitch.evaluation.metrics import make_metric
+from evostitch.evaluation.shared import SharedEvaluator
 
 
 def populations(net: Supernet, n: int, p: float, seed: int) -> dict[str, list[tuple[int, ...]]]:

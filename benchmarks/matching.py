@@ -14,8 +14,9 @@ import time
 
 import torch
 
-from evostitch import load_model, match, trace
-from evostitch.supernet import example_input
+from evostitch import load_model, trace
+from evostitch.graph import example_input
+from evostitch.matching import match
 
 PAIRS = [("resnet50", "resnext50_32x4d"), ("resnet152", "efficientnet_b4")]
 

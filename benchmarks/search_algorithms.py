@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evostitch.backends import InProcessBackend
-from evostitch.search import problems
-from evostitch.search.algorithms import ALGORITHMS, make_algorithm
-from evostitch.search.base import Algorithm, Problem
-from evostitch.search.loop import run_search
-from evostitch.search.store import RunConfig, RunStore
+from evostitch.evolution import problems
+from evostitch.evolution.algorithms import ALGORITHMS, make_algorithm
+from evostitch.evolution.base import Algorithm, Problem
+from evostitch.evolution.loop import run_search
+from evostitch.evolution.store import RunConfig, RunStore
+from evostitch.execution import InProcessBackend
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "rs": ("rs", {}),

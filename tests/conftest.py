@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from evostitch.demo import _torch_threads
+from evostitch.devices import torch_threads
 
 
 @pytest.fixture
 def one_thread():
     """Small models on a shared machine: more torch threads only contend."""
-    with _torch_threads(1):
+    with torch_threads(1):
         yield
 
 

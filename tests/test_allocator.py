@@ -4,11 +4,11 @@ import ctypes
 import subprocess
 import sys
 
-from evostitch import allocator
+from evostitch.execution import allocator
 
 CNN_FORWARDS = """
 import resource, sys, torch
-from evostitch.allocator import keep_freed_memory
+from evostitch.execution.allocator import keep_freed_memory
 on = sys.argv[1] == "1" and keep_freed_memory()
 torch.set_num_threads(1)
 net = torch.nn.Sequential(

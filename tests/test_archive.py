@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from evostitch.search.archive import (
+from evostitch.errors import SearchError
+from evostitch.evolution.archive import (
     Archive,
     dominates,
     hypervolume,
@@ -73,5 +74,5 @@ def test_reference_point_rule() -> None:
     ref = reference_point_from(refs)
     assert ref == pytest.approx((-0.54, 5.5))
     assert hypervolume(refs, ref) > 0
-    with pytest.raises(ValueError):
+    with pytest.raises(SearchError):
         reference_point_from([])

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from evostitch.backends import InProcessBackend, RayBackend
 from evostitch.errors import EvostitchError
-from evostitch.search.loop import run_search
+from evostitch.evolution.loop import run_search
+from evostitch.execution import InProcessBackend, RayBackend
 from test_loop import (
     N_BITS,
     RandomSearch,
@@ -77,9 +77,9 @@ def test_pipelined_backend_starts_the_first_batch_without_waiting_for_it_to_fill
 def test_core_imports_without_ray():
     code = (
         "import sys; sys.modules['ray'] = None\n"  # makes `import ray` fail
-        "import evostitch.backends, evostitch.search.loop\n"
+        "import evostitch.execution, evostitch.evolution.loop\n"
         "from evostitch.errors import EvostitchError\n"
-        "try:\n    evostitch.backends.RayBackend(lambda: None)\n"
+        "try:\n    evostitch.execution.RayBackend(lambda: None)\n"
         "except EvostitchError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

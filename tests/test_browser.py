@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evostitch.reevaluate import read_run
+from evostitch.results.run import read_run
 from test_report import invoke, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")

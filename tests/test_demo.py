@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evostitch import cli
+from evostitch import api, cli
+from evostitch.cli.demo import print_summary
 from evostitch.demo import SUMMARY, run_demo
 from evostitch.errors import EvostitchError
 
@@ -18,7 +19,7 @@ TINY = {"cache_dir": None, "progress": False, "parent_steps": 3}  # parents: 3 s
 
 def test_demo_end_to_end_small(tmp_path, capsys):
     out, tiny = tmp_path / "demo", {**TINY, "cache_dir": tmp_path / "cache"}
-    algorithm = cli.DEFAULT_ALGORITHM
+    algorithm = api.DEFAULT_ALGORITHM
     summary = run_demo(
         "classification", out, algorithm=algorithm, budget=10, epochs=0.05, population=4, **tiny
     )
@@ -30,7 +31,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     best = summary["best"]
     assert 0 <= best["metric"] <= 1 and best["macs"] > 0
     assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
-    cli._print_summary(summary)
+    print_summary(summary)
     printed = capsys.readouterr().out
     assert "parent A" in printed and "best offspring" in printed and "front.csv" in printed
     with pytest.raises(EvostitchError, match="already holds a finished demo"):

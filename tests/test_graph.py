@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from evostitch import graph, specs
+from evostitch import graph
 from evostitch.errors import EvostitchError
+from evostitch.models import specs
 
 MODELS = [
     ("resnet18", 64),

@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from evostitch.backends import InProcessBackend
 from evostitch.errors import EvostitchError
-from evostitch.search.algorithms import make_algorithm
-from evostitch.search.base import Algorithm, Candidate, Genotype, Objectives, Problem
-from evostitch.search.loop import nondominated, resume_search, run_search
-from evostitch.search.store import RunConfig, RunStore, genotype_key
+from evostitch.evolution.algorithms import make_algorithm
+from evostitch.evolution.archive import nondominated
+from evostitch.evolution.base import Algorithm, Candidate, Genotype, Objectives, Problem
+from evostitch.evolution.loop import resume_search, run_search
+from evostitch.evolution.store import RunConfig, RunStore, genotype_key
+from evostitch.execution import InProcessBackend
 
 TESTS = Path(__file__).resolve().parent
 N_BITS = 12
@@ -253,7 +254,7 @@ def test_failures_are_stored_and_told_as_worst(tmp_path, capsys):
 def test_our_algorithms_go_on_after_failures(tmp_path, name):
     """Failures are told as +inf: the algorithms rank them last and spend the budget on
     new networks; their memo answers known ones before the loop's cache sees them."""
-    from evostitch.search.algorithms import make_algorithm
+    from evostitch.evolution.algorithms import make_algorithm
 
     def evaluate(genotype):
         if sum(genotype) % 3 == 1:

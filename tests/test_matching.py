@@ -7,6 +7,7 @@ import time
 import networkx as nx
 import pytest
 
+from evostitch.errors import MatchingError
 from evostitch.matching import brute_force_match, is_acyclic_merge, match_dags
 
 METHODS = ["bnb", "dp", "auto"]
@@ -187,12 +188,16 @@ def test_fixed_pairs_and_bad_input():
     result = match_dags(dag_a, dag_b, weights, [("a1", "b1")])
     # the other pairs reuse a fixed node, and pairs weighing 0 are never matched
     assert result.pairs == [("a1", "b1", 0.0)]
-    with pytest.raises(ValueError):
+    with pytest.raises(MatchingError, match="cannot be merged without a cycle"):
         match_dags(dag_a, dag_b, weights, [("a1", "b2"), ("a2", "b1")])
-    with pytest.raises(ValueError):
+    with pytest.raises(MatchingError, match="outside the graphs"):
         match_dags(dag_a, dag_b, {("a1", "zz"): 1.0})
-    with pytest.raises(ValueError):
+    with pytest.raises(MatchingError, match="method must be"):
         match_dags(dag_a, dag_b, weights, method="greedy")
+    with pytest.raises(MatchingError, match="not acyclic"):
+        match_dags(nx.DiGraph([("a1", "a2"), ("a2", "a1")]), dag_b, {})
+    with pytest.raises(MatchingError, match="cannot be merged without a cycle"):
+        brute_force_match(dag_a, dag_b, weights, [("a1", "b2"), ("a2", "b1")])
 
 
 def test_time_limit_returns_a_valid_matching():

@@ -5,7 +5,7 @@ import torch
 
 from evostitch.data import ArrayDataset
 from evostitch.errors import EvostitchError
-from evostitch.metrics import (
+from evostitch.evaluation.metrics import (
     ClassificationMetric,
     SegmentationMetric,
     evaluate,

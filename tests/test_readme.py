@@ -20,11 +20,16 @@ def readme_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_readme_python_example_runs():
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """Every python block of the README, as written, in a fresh working directory."""
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "runs" / "r1" / "front.csv").is_file()
+    assert (tmp_path / "runs" / "parent-a" / "offspring.py").is_file()
 
 
 def test_ci_runs_the_readme_test_command():

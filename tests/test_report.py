@@ -13,13 +13,10 @@ from typer.testing import CliRunner
 
 from evostitch.cli import app
 from evostitch.errors import EvostitchError
-from evostitch.reevaluate import read_run, reference_name
-from evostitch.report import hypervolume_trace
-from evostitch.results_cli import register
-from evostitch.search.archive import reference_point_from
-from evostitch.search.loop import nondominated
+from evostitch.evolution.archive import nondominated, reference_point_from
+from evostitch.results.report import hypervolume_trace
+from evostitch.results.run import read_run, reference_name
 
-register(app)
 runner = CliRunner()
 pytestmark = pytest.mark.slow
 
@@ -32,7 +29,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """
     base = tmp_path_factory.getbasetemp() / "tiny-evostitch"
     if not (base / "done").exists():
-        from evostitch.cli import run_stitch_search
+        from evostitch.api import search
         from evostitch.data import load_dataset
         from evostitch.supernet import Supernet
         from evostitch.training import train_stitches
@@ -42,15 +39,16 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
         net.data = "digits"
         train_stitches(net, load_dataset("digits", "train"), samples=64, progress=False)
         net.save(base / "sn")
-        run_stitch_search(
+        search(
             base / "sn",
-            base / "run",
+            out=base / "run",
             data="digits",
             algorithm="rs",
             budget=30,
             seed=0,
             population=8,
             p_stitch=0.05,
+            batch=1,
             progress=False,
         )
         (base / "done").touch()

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evostitch.errors import EvostitchError
-from evostitch.export import offspring_module
-from evostitch.finetune import finetune
-from evostitch.reevaluate import find_solution, load_supernet, read_run, run_solutions
-from evostitch.search.loop import nondominated
+from evostitch.evolution.archive import nondominated
+from evostitch.results.export import offspring_module
+from evostitch.results.finetune import finetune
+from evostitch.results.run import find_solution, load_supernet, read_run, run_solutions
 from test_report import embedded_data, invoke, tiny_run
 
 pytestmark = pytest.mark.slow

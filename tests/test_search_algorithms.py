@@ -10,21 +10,22 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from evostitch.search import problems
-from evostitch.search.algorithms import (
+from evostitch.errors import SearchError
+from evostitch.evolution import problems
+from evostitch.evolution.algorithms import (
     ALGORITHMS,
     initial_genotypes,
     make_algorithm,
     restore_algorithm,
     weight_vectors,
 )
-from evostitch.search.algorithms.linkage import (
+from evostitch.evolution.algorithms.linkage import (
     linkage_tree,
     nmi_key,
     normalised_mutual_information,
     tree_from_nmi,
 )
-from evostitch.search.base import Algorithm, Candidate, Problem
+from evostitch.evolution.base import Algorithm, Candidate, Problem
 
 Done = Callable[[Algorithm], bool]
 
@@ -101,10 +102,15 @@ def toy_stitch(n_bits: int = 20, canonical: bool = False) -> Problem:
 # --------------------------------------------------------------------- shared parts
 def test_registry() -> None:
     assert set(ALGORITHMS) == {"rs", "ga", "gomea", "lk-gomea", "nsga2"}
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(SearchError, match="unknown algorithm"):
         make_algorithm("sa", problems.onemax(5))
-    with pytest.raises(ValueError, match="crossover"):
+    with pytest.raises(SearchError, match="crossover"):
         make_algorithm("ga", problems.onemax(5), crossover="3point")
+    with pytest.raises(SearchError, match="pop_size"):
+        make_algorithm("gomea", problems.onemax(5), pop_size=1)
+    state = make_algorithm("ga", problems.onemax(5)).state_dict()
+    with pytest.raises(SearchError, match="state of 'ga' given to 'rs'"):
+        make_algorithm("rs", problems.onemax(5)).load_state_dict(state)
 
 
 def test_initialiser_is_stratified_and_starts_with_references() -> None:
@@ -215,7 +221,7 @@ def test_trees_depend_on_nmi_only_through_its_key() -> None:
 
 
 def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes(monkeypatch) -> None:
-    from evostitch.search.algorithms import gomea
+    from evostitch.evolution.algorithms import kernel_gomea
 
     problem = problems.onemax(24)
     alg = make_algorithm("lk-gomea", problem, 0, pop_size=16, p_stitch=None)
@@ -227,7 +233,7 @@ def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes(monkeypat
         learned.append(1)
         return tree_from_nmi(nmi, order)
 
-    monkeypatch.setattr(gomea, "tree_from_nmi", counting)
+    monkeypatch.setattr(kernel_gomea, "tree_from_nmi", counting)
     for slot in range(16):
         alg._start(slot)
     assert 1 <= len(learned) <= 4  # per distinct (genotype, neighbours) at most
@@ -245,19 +251,19 @@ def test_kernel_gomea_learns_one_tree_for_jobs_with_the_same_genotypes(monkeypat
 
 
 def test_checkpoints_write_a_linkage_tree_as_runs_of_one_order() -> None:
-    from evostitch.search.algorithms.gomea import _pack, _unpack
+    from evostitch.evolution.algorithms.linkage import pack_fos, unpack_fos
 
     rng = np.random.default_rng(3)
     x = rng.integers(0, 2, size=(20, 113))
     x[:, 4:] = 0  # ties: a chain-like tree, as near convergence
     fos = linkage_tree(x, [2] * 113, rng)
     shuffled = [fos[i] for i in rng.permutation(len(fos))]  # as a job holds it
-    packed = _pack(shuffled)
+    packed = pack_fos(shuffled)
     assert isinstance(packed, dict) and len(packed["order"]) == 113
-    assert _unpack(json.loads(json.dumps(packed))) == shuffled
+    assert unpack_fos(json.loads(json.dumps(packed))) == shuffled
     assert len(json.dumps(packed)) < len(json.dumps(shuffled)) / 5
     other = [[0, 2], [1, 2], [0], [1], [2], [3]]  # overlapping: not a tree, kept as it is
-    assert _pack(other) == other and _unpack(other) == other
+    assert pack_fos(other) == other and unpack_fos(other) == other
 
 
 def test_cached_acceptance_keys_follow_the_population_and_the_floor() -> None:
@@ -286,9 +292,9 @@ def test_unknown_ticket_is_refused() -> None:
     alg = make_algorithm("ga", problems.onemax(8), p_stitch=None)
     c = alg.ask()
     alg.tell(c.ticket, (0.0,))
-    with pytest.raises(KeyError):
+    with pytest.raises(SearchError, match="unknown or was told already"):
         alg.tell(c.ticket, (0.0,))
-    with pytest.raises(ValueError, match="objectives"):
+    with pytest.raises(SearchError, match="objectives"):
         alg.tell(alg.ask().ticket, (0.0, 1.0))
 
 
@@ -518,7 +524,7 @@ def test_nsga2_duplicate_test_is_pymoos_for_integer_genotypes() -> None:
     from pymoo.core.duplicate import DefaultDuplicateElimination
     from pymoo.core.population import Population
 
-    from evostitch.search.algorithms.nsga2 import _SameGenotype
+    from evostitch.evolution.algorithms.nsga2 import _SameGenotype
 
     rng = np.random.default_rng(0)
     pop = Population.new(X=rng.integers(0, 2, size=(40, 5)))  # 32 genotypes: repeats
@@ -542,13 +548,13 @@ def test_nsga2_is_seeded() -> None:
 
 @pytest.mark.parametrize("used", [0, 1, 5, 12])
 def test_donors_drawn_ahead_leave_the_stream_of_single_draws(used: int) -> None:
-    from evostitch.search.algorithms.gomea import _Donors, _membership
+    from evostitch.evolution.algorithms.mixing import Donors, membership_matrix
 
     rng, reference = np.random.default_rng(7), np.random.default_rng(7)
     rng.random(), reference.random()  # a half-used 32-bit buffer must be kept as well
     parents = np.zeros((9, 4), dtype=np.uint8)
-    subsets = _membership([[i % 4] for i in range(12)], 4)
-    donors = _Donors(rng, 8, lambda draws: draws + 1, parents, subsets, [0, 1, 2, 3])
+    subsets = membership_matrix([[i % 4] for i in range(12)], 4)
+    donors = Donors(rng, 8, lambda draws: draws + 1, parents, subsets, [0, 1, 2, 3])
     donors.used = used  # as if `used` subsets were passed or taken
     donors.settle()
     assert donors.donors[:used] == [int(reference.integers(8)) + 1 for _ in range(used)]
@@ -556,11 +562,11 @@ def test_donors_drawn_ahead_leave_the_stream_of_single_draws(used: int) -> None:
 
 
 def _trials(subsets: list[list[int]], donors: list[tuple[int, ...]]):
-    from evostitch.search.algorithms.gomea import _membership, _Trials
+    from evostitch.evolution.algorithms.mixing import Trials, membership_matrix
 
     length = len(donors[0])
     rows = np.array(donors, dtype=np.uint8)
-    return _Trials(rows, _membership(subsets, length), list(range(length)))
+    return Trials(rows, membership_matrix(subsets, length), list(range(length)))
 
 
 def test_trials_pass_over_subsets_that_change_nothing() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from evostitch.cli import main
-from evostitch.search.loop import nondominated
-from evostitch.search.store import RunStore
+from evostitch.evolution.archive import nondominated
+from evostitch.evolution.store import RunStore
 from evostitch.supernet import Supernet
 
 ALGORITHMS = ["rs", "ga", "gomea", "lk-gomea", "nsga2"]

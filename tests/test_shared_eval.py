@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from evostitch import Supernet
-from evostitch.backends import InProcessBackend
 from evostitch.data import load_dataset
 from evostitch.errors import EvostitchError
 from evostitch.evaluation import Evaluator
-from evostitch.metrics import make_metric
-from evostitch.shared_eval import SharedEvaluator
+from evostitch.evaluation.metrics import make_metric
+from evostitch.evaluation.shared import SharedEvaluator
+from evostitch.execution import InProcessBackend
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -180,7 +180,7 @@ class BatchToy:
 @pytest.mark.slow
 def test_ray_workers_evaluate_what_they_hold_at_once():
     ray = pytest.importorskip("ray")
-    from evostitch.backends import RayBackend
+    from evostitch.execution import RayBackend
 
     tests = str(Path(__file__).resolve().parent)
     ray.init(

@@ -2,8 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from evostitch import specs
 from evostitch.errors import EvostitchError
+from evostitch.models import specs
 
 
 def test_torchvision_with_options():

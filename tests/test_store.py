@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evostitch.errors import EvostitchError
-from evostitch.search.store import (
+from evostitch.evolution.store import (
     EvaluationRecord,
     RunConfig,
     RunStore,

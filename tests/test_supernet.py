@@ -55,7 +55,7 @@ def test_reference_genotypes_are_the_parents(key):
 
 
 def test_traced_parent_equals_eager_model():
-    from evostitch.specs import load_model
+    from evostitch.models import load_model
 
     torch.manual_seed(0)
     model = load_model("torchvision:resnet18")
@@ -179,7 +179,7 @@ def test_truncated_or_damaged_files_fail_in_one_line(tmp_path):
 
 
 def test_module_parents_cannot_be_saved_without_spec(tmp_path):
-    from evostitch.specs import load_model
+    from evostitch.models import load_model
 
     net = Supernet.build(
         load_model("torchvision:resnet18"), "torchvision:mobilenet_v3_small", (3, 32, 32)

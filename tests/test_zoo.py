@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch.fx.passes.shape_prop import ShapeProp
 
-from evostitch import zoo
 from evostitch.data import dataset_info, load_dataset
+from evostitch.demo import parents as zoo_parents
 from evostitch.errors import EvostitchError
+from evostitch.models import zoo
 
 SHAPES = {
     "resnet_like": ((2, 1, 28, 28), (2, 10)),
@@ -46,7 +47,7 @@ def test_build_demo_model_options_and_errors():
 def test_fit_lowers_the_loss():
     info = dataset_info("digits")
     model = zoo.build_demo_model("resnet_like")
-    losses = zoo.fit(
+    losses = zoo_parents.fit(
         model,
         load_dataset("digits", "train"),
         info,
@@ -62,7 +63,7 @@ def test_fit_segmentation_lowers_the_loss():
     pytest.importorskip("stardist")
     info = dataset_info("nuclei?crop=32")
     model = zoo.build_demo_model("fcn_like")
-    losses = zoo.fit(
+    losses = zoo_parents.fit(
         model,
         load_dataset("nuclei?crop=32", "train"),
         info,
@@ -75,7 +76,9 @@ def test_fit_segmentation_lowers_the_loss():
 
 
 def test_train_parent_is_deterministic():
-    runs = [zoo.train_parent("mobilenet_like", "digits", steps=3, progress=False) for _ in "ab"]
+    runs = [
+        zoo_parents.train_parent("mobilenet_like", "digits", steps=3, progress=False) for _ in "ab"
+    ]
     (m1, r1), (m2, r2) = runs
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -83,7 +86,7 @@ def test_train_parent_is_deterministic():
 
 
 def test_cache_round_trip_and_staleness(tmp_path, monkeypatch):
-    model, metrics = zoo.load_or_train_parent(
+    model, metrics = zoo_parents.load_or_train_parent(
         "resnet_like", "digits", cache_dir=tmp_path, steps=3, progress=False
     )
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -92,8 +95,8 @@ def test_cache_round_trip_and_staleness(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("should have loaded from the cache")
 
-    monkeypatch.setattr(zoo, "train_parent", no_training)
-    cached, cached_metrics = zoo.load_or_train_parent(
+    monkeypatch.setattr(zoo_parents, "train_parent", no_training)
+    cached, cached_metrics = zoo_parents.load_or_train_parent(
         "resnet_like", "digits", cache_dir=tmp_path, steps=3, progress=False
     )
     x = load_dataset("digits", "test").images[:16]
@@ -101,28 +104,32 @@ def test_cache_round_trip_and_staleness(tmp_path, monkeypatch):
         assert torch.equal(model(x), cached(x))
     assert cached_metrics == metrics and not cached.training
     with pytest.raises(AssertionError):  # different config: stale, retrains
-        zoo.load_or_train_parent("resnet_like", "digits", cache_dir=tmp_path, steps=4)
+        zoo_parents.load_or_train_parent("resnet_like", "digits", cache_dir=tmp_path, steps=4)
     monkeypatch.undo()
     meta = tmp_path / "resnet_like-digits-s0.json"
     record = json.loads(meta.read_text())
     record["hash"] = "0" * 16
     meta.write_text(json.dumps(record))
-    zoo.load_or_train_parent("resnet_like", "digits", cache_dir=tmp_path, steps=3, progress=False)
+    zoo_parents.load_or_train_parent(
+        "resnet_like", "digits", cache_dir=tmp_path, steps=3, progress=False
+    )
     assert json.loads(meta.read_text())["hash"] != "0" * 16
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_get_demo_parents_uses_cache_env(tmp_path, monkeypatch):
     monkeypatch.setenv("EVOSTITCH_CACHE", str(tmp_path))
-    assert zoo.cache_dir_default() == tmp_path / "parents"
+    assert zoo_parents.cache_dir_default() == tmp_path / "parents"
     monkeypatch.setitem(
-        zoo.DEMO_PARENTS, "classification", ("digits", ("resnet_like", "mobilenet_like"))
+        zoo_parents.DEMO_PARENTS, "classification", ("digits", ("resnet_like", "mobilenet_like"))
     )
     for name in ("resnet_like", "mobilenet_like"):
-        monkeypatch.setitem(zoo.TRAIN_DEFAULTS, name, {"epochs": 1, "batch_size": 256, "lr": 3e-3})
-    a, b, info = zoo.get_demo_parents("classification", progress=False)
+        monkeypatch.setitem(
+            zoo_parents.TRAIN_DEFAULTS, name, {"epochs": 1, "batch_size": 256, "lr": 3e-3}
+        )
+    a, b, info = zoo_parents.get_demo_parents("classification", progress=False)
     assert isinstance(a, zoo.ResNetLike) and isinstance(b, zoo.MobileNetLike)
     assert info["dataset"] == "digits" and set(info["metrics"]) == {"resnet_like", "mobilenet_like"}
     assert len(list((tmp_path / "parents").glob("*.safetensors"))) == 2
     with pytest.raises(EvostitchError, match="no demo parents"):
-        zoo.get_demo_parents("detection")
+        zoo_parents.get_demo_parents("detection")

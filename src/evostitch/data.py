@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from evostitch.errors import EvostitchError
+from evostitch.errors import DataError
 
 SPLITS = ("train", "val", "test")
 RATIOS = (0.70, 0.15, 0.15)
@@ -76,14 +76,14 @@ def _parse(spec: str) -> tuple[str, str | None, dict[str, str]]:
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise EvostitchError(f"dataset option {item!r} in {spec!r} is not key=value")
+            raise DataError(f"dataset option {item!r} in {spec!r} is not key=value")
         opts[key] = value
     return kind, (path if sep else None), opts
 
 
 def _check_opts(opts: dict[str, str], allowed: set[str]) -> None:
     if unknown := set(opts) - allowed:
-        raise EvostitchError(f"unknown dataset option(s): {', '.join(sorted(unknown))}")
+        raise DataError(f"unknown dataset option(s): {', '.join(sorted(unknown))}")
 
 
 def _int_opt(opts: dict[str, str], key: str, default: int) -> int:
@@ -91,18 +91,18 @@ def _int_opt(opts: dict[str, str], key: str, default: int) -> int:
     try:
         value = int(opts.get(key, default))
     except ValueError:
-        raise EvostitchError(f"dataset option {key}={opts[key]!r} is not an integer") from None
+        raise DataError(f"dataset option {key}={opts[key]!r} is not an integer") from None
     if value <= 0:
-        raise EvostitchError(f"dataset option {key} must be positive, got {value}")
+        raise DataError(f"dataset option {key} must be positive, got {value}")
     return value
 
 
 def _need_path(kind: str, path: str | None) -> Path:
     if not path:
-        raise EvostitchError(f"dataset spec {kind}: needs a path, e.g. {kind}:/data/x")
+        raise DataError(f"dataset spec {kind}: needs a path, e.g. {kind}:/data/x")
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise EvostitchError(f"dataset folder not found: {p}")
+        raise DataError(f"dataset folder not found: {p}")
     return p
 
 
@@ -124,7 +124,7 @@ def dataset_info(spec: str) -> DatasetInfo:
         size = _int_opt(opts, "size", 256)
         _voc_root(_need_path(kind, path))
         return DatasetInfo("segmentation", 21, (3, size, size), IGNORE_INDEX)
-    raise EvostitchError(
+    raise DataError(
         f"unknown dataset spec {spec!r}: use mnist5k, digits, nuclei, imagefolder:PATH or voc:PATH"
     )
 
@@ -132,7 +132,7 @@ def dataset_info(spec: str) -> DatasetInfo:
 def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
     """The `split` ("train", "val" or "test") of the dataset named by `spec`."""
     if split not in SPLITS:
-        raise EvostitchError(f"unknown split {split!r}: use train, val or test")
+        raise DataError(f"unknown split {split!r}: use train, val or test")
     info = dataset_info(spec)
     kind, path, opts = _parse(spec)
     if kind in ("mnist5k", "digits"):
@@ -182,7 +182,7 @@ def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 def _nuclei_crop(opts: dict[str, str]) -> int:
     crop = _int_opt(opts, "crop", 64)
     if crop % 4 or crop > 96:
-        raise EvostitchError(f"nuclei crop must be a multiple of 4 and at most 96, got {crop}")
+        raise DataError(f"nuclei crop must be a multiple of 4 and at most 96, got {crop}")
     return crop
 
 
@@ -191,7 +191,7 @@ def _nuclei_image() -> tuple[np.ndarray, np.ndarray]:
     try:
         from stardist.data import test_image_nuclei_2d
     except ImportError:
-        raise EvostitchError("dataset nuclei needs the stardist package") from None
+        raise DataError("dataset nuclei needs the stardist package") from None
     image, mask = test_image_nuclei_2d(return_mask=True)
     image = image.astype(np.float64)
     image = (image - image.mean()) / image.std()
@@ -222,7 +222,7 @@ def _nuclei_split(split: str, crop: int) -> tuple[torch.Tensor, torch.Tensor, to
 def _folder_classes(root: Path) -> list[str]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
-        raise EvostitchError(f"image folder has no class subfolders: {root}")
+        raise DataError(f"image folder has no class subfolders: {root}")
     return classes
 
 
@@ -247,9 +247,9 @@ def _imagefolder_split(path: Path, split: str, size: int, seed: int) -> Dataset:
         try:
             ds = datasets.ImageFolder(str(root), transform=tf)
         except (FileNotFoundError, RuntimeError) as e:
-            raise EvostitchError(f"unusable image folder {root}: {e}".splitlines()[0]) from None
+            raise DataError(f"unusable image folder {root}: {e}".splitlines()[0]) from None
         if ds.classes != _folder_classes(_imagefolder_root(path)):
-            raise EvostitchError(f"class subfolders of {root} differ from those of train/")
+            raise DataError(f"class subfolders of {root} differ from those of train/")
         return ds
 
     if (path / "train").is_dir():
@@ -266,17 +266,17 @@ def _imagefolder_split(path: Path, split: str, size: int, seed: int) -> Dataset:
 def _voc_root(path: Path) -> Path:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         if not (path / sub).is_dir():
-            raise EvostitchError(f"not a Pascal VOC folder (no {sub}/): {path}")
+            raise DataError(f"not a Pascal VOC folder (no {sub}/): {path}")
     return path
 
 
 def _voc_ids(root: Path, name: str) -> list[str]:
     f = root / "ImageSets" / "Segmentation" / f"{name}.txt"
     if not f.is_file():
-        raise EvostitchError(f"Pascal VOC split list not found: {f}")
+        raise DataError(f"Pascal VOC split list not found: {f}")
     ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
     if not ids:
-        raise EvostitchError(f"Pascal VOC split list is empty: {f}")
+        raise DataError(f"Pascal VOC split list is empty: {f}")
     return ids
 
 

@@ -8,6 +8,7 @@ Node names are torch.fx node names, so results map back onto the traced module.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,10 +17,19 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
-from .errors import EvostitchError
+from .errors import ModelError
 
 #: kinds of candidate stitching points, by the layout of their tensor
 VECTOR, TOKENS, MAP = "vector", "tokens", "map"
+
+
+def example_input(input_shape: Sequence[int], batch: int = 2) -> torch.Tensor:
+    """A fixed random input to trace and profile with (only its shape matters)."""
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(v, numbers.Integral) and v > 0 for v in shape):
+        raise ModelError(f"an input shape is positive ints like (3, 224, 224), not {shape}")
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, *shape, generator=gen)
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
         where = tracer.stack[-1] if tracer.stack else f"<root> ({type(model).__name__})"
         name = where.split(" (")[-1].rstrip(")")
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EvostitchError(
+        raise ModelError(
             f"cannot trace module {where}: {reason}. Remedy: mark it a leaf module "
             f"(trace(..., leaf_modules=['{name}']) or --leaf-module {name})"
         ) from exc
@@ -156,7 +166,7 @@ def _keep_main_output(gm: fx.GraphModule) -> None:
         else:
             value = value[0]
     if not isinstance(value, fx.Node):
-        raise EvostitchError("the model's output is not a tensor computed from its input")
+        raise ModelError("the model's output is not a tensor computed from its input")
     out.args = (value,)
     gm.graph.eliminate_dead_code()
     gm.recompile()
@@ -181,7 +191,7 @@ def trace(
 ) -> Graph:
     """Trace `model` on `example_input` (batch first) into a `Graph` with shapes."""
     if example_input.dim() < 2:
-        raise EvostitchError("example input must have a batch dimension")
+        raise ModelError("example input must have a batch dimension")
     was_training = model.training
     model.eval()
     try:
@@ -192,14 +202,14 @@ def trace(
     _keep_main_output(gm)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise EvostitchError(f"model must take one input tensor, it takes {len(placeholders)}")
+        raise ModelError(f"model must take one input tensor, it takes {len(placeholders)}")
     recorder = _ShapeRecorder(gm)
     try:
         with torch.no_grad():
             recorder.run(example_input)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise EvostitchError(
+        raise ModelError(
             f"model rejects input of shape {tuple(example_input.shape)} "
             f"(at node {recorder.failed_at}): {reason}"
         ) from exc
@@ -221,5 +231,5 @@ def trace(
             depth=depth[node.name],
         )
     if nodes[output].shape is None:
-        raise EvostitchError("the model's output is not a tensor")
+        raise ModelError("the model's output is not a tensor")
     return Graph(gm, nodes, placeholders[0].name, output, example_input.shape[0])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sized
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ from safetensors.torch import load_file, save_file
 from torch import fx
 from torch.utils.data import Dataset
 
-from .errors import EvostitchError
-from .paths import user_path
+from .devices import default_device
+from .errors import DataError, RunError
+from .files import user_path
 from .progress import progress_bar
-from .supernet import OTHER, SIDES, Supernet
+from .supernet import SIDES, Executor, Supernet, Switch
 
 
 @dataclass
@@ -49,10 +50,6 @@ class TrainResult:
         user_path(path).write_text(json.dumps(vars(self), indent=1))
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of batch `step`: epochs are seeded permutations, so any step is reproducible."""
     per_epoch = max(n // batch_size, 1)
@@ -62,8 +59,13 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tenso
 
 
 def _stack_inputs(data: Dataset) -> torch.Tensor:
-    if not isinstance(data, Sized) or len(data) == 0:
-        raise EvostitchError("stitch training needs a non-empty dataset")
+    if not isinstance(data, Sized) or not hasattr(data, "__getitem__"):
+        raise DataError(
+            f"stitch training needs a map-style dataset of (input, target) pairs "
+            f"(e.g. evostitch.data.load_dataset(...)), not a {type(data).__name__}"
+        )
+    if len(data) == 0:
+        raise DataError("stitch training needs a non-empty dataset")
     return torch.stack([data[i][0] for i in range(len(data))])
 
 
@@ -92,9 +94,56 @@ def parent_tensors(net: Supernet, x: torch.Tensor) -> dict[str, tuple[torch.Tens
             recorder.run(x)
             clean[side] = recorder.seen
     return {
-        sw.stitch: (clean[OTHER[sw.side]][sw.source], clean[sw.side][sw.node])
-        for sw in net.switches
+        sw.stitch: (clean[sw.src[0]][sw.source], clean[sw.side][sw.node]) for sw in net.switches
     }
+
+
+class _RandomSwitches(Executor):
+    """Every node of both parents (no gradients), and at each matched point both stitches:
+    trained against their targets, and taken per sample with probability `p`."""
+
+    def __init__(self, net, x, p, on_loss, generator, targets) -> None:
+        super().__init__(net)
+        self.n, self.device, self.p = x.shape[0], x.device, p
+        self.on_loss, self.generator, self.targets = on_loss, generator, targets
+        self.losses: dict[str, float] = {}
+
+    def node(self, key, inputs, x):
+        with torch.no_grad():
+            return super().node(key, inputs, x)
+
+    def switch(self, sw: Switch, on: bool, own: torch.Tensor, source: torch.Tensor):
+        target = own.detach()
+        goal = target if self.targets is None else self.targets[sw.stitch]
+        with torch.enable_grad():
+            out = self.net.stitches[sw.stitch](source.detach())
+            loss = torch.nn.functional.mse_loss(out, goal)
+        if self.on_loss is not None:
+            self.on_loss(sw.stitch, loss)
+        self.losses[sw.stitch] = float(loss.detach())
+        mask = torch.rand(self.n, generator=self.generator, device=self.device) < self.p
+        mask = mask.view(self.n, *([1] * (target.dim() - 1)))
+        return torch.where(mask, out.detach(), target)
+
+
+def forward_random(
+    net: Supernet,
+    x: torch.Tensor,
+    p: float = 0.5,
+    on_loss: Callable[[str, torch.Tensor], None] | None = None,
+    generator: torch.Generator | None = None,
+    targets: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Stitch-training pass: every switch takes its stitch per sample with probability `p`.
+
+    Each stitch learns to reproduce the tensor it would replace in this pass (MSE), or
+    `targets[stitch]` when given (e.g. the parent's clean tensor). Its loss is handed to
+    `on_loss` at once (call `.backward()` there): inputs and targets are detached, so
+    memory holds one stitch's graph at a time. Returns the losses.
+    """
+    walk = _RandomSwitches(net, x, p, on_loss, generator, targets)
+    walk.run(net.structure.full_plan(), x)
+    return walk.losses
 
 
 def least_squares_init(
@@ -186,8 +235,8 @@ def train_stitches(
             if clean_targets:
                 losses = _clean_target_step(net, x, p, gen)
             else:
-                losses = net.forward_random(
-                    x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen
+                losses = forward_random(
+                    net, x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen
                 )
             opt.step()
             mean = sum(losses.values()) / max(len(losses), 1)
@@ -209,8 +258,8 @@ def _clean_target_step(
 ) -> dict[str, float]:
     """Backpropagate each stitch's MSE to its parent's clean tensor (inputs still mixed)."""
     targets = {k: target for k, (_, target) in parent_tensors(net, x).items()}
-    return net.forward_random(
-        x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen, targets=targets
+    return forward_random(
+        net, x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen, targets=targets
     )
 
 
@@ -235,9 +284,9 @@ def _load_checkpoint(net, opt, folder: Path, steps: int) -> tuple[int, list[floa
         meta = json.loads((folder / "train_state.json").read_text())
         tensors = load_file(str(folder / "train_state.safetensors"))
     except Exception as exc:
-        raise EvostitchError(f"cannot resume stitch training from {folder}: {exc}") from exc
+        raise RunError(f"cannot resume stitch training from {folder}: {exc}") from exc
     if meta.get("steps") != steps:
-        raise EvostitchError(
+        raise RunError(
             f"checkpoint in {folder} is for a {meta.get('steps')}-step run, not {steps}: "
             "use the same budget and batch size, or another checkpoint folder"
         )

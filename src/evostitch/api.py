@@ -1,0 +1,398 @@
+"""The Python API: one call per command of the CLI, returning objects.
+
+    net = evostitch.stitch("torchvision:resnet18", "torchvision:mobilenet_v3_small",
+                           (3, 224, 224), data="imagefolder:~/pets", out="runs/sn")
+    run = evostitch.search("runs/sn", out="runs/r1", budget=2000)
+    run = evostitch.load_run("runs/r1")   # later, or on another machine
+    run.front, run.reevaluate("test"), run.export("parent-a", "exported/")
+
+The CLI parses arguments and prints; everything else happens here or below.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from .data import dataset_info, load_dataset
+from .errors import DataError, SearchError, SupernetError
+from .evolution.algorithms import ALGORITHMS, make_algorithm
+from .evolution.backend import Backend
+from .evolution.loop import SearchResult, resume_search, run_search
+from .evolution.stitching import problem_from_spec, problem_spec
+from .evolution.store import EvaluationRecord, RunConfig, RunStore
+from .execution import DEFAULT_EVAL_BATCH, make_backend
+from .files import user_path
+from .graph import Graph, example_input, trace
+from .matching import MatchResult
+from .matching import match as match_graphs
+from .models import load_model
+from .supernet import Supernet
+
+DEFAULT_ALGORITHM = "lk-gomea"
+
+
+def _say(progress: bool):
+    console = Console(stderr=True, highlight=False)
+    return console.print if progress else (lambda *_, **__: None)
+
+
+def input_batches(
+    data: str | None, shape: Sequence[int], n: int = 32, batch: int = 16, progress: bool = True
+) -> list[torch.Tensor]:
+    """`n` inputs in batches: from a dataset's training split, else random (with a note)."""
+    if data is None:
+        _say(progress)("[yellow]no data given: using random inputs[/yellow]")
+        gen = torch.Generator().manual_seed(0)
+        return [torch.randn(batch, *shape, generator=gen) for _ in range(n // batch)]
+    dataset = load_dataset(data, "train")
+    images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise DataError(
+            f"{data} gives inputs of shape {tuple(images.shape[1:])}, not {tuple(shape)}"
+        )
+    return list(images.split(batch))
+
+
+def check_data(net: Supernet, data: str) -> None:
+    """DataError unless `data`'s inputs, task and classes fit the supernetwork's parents."""
+    info = dataset_info(data)
+    if tuple(info.input_shape) != tuple(net.input_shape):
+        raise DataError(
+            f"{data} gives inputs of shape {tuple(info.input_shape)}, the parents were traced "
+            f"with {tuple(net.input_shape)}: pass that input shape"
+        )
+    if info.task != net.task:
+        raise DataError(f"{data} is a {info.task} dataset, the parents do {net.task}")
+    graph = net.graphs["a"]
+    classes = graph[graph.output].shape[1]
+    if classes != info.num_classes:
+        raise DataError(
+            f"{data} has {info.num_classes} classes, the parents output {classes}: "
+            "give them a head for this dataset (e.g. ?num_classes=...)"
+        )
+
+
+def match(
+    a: str | nn.Module | Graph,
+    b: str | nn.Module | Graph,
+    input_shape: Sequence[int] | None = None,
+    *,
+    weights_a: str | Path | None = None,
+    weights_b: str | Path | None = None,
+    data: str | Iterable[torch.Tensor] | None = None,
+    similarity: str = "uniform",
+    max_ratio: int = 1,
+    leaf_modules: Sequence[str] = (),
+    time_limit: float | None = None,
+    progress: bool = True,
+) -> MatchResult:
+    """Match two parents' layers without creating cycles (`evostitch match`).
+
+    Parents are traced graphs, modules or model specs (then `input_shape` is needed).
+    CKA similarity reads inputs from `data`: input batches, or a dataset spec's training
+    split (random inputs without it).
+    """
+    graphs = []
+    for model, weights in ((a, weights_a), (b, weights_b)):
+        if not isinstance(model, Graph):
+            if input_shape is None:
+                raise SupernetError("matching models (not traced graphs) needs input_shape")
+            if isinstance(model, str):
+                model = load_model(model, weights)
+            model = trace(model, example_input(input_shape), leaf_modules)
+        graphs.append(model)
+    shape = input_shape or graphs[0][graphs[0].input].shape[1:]
+    batches = data
+    if similarity == "cka" and (data is None or isinstance(data, str)):
+        batches = input_batches(data, shape, progress=progress)
+    return match_graphs(
+        graphs[0],
+        graphs[1],
+        similarity=similarity,
+        data=batches,
+        max_ratio=max_ratio,
+        time_limit=time_limit,
+    )
+
+
+def stitch(
+    a: str | nn.Module,
+    b: str | nn.Module,
+    input_shape: Sequence[int],
+    *,
+    data: str | None = None,
+    out: str | Path | None = None,
+    weights_a: str | Path | None = None,
+    weights_b: str | Path | None = None,
+    similarity: str = "uniform",
+    max_ratio: int = 1,
+    leaf_modules: Sequence[str] = (),
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Supernet:
+    """Build a supernetwork, train its stitches on `data`'s train split and save it into
+    `out` (`evostitch stitch`). Without `data` the stitches stay untrained."""
+    from .training import train_stitches
+
+    say = _say(progress)
+    folder = user_path(out) if out is not None else None
+    if folder is not None and (folder / "supernet.json").exists():
+        raise SupernetError(f"{folder} already holds a finished result: choose another folder")
+    batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
+    net = Supernet.build(
+        a,
+        b,
+        input_shape,
+        weights_a=weights_a,
+        weights_b=weights_b,
+        similarity=similarity,
+        data=batches,
+        max_ratio=max_ratio,
+        leaf_modules=leaf_modules,
+    )
+    if data is not None:
+        check_data(net, data)
+    net.data = data  # what `search` evaluates on unless told otherwise
+    say(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
+    if data is not None and epochs > 0:
+        result = train_stitches(
+            net,
+            load_dataset(data, "train"),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            checkpoint_dir=folder / "checkpoints" if folder is not None else None,
+            progress=progress,
+        )
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            result.save(folder / "stitch_losses.json")
+    elif data is None:
+        say("[yellow]no data: stitches are untrained[/yellow]")
+    if folder is not None:
+        net.save(folder)
+        say(f"supernetwork saved to {folder}")
+    return net
+
+
+def inspect(supernet: str | Path | Supernet, samples: int = 8) -> dict[str, Any]:
+    """Parents and their cost, matches, variables and a sample of offspring
+    (`evostitch inspect`), as plain JSON-able values."""
+    net = supernet if isinstance(supernet, Supernet) else Supernet.load(supernet)
+    rng = random.Random(0)
+    refs = {
+        c: net.cost(g) for c, g in zip(net.output_choices, net.reference_genotypes, strict=True)
+    }
+    sample = []
+    for _ in range(samples):
+        g = [rng.randrange(net.genotype_spec[0])]
+        g += [int(rng.random() < 0.1) for _ in net.genotype_spec[1:]]
+        sample.append({"genotype": net.canonical(g), **net.cost(g), "description": net.describe(g)})
+    return {
+        "parents": [
+            {"side": side, **(spec or {}), **refs[side]}
+            for side, spec in zip("ab", net.specs, strict=True)
+        ],
+        "task": net.task,
+        "references": refs,
+        "matches": [{"a": x, "b": y, "score": s} for x, y, s in net.matches],
+        "variables": len(net.genotype_spec),
+        "genotype_spec": net.genotype_spec,
+        "offspring_sample": sample,
+    }
+
+
+@dataclass
+class Run:
+    """A search run folder: what was asked, every evaluation, the front, and what can be
+    done with its solutions. `result` holds the counters of the call that ran it (None
+    for a run opened with `load_run`)."""
+
+    path: Path
+    config: RunConfig
+    result: SearchResult | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> list[EvaluationRecord]:
+        """Every successful evaluation, in the order they were stored."""
+        from .results.run import read_run
+
+        return read_run(self.path)[1]
+
+    @property
+    def front(self) -> list:
+        """The front (by MACs), then the reference solutions not on it (`Solution`s)."""
+        from .results.run import run_solutions
+
+        return run_solutions(self.supernet, self.records)
+
+    def solution(self, key: str | int):
+        """A solution by row id or reference name (parent-a, parent-b, ensemble...)."""
+        from .results.run import find_solution
+
+        return find_solution(self.supernet, self.records, str(key))
+
+    @cached_property
+    def supernet(self) -> Supernet:
+        """The supernetwork the run searched (loaded from the folder it records)."""
+        from .results.run import load_supernet
+
+        return load_supernet(self.config)
+
+    def write_front_csv(self) -> Path:
+        """RUN/front.csv: the front and the reference solutions."""
+        from .results.report import write_front_csv
+
+        return write_front_csv(self.records, self.path / "front.csv")
+
+    def report(self, others: Sequence[str | Path] = ()) -> list[Path]:
+        """front.csv, front.png, hypervolume.png and report.html (`evostitch report`)."""
+        from .results.report import write_report
+
+        return write_report(self.path, others=list(others))
+
+    def reevaluate(
+        self, split: str = "test", *, batch_size: int = 256, device: Any = None
+    ) -> dict[str, Any]:
+        """Score the front and the references on a held-out split (`evostitch reevaluate`);
+        returns what RUN/reevaluation_<split>.json holds."""
+        from .results.reevaluate import load_reevaluation, reevaluate
+
+        reevaluate(self.path, split, batch_size=batch_size, device=device)
+        return load_reevaluation(self.path, split)
+
+    def finetune(self, solution: str | int, **options: Any) -> dict[str, Any]:
+        """Fine-tune one solution on the train split (`evostitch finetune`)."""
+        from .results.finetune import finetune_solution
+
+        return finetune_solution(self.path, str(solution), **options)
+
+    def export(
+        self, solution: str | int, out: str | Path, *, finetuned: bool = False, onnx: bool = False
+    ) -> list[Path]:
+        """One solution as PyTorch code + safetensors (`evostitch export`)."""
+        from .results.export import export_solution
+
+        return export_solution(self.path, str(solution), out, finetuned=finetuned, onnx=onnx)
+
+
+def load_run(run: str | Path) -> Run:
+    """Open a run folder (read only: a search may still be writing it)."""
+    path = user_path(run)
+    with RunStore.open(path, readonly=True) as store:
+        return Run(path, store.config)
+
+
+def supernet_data(supernet: str | Path) -> str:
+    """The dataset spec a saved supernetwork's stitches were trained on."""
+    import json
+
+    meta_path = user_path(supernet) / "supernet.json"
+    try:
+        data = json.loads(meta_path.read_text()).get("data")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SupernetError(f"{supernet} is not a saved supernetwork") from exc
+    if not data:
+        raise DataError(f"{supernet} records no dataset: pass data (--data)")
+    return data
+
+
+def _checkpoint_every(budget: int) -> int:
+    """Checkpoint every 100 evaluations, or every tenth of a smaller budget."""
+    return max(1, min(100, budget // 10))
+
+
+def search(
+    supernet: str | Path,
+    *,
+    out: str | Path,
+    data: str | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    budget: int = 1000,
+    seed: int = 0,
+    population: int = 64,
+    p_stitch: float = 0.02,
+    steer_to: float = 0.5,
+    backend: str | Backend = "inprocess",
+    batch: int = DEFAULT_EVAL_BATCH,
+    progress: bool = True,
+    **backend_options: Any,
+) -> Run:
+    """Search a saved supernetwork's offspring into a new run folder `out`
+    (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
+    gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`)."""
+    if algorithm not in ALGORITHMS:
+        raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
+    if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
+        raise SearchError(
+            "need budget >= 1, population >= 2, 0 <= p_stitch <= 1, 0 <= steer_to <= 1"
+        )
+    data = data or supernet_data(supernet)
+    spec = problem_spec(supernet, data)
+    problem, _ = problem_from_spec(spec)
+    params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
+    config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
+    runner = make_backend(backend, supernet, data, batch=batch, problem=problem, **backend_options)
+    try:
+        with RunStore.create(out, config) as store:
+            algo = make_algorithm(algorithm, problem, seed, **params)
+            result = run_search(
+                problem,
+                algo,
+                store,
+                runner,
+                budget,
+                progress=progress,
+                checkpoint_every=_checkpoint_every(budget),
+            )
+    finally:
+        runner.close()
+    run = load_run(out)
+    run.result = result
+    run.write_front_csv()
+    return run
+
+
+def resume(
+    run: str | Path,
+    *,
+    backend: str | Backend = "inprocess",
+    batch: int = DEFAULT_EVAL_BATCH,
+    progress: bool = True,
+    **backend_options: Any,
+) -> Run:
+    """Continue a run folder to its budget without re-evaluating anything it stored
+    (`evostitch search --resume`); writes RUN/front.csv at the end."""
+    opened = load_run(run)
+    spec = opened.config.problem
+    problem, _ = problem_from_spec(spec)
+    runner = make_backend(
+        backend, spec["supernet"], spec["data"], batch=batch, problem=problem, **backend_options
+    )
+    try:
+        result = resume_search(
+            opened.path,
+            problem,
+            lambda c: make_algorithm(c.algorithm, problem, c.seed, **c.params),
+            runner,
+            progress=progress,
+            checkpoint_every=_checkpoint_every(opened.config.budget),
+        )
+    finally:
+        runner.close()
+    opened.result = result
+    opened.write_front_csv()
+    return opened

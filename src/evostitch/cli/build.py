@@ -1,0 +1,153 @@
+"""Commands that make a supernetwork: match, stitch, inspect."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import api
+from ..files import expand_user
+from .app import (
+    AsJson,
+    Data,
+    InputShape,
+    Leaf,
+    MaxRatio,
+    Similarity,
+    SpecA,
+    SpecB,
+    WeightsA,
+    WeightsB,
+    app,
+    console,
+    parse_shape,
+)
+
+
+@app.command()
+def match(
+    a: SpecA,
+    b: SpecB,
+    input_shape: InputShape,
+    a_weights: WeightsA = None,
+    b_weights: WeightsB = None,
+    data: Data = None,
+    similarity: Similarity = "uniform",
+    max_ratio: MaxRatio = 1,
+    leaf_module: Leaf = None,
+    time_limit: Annotated[float | None, typer.Option(help="Seconds for the matching.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Trace two parents and match their layers without creating cycles."""
+    from ..graph import example_input, trace
+    from ..models import load_model
+
+    shape = parse_shape(input_shape)
+    start = time.perf_counter()
+    graphs = [
+        trace(load_model(spec, w), example_input(shape), leaf_module or ())
+        for spec, w in ((a, a_weights), (b, b_weights))
+    ]
+    if similarity == "uniform" and data is None:
+        console.print("[dim]uniform weights: no data needed[/dim]")
+    result = api.match(
+        *graphs, shape, data=data, similarity=similarity, max_ratio=max_ratio, time_limit=time_limit
+    )
+    seconds = time.perf_counter() - start
+    report = {
+        "a": a,
+        "b": b,
+        "candidates": {"a": len(graphs[0].candidates()), "b": len(graphs[1].candidates())},
+        "matches": [{"a": x, "b": y, "score": s} for x, y, s in result.pairs],
+        "total": result.total,
+        "optimal": result.optimal,
+        "seconds": {"weights": result.weight_seconds, "matching": result.seconds, "all": seconds},
+    }
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    table = Table("A node", "B node", "score", title=f"{len(result.pairs)} matches")
+    for x, y, s in result.pairs:
+        table.add_row(x, y, f"{s:.3f}")
+    Console().print(table)
+    Console().print(
+        f"candidates: A {report['candidates']['a']}, B {report['candidates']['b']}; "
+        f"total {result.total:.3f} ({'optimal' if result.optimal else 'time limit hit'}); "
+        f"weights {result.weight_seconds:.1f}s, matching {result.seconds:.1f}s, all {seconds:.1f}s"
+    )
+
+
+@app.command()
+def stitch(
+    a: SpecA,
+    b: SpecB,
+    input_shape: InputShape,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder to write the supernetwork to.", callback=expand_user),
+    ],
+    a_weights: WeightsA = None,
+    b_weights: WeightsB = None,
+    data: Data = None,
+    similarity: Similarity = "uniform",
+    max_ratio: MaxRatio = 1,
+    leaf_module: Leaf = None,
+    epochs: Annotated[
+        float, typer.Option(help="Stitch-training epochs over --data's train split (0: none).")
+    ] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
+) -> None:
+    """Build a supernetwork (match, insert stitches, train them on --data) and save it."""
+    api.stitch(
+        a,
+        b,
+        parse_shape(input_shape),
+        data=data,
+        out=out,
+        weights_a=a_weights,
+        weights_b=b_weights,
+        similarity=similarity,
+        max_ratio=max_ratio,
+        leaf_modules=leaf_module or (),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+@app.command()
+def inspect(
+    folder: Annotated[
+        Path, typer.Argument(help="A saved supernetwork folder.", callback=expand_user)
+    ],
+    samples: Annotated[int, typer.Option(help="Random offspring to cost.")] = 8,
+    as_json: AsJson = False,
+) -> None:
+    """Parents, matches, variables and the cost of a sample of offspring."""
+    report = api.inspect(folder, samples)
+    if as_json:
+        print(json.dumps(report, indent=1))
+        return
+    out = Console()
+    for p in report["parents"]:
+        out.print(
+            f"parent {p['side'].upper()}: {p.get('spec')}  {p['macs'] / 1e6:.2f} MMACs, "
+            f"{p['params'] / 1e6:.2f} M params"
+        )
+    out.print(
+        f"task {report['task']}; {len(report['matches'])} matched points; "
+        f"{report['variables']} variables (output switch first)"
+    )
+    table = Table("MMACs", "M params", "offspring", title="sample of offspring")
+    for row in report["offspring_sample"]:
+        table.add_row(
+            f"{row['macs'] / 1e6:.2f}", f"{row['params'] / 1e6:.2f}", row["description"][:100]
+        )
+    out.print(table)

@@ -1,0 +1,120 @@
+"""The search command: a new run, or `--resume` of an interrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import api
+from ..errors import EvostitchError
+from ..files import expand_user
+from .app import ALGORITHM_HELP, app
+
+
+@app.command()
+def search(
+    supernet: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A saved supernetwork folder (not with --resume).", callback=expand_user
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="New run folder.", callback=expand_user)
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue this run folder after a crash.", callback=expand_user
+        ),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Dataset spec; default: the one the stitches trained on.")
+    ] = None,
+    algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = api.DEFAULT_ALGORITHM,
+    budget: Annotated[
+        int, typer.Option(help="Evaluations to perform (cache hits are free).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
+    population: Annotated[int, typer.Option(help="Population size.")] = 64,
+    p_stitch: Annotated[
+        float, typer.Option(help="Initial probability that a switch takes the stitched input.")
+    ] = 0.02,
+    steer_to: Annotated[
+        float,
+        typer.Option(help="Final floor on the metric, rising from 0 over the budget (0: none)."),
+    ] = 0.5,
+    backend: Annotated[str, typer.Option(help="inprocess (default) or ray.")] = "inprocess",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster: auto or HOST:PORT; local Ray if absent.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Ray workers.")] = 2,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPU share per Ray worker.")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker.")] = 1.0,
+    batch: Annotated[
+        int,
+        typer.Option(
+            help="Offspring a worker evaluates together, computing what they share once "
+            "(1: one at a time)."
+        ),
+    ] = api.DEFAULT_EVAL_BATCH,
+) -> None:
+    """Search a supernetwork's offspring for accuracy (or mIoU) against MACs; the run
+    folder keeps every evaluation and the front (front.csv)."""
+    if batch < 1:
+        raise EvostitchError("need --batch >= 1")
+    options = {
+        "backend": backend,
+        "batch": batch,
+        "workers": workers,
+        "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker,
+        "ray_address": ray_address,
+    }
+    if resume is not None:
+        if supernet is not None or out is not None:
+            raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
+        run = api.resume(resume, **options)
+    else:
+        if supernet is None or out is None:
+            raise EvostitchError("give a SUPERNET folder and --out RUN (or --resume RUN)")
+        if data is None:
+            api.supernet_data(supernet)  # a missing or unsaved folder fails here, in one line
+        run = api.search(
+            supernet,
+            out=out,
+            data=data,
+            algorithm=algorithm,
+            budget=budget,
+            seed=seed,
+            population=population,
+            p_stitch=p_stitch,
+            steer_to=steer_to,
+            **options,
+        )
+    print_search(run)
+
+
+def print_search(run: api.Run) -> None:
+    """Counters of the search, the front as a table, and where front.csv is."""
+    result, out = run.result, Console()
+    out.print(
+        f"{result.performed} evaluations performed, {result.cache_hits + result.memo_hits} "
+        f"known networks skipped ({result.memo_hits} by the algorithm's memo, "
+        f"{result.cache_hits} by the run's cache), {result.failed} failed; "
+        f"stopped: {result.stopped}; run in {run.path}"
+    )
+    table = Table("metric", "MMACs", "genotype (stitched switches)", title="front")
+    for r in sorted(result.front, key=lambda r: r.objectives[1]):
+        on = [i for i, v in enumerate(r.canonical) if v and i > 0]
+        table.add_row(
+            f"{-r.objectives[0]:.4f}",
+            f"{r.objectives[1] / 1e6:.3f}",
+            f"out={r.canonical[0]} switches={on}",
+        )
+    out.print(table)
+    out.print(f"front and reference solutions: {run.path / 'front.csv'}")

@@ -1,0 +1,175 @@
+"""The demo: bundled real data -> two trained parents -> supernetwork -> search -> report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from ..api import DEFAULT_EVAL_BATCH
+from ..api import search as search_supernet
+from ..data import load_dataset
+from ..devices import torch_threads
+from ..errors import RunError
+from ..evolution.stitching import make_evaluator
+from ..files import user_path
+from ..results.report import LABELS, write_report
+from ..results.run import reference_name
+from ..supernet import Supernet
+from ..training import train_stitches
+from .parents import get_demo_parents
+
+if TYPE_CHECKING:
+    from ..evaluation import Evaluator
+
+SUMMARY = "summary.json"
+DEMO_STITCH_EPOCHS = 1.0  # the `demo` command's default
+
+
+def build_demo_supernet(
+    task: str,
+    folder: Path,
+    *,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    parent_steps: int | None = None,
+) -> tuple[Supernet, dict]:
+    """The demo parents (weights saved into `folder`) joined into an untrained supernetwork.
+
+    Returns it with `get_demo_parents`' info dict.
+    """
+    from safetensors.torch import save_file
+
+    model_a, model_b, info = get_demo_parents(
+        task, cache_dir=cache_dir, progress=progress, steps=parent_steps
+    )
+    num_classes = info["dataset_info"].num_classes
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for name, model in zip(info["names"], (model_a, model_b), strict=True):
+        path = folder / f"{name}.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(path))
+        specs.append((f"demo:{name}?num_classes={num_classes}", path))
+    net = Supernet.build(
+        specs[0][0],
+        specs[1][0],
+        info["dataset_info"].input_shape,
+        weights_a=specs[0][1],
+        weights_b=specs[1][1],
+    )
+    net.data = info["dataset"]
+    return net, info
+
+
+def run_demo(
+    task: str,
+    out: Path,
+    *,
+    algorithm: str,
+    budget: int,
+    epochs: float,
+    population: int,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    parent_steps: int | None = None,
+    threads: int | None = 1,
+) -> dict:
+    """Run the whole pipeline into `out`; `summary.json` is written last (it marks success).
+
+    `parent_steps` overrides the parents' training length (tests use a few steps).
+    `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
+    small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
+    """
+    out = user_path(out)
+    if (out / SUMMARY).exists():
+        raise RunError(f"{out} already holds a finished demo: choose another --out")
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out / "supernet", ignore_errors=True)  # an interrupted earlier demo
+        shutil.rmtree(out / "run", ignore_errors=True)
+    with torch_threads(threads):
+        say = Console(stderr=True).print if progress else (lambda *a, **k: None)
+        start = time.perf_counter()
+        say("[bold]1/3[/bold] parents (from the cache, else trained now), matching, stitches")
+        net, info = build_demo_supernet(
+            task, out / "parents", cache_dir=cache_dir, progress=progress, parent_steps=parent_steps
+        )
+        spec = info["dataset"]
+        say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
+        say("[bold]2/3[/bold] training the stitches (parents frozen)")
+        result = train_stitches(
+            net, load_dataset(spec, "train"), epochs=epochs, seed=seed, progress=progress
+        )
+        net.save(out / "supernet")
+        result.save(out / "supernet" / "stitch_losses.json")
+        say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
+        run = search_supernet(
+            out / "supernet",
+            out=out / "run",
+            data=spec,
+            algorithm=algorithm,
+            budget=budget,
+            seed=seed,
+            population=population,
+            p_stitch=0.02,
+            batch=DEFAULT_EVAL_BATCH,
+            progress=progress,
+        )
+        search, records = run.result, run.records
+        by_name = {reference_name(r.canonical): r for r in records}
+        refs = {label: by_name[k] for k, label in LABELS.items() if k in by_name}
+        files = write_report(out / "run")  # its references: those stored in the run
+        reference_set = set(net.reference_genotypes)
+        front = {r.canonical for r in search.front}
+        best = _best_offspring(records, reference_set, front)
+        test = make_evaluator(net, spec, "test")  # held-out check of what the summary shows
+        folder = out.resolve()
+        summary = {
+            "task": task,
+            "metric": test.metric_name,
+            "dataset": spec,
+            "parents_test": info["metrics"],
+            "references": {k: _row(r, test) for k, r in refs.items()},
+            "best": {
+                **_row(best, test),
+                "genotype": list(best.canonical),
+                "description": net.describe(best.canonical),
+                "on_front": best.canonical in front,
+            },
+            "front_size": len(search.front),
+            "front_stitched": sum(r.canonical not in reference_set for r in search.front),
+            "evaluations": search.performed,
+            "seconds": time.perf_counter() - start,
+            "files": {
+                "summary": str(folder / SUMMARY),
+                "supernetwork": str(folder / "supernet"),
+                "run": str(folder / "run"),
+                **{p.name: str(p.resolve()) for p in files},
+            },
+        }
+        (out / SUMMARY).write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def _best_offspring(records: list, references: set, front: set) -> Any:
+    """The most accurate (then cheapest) stitched offspring on the front, else of all
+    evaluated; a reference solution only if the search evaluated nothing else."""
+    stitched = [r for r in records if r.canonical not in references]
+    pool = [r for r in stitched if r.canonical in front] or stitched or records
+    if not pool:
+        raise RunError("the search evaluated nothing")
+    return min(pool, key=lambda r: tuple(r.objectives))
+
+
+def _row(record: Any, test: Evaluator) -> dict[str, float]:
+    """Validation metric (from the search), test metric and MACs of one genotype."""
+    return {
+        "metric": -record.objectives[0],
+        "test_metric": test.metrics(record.canonical)[test.metric_name],
+        "macs": record.objectives[1],
+    }

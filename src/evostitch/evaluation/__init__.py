@@ -1,0 +1,15 @@
+"""Scoring offspring on data: task metrics, one offspring at a time or a population."""
+
+from .evaluator import Evaluator
+from .metrics import ClassificationMetric, SegmentationMetric, make_metric, primary_metric
+from .shared import DEFAULT_BUDGET, SharedEvaluator
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "ClassificationMetric",
+    "Evaluator",
+    "SegmentationMetric",
+    "SharedEvaluator",
+    "make_metric",
+    "primary_metric",
+]

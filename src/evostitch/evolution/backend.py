@@ -1,0 +1,148 @@
+"""The contract between the search loop and where evaluations run.
+
+A backend takes `(ticket, genotype)` submissions and hands back `Result`s as they
+complete. Workers are built from a picklable *evaluator factory*, a zero-argument
+callable returning the evaluate function (e.g. a `functools.partial` of a top-level
+function). It is called once per worker, so a worker loads its model and data once and
+then evaluates many genotypes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evostitch.errors import SearchError
+from evostitch.evolution.base import Genotype, Objectives
+
+Evaluator = Callable[[Genotype], Objectives]
+EvaluatorFactory = Callable[[], Evaluator]
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished evaluation: objectives, or None and `error` (one line) when it failed."""
+
+    ticket: int
+    genotype: Genotype
+    objectives: Objectives | None
+    error: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+class Backend(ABC):
+    """Runs evaluations. `capacity` is how many it wants in flight to keep its workers busy."""
+
+    capacity: int = 1
+
+    @abstractmethod
+    def submit(self, ticket: int, genotype: Genotype) -> None:
+        """Start evaluating `genotype`; its Result will carry `ticket`."""
+
+    @abstractmethod
+    def results(self, timeout: float | None = None) -> list[Result]:
+        """Results completed so far, waiting up to `timeout` seconds for at least one."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release workers. Idempotent."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def error_line(exc: BaseException) -> str:
+    """`Type: message` on one line, with the innermost frame that raised it."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" [{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}]" if frames else ""
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def evaluate_one(evaluate: Evaluator, ticket: int, genotype: Genotype, worker: str) -> Result:
+    """Run one evaluation, turning an exception into a failed Result."""
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        objectives: Objectives | None = tuple(float(v) for v in evaluate(genotype))
+        error = None
+    except Exception as e:
+        objectives, error = None, error_line(e)
+    seconds = time.perf_counter() - t0
+    return Result(ticket, genotype, objectives, error, seconds, worker, started, time.time())
+
+
+def evaluate_batch(
+    evaluate: Evaluator, items: list[tuple[int, Genotype]], worker: str
+) -> list[Result]:
+    """Evaluate `(ticket, genotype)` items together through `evaluate.evaluate_many`, if the
+    evaluator has one (each Result gets an equal share of the time), else one at a time.
+
+    If the batch call fails, the items are evaluated one at a time, so that a failure is
+    reported for its own genotype only.
+    """
+    many = getattr(evaluate, "evaluate_many", None)
+    if many is not None and len(items) > 1:
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            values = [tuple(float(v) for v in o) for o in many([g for _, g in items])]
+        except Exception:
+            values = []
+        if len(values) == len(items):
+            seconds, now = (time.perf_counter() - t0) / len(items), time.time()
+            return [
+                Result(t, g, o, None, seconds, worker, started, now)
+                for (t, g), o in zip(items, values, strict=True)
+            ]
+    return [evaluate_one(evaluate, t, g, worker) for t, g in items]
+
+
+class SerialBackend(Backend):
+    """Evaluates in the calling thread, in ticket order, with an evaluator built once.
+
+    `batch_size` (default 1) is how many submissions it accepts before `results()`
+    evaluates them all, together when the evaluator has `evaluate_many` (see
+    `evaluate_batch`); it also lets a deterministic Ray schedule with the same batch size
+    be checked against this backend exactly. What the search loop uses when given none.
+    """
+
+    def __init__(self, evaluator_factory: EvaluatorFactory, batch_size: int = 1) -> None:
+        if batch_size < 1:
+            raise SearchError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.capacity = batch_size
+        self._factory = evaluator_factory
+        self._evaluate: Evaluator | None = None
+        self._queue: list[tuple[int, Genotype]] = []
+        self._worker = worker_name()
+
+    def submit(self, ticket: int, genotype: Genotype) -> None:
+        self._queue.append((ticket, tuple(genotype)))
+
+    def results(self, timeout: float | None = None) -> list[Result]:
+        if not self._queue:
+            return []
+        return self._run(self._take())
+
+    def _take(self) -> list[tuple[int, Genotype]]:
+        batch, self._queue = sorted(self._queue), []
+        return batch
+
+    def _run(self, batch: list[tuple[int, Genotype]]) -> list[Result]:
+        if self._evaluate is None:
+            self._evaluate = self._factory()
+        return evaluate_batch(self._evaluate, batch, self._worker)

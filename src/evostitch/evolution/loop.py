@@ -1,0 +1,323 @@
+"""The search loop: ask the algorithm, evaluate through a backend, store, tell, checkpoint.
+
+Rules the loop keeps:
+
+- The backend is kept full: the loop asks until `backend.capacity` evaluations are in
+  flight (or the algorithm answers None: it waits for results).
+- A candidate whose canonical genotype is stored is told at once from the cache; one whose
+  canonical genotype is being evaluated waits for that evaluation. Both count as cache
+  hits; neither is evaluated. Algorithms with a memo of their own (ours) skip most known
+  networks before asking (`memo_hits`); the loop hands them the stored rows first
+  (`Algorithm.remember`), so a resumed algorithm knows what was evaluated before.
+- The budget counts *performed* evaluations: rows in the run's database, across resumes.
+- Guards against an algorithm that only produces cache hits: the loop stops after
+  `max_requests` asks in one call (default 20 x budget) or `max_consecutive_hits` cache
+  hits in a row (default 10,000); `SearchResult.stopped` says why it stopped.
+- A failed evaluation (the evaluator raised, returned the wrong number of objectives or a
+  non-finite value, or its worker kept dying) is stored with status "failed", printed as
+  one line, and told to the algorithm as the worst objectives (+inf on every objective;
+  our algorithms rank such a solution below all others). It is never retried by the
+  loop: a resumed run serves it from the cache like any stored row.
+- The database is the source of truth. Every row is queued for commit as soon as it is
+  stored, and committed by the store's writer thread while the next evaluation runs; the
+  algorithm's checkpoint is written every `checkpoint_every` evaluations (queued after
+  the rows, on the same thread) and at the end, so after a SIGKILL it may lag the
+  database (which may lack the rows still queued, normally none or one). When
+  `run_search` returns or raises, every row is committed. A resumed algorithm that asks
+  again for a genotype stored after its checkpoint gets it from the cache, free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from evostitch.errors import RunError, SearchError
+from evostitch.evolution.archive import nondominated
+from evostitch.evolution.backend import Backend, Result, SerialBackend
+from evostitch.evolution.base import Algorithm, Genotype, Problem
+from evostitch.evolution.cache import CacheCounters, EvaluationCache
+from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
+
+CHECKPOINT_FORMAT = "evostitch-checkpoint"
+
+
+@dataclass
+class SearchResult:
+    """Counters over the whole run (across resumes), the archive, and how this call went.
+
+    `front` is the non-dominated set of the stored (ok) rows: the database's view, which
+    holds even when the algorithm's own `archive` lags after a crash. `memo_hits`: known
+    networks the algorithm skipped itself, without asking (across resumes).
+    """
+
+    requested: int
+    performed: int
+    cache_hits: int
+    failed: int
+    evaluated_now: int
+    wall_seconds: float
+    stopped: str
+    archive: Any = None
+    front: list[EvaluationRecord] = field(default_factory=list)
+    memo_hits: int = 0
+
+
+def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
+    """Load the algorithm's state from the run's checkpoint; False if there is none yet."""
+    checkpoint = store.load_checkpoint()
+    if checkpoint is None or "state" not in checkpoint:
+        return False
+    if checkpoint.get("algorithm") != algorithm.name:
+        raise RunError(
+            f"{store.path} was checkpointed by algorithm {checkpoint.get('algorithm')!r},"
+            f" not {algorithm.name!r}"
+        )
+    try:
+        algorithm.load_state_dict(checkpoint["state"])
+    except (KeyError, TypeError, ValueError, IndexError, SearchError) as e:  # hand-edited, or old
+        raise RunError(
+            f"{store.path}: the checkpoint does not fit algorithm {algorithm.name!r}"
+            f" ({type(e).__name__}: {e}); the stored evaluations are intact"
+        ) from None
+    return True
+
+
+def run_search(
+    problem: Problem,
+    algorithm: Algorithm,
+    store: RunStore,
+    backend: Backend | None = None,
+    budget: int | None = None,
+    *,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+    max_requests: int | None = None,
+    max_consecutive_hits: int = 10_000,
+    poll_seconds: float = 0.25,
+) -> SearchResult:
+    """Search until `budget` evaluations are stored (default: the run config's budget).
+
+    `backend` defaults to evaluating `problem.evaluate` in this process. The store's rows
+    pre-fill the cache, so calling this on a resumed store never re-evaluates anything.
+    """
+    budget = store.config.budget if budget is None else budget
+    backend = backend or SerialBackend(lambda: problem.evaluate)
+    max_requests = 20 * budget if max_requests is None else max_requests
+    cache = EvaluationCache(problem, store)
+    for stored in cache.records():
+        algorithm.remember(stored.canonical, cache.told(stored))
+    _restore_counters(store, cache.counters)
+    start, performed_before = time.perf_counter(), cache.counters.performed
+    submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical genotype
+    waiting: dict[Genotype, list[int]] = {}  # canonical genotype in flight -> tickets
+    asked, hits_in_a_row, stopped = 0, 0, ""
+    last_checkpoint = cache.counters.performed
+    view = _View(progress, budget, backend.capacity, algorithm, cache)
+
+    def remaining() -> int:
+        return budget - cache.counters.performed - len(submitted)
+
+    try:
+        while True:
+            while not stopped and len(submitted) < backend.capacity and remaining() > 0:
+                candidate = algorithm.ask()
+                if candidate is None:
+                    break
+                asked += 1
+                canonical, record = cache.lookup(candidate.genotype)
+                if record is not None:
+                    hits_in_a_row += 1
+                    algorithm.tell(candidate.ticket, cache.told(record))
+                elif canonical in waiting:
+                    hits_in_a_row += 1
+                    cache.count_hit()
+                    waiting[canonical].append(candidate.ticket)
+                else:
+                    hits_in_a_row = 0
+                    backend.submit(candidate.ticket, candidate.genotype)
+                    submitted[candidate.ticket] = canonical
+                    waiting[canonical] = [candidate.ticket]
+                if asked >= max_requests:
+                    stopped = "max_requests"
+                elif hits_in_a_row >= max_consecutive_hits:
+                    stopped = "cache_hits"
+            view.update(cache.counters, performed_before, len(submitted))
+            if not submitted:
+                stopped = stopped or ("budget" if remaining() <= 0 else "algorithm")
+                break
+            for result in backend.results(timeout=poll_seconds):
+                canonical = submitted.pop(result.ticket)
+                record = cache.add(_record(result, canonical, problem.n_objectives))
+                if not record.ok:
+                    view.failure(record)
+                for ticket in waiting.pop(canonical):
+                    algorithm.tell(ticket, cache.told(record))
+            if cache.counters.performed - last_checkpoint >= checkpoint_every:
+                _checkpoint(store, algorithm, cache.counters, later=True)
+                last_checkpoint = cache.counters.performed
+    except BaseException:  # (Ctrl-C too) the last periodic checkpoint stays: consistent
+        with contextlib.suppress(Exception):  # a failed write is raised by store.close()
+            store.flush()
+        raise
+    finally:
+        view.close(cache.counters, performed_before, len(submitted))
+    _checkpoint(store, algorithm, cache.counters)
+    c = cache.counters
+    return SearchResult(
+        requested=c.requested,
+        performed=c.performed,
+        cache_hits=c.cache_hits,
+        failed=c.failed,
+        evaluated_now=c.performed - performed_before,
+        wall_seconds=time.perf_counter() - start,
+        stopped=stopped,
+        archive=getattr(algorithm, "archive", None),
+        front=nondominated(cache.records()),
+        memo_hits=algorithm.memo_hits,
+    )
+
+
+def resume_search(
+    path: str | os.PathLike[str],
+    problem: Problem,
+    algorithm_factory: Callable[[RunConfig], Algorithm],
+    backend: Backend | None = None,
+    budget: int | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Continue the run in `path` to its budget without re-evaluating anything stored.
+
+    `algorithm_factory` rebuilds the algorithm from the run's config (name, params, seed);
+    its state is then restored from checkpoint.json when there is one. `options` are
+    passed to `run_search`.
+    """
+    with RunStore.open(path) as store:
+        algorithm = algorithm_factory(store.config)
+        restore_from_checkpoint(store, algorithm)
+        return run_search(problem, algorithm, store, backend, budget, **options)
+
+
+def _record(result: Result, canonical: Genotype, n_objectives: int) -> EvaluationRecord:
+    objectives, error = result.objectives, result.error
+    if objectives is not None and len(objectives) != n_objectives:
+        objectives, error = None, f"expected {n_objectives} objectives, got {len(objectives)}"
+    elif objectives is not None and not all(math.isfinite(v) for v in objectives):
+        objectives, error = None, f"objectives are not finite: {objectives}"
+    return EvaluationRecord(
+        genotype=tuple(result.genotype),
+        canonical=canonical,
+        objectives=objectives,
+        error=error or (None if objectives is not None else "failed"),
+        seconds=result.seconds,
+        worker=result.worker,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+    )
+
+
+def _checkpoint(
+    store: RunStore, algorithm: Algorithm, counters: CacheCounters, later: bool = False
+) -> None:
+    """Save the algorithm's checkpoint; `later`: on the store's writer thread."""
+    save = store.save_checkpoint_later if later else store.save_checkpoint
+    save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "algorithm": algorithm.name,
+            "rows": counters.performed,
+            "counters": asdict(counters),
+            "saved_at": time.time(),
+            "state": algorithm.state_dict(),
+        }
+    )
+
+
+def _restore_counters(store: RunStore, counters: CacheCounters) -> None:
+    """Requests and hits come from the checkpoint; rows stored after it count as requests."""
+    checkpoint = store.load_checkpoint() or {}
+    saved = checkpoint.get("counters", {})
+    counters.cache_hits = int(saved.get("cache_hits", 0))
+    rows_after = counters.performed - int(checkpoint.get("rows", 0))
+    counters.requested = int(saved.get("requested", 0)) + max(0, rows_after)
+
+
+class _View:
+    """The progress bar (when enabled) and one line per failed evaluation (always)."""
+
+    def __init__(self, enabled: bool, budget: int, capacity: int, algorithm, cache) -> None:
+        self.console = Console(stderr=True)
+        self.capacity = capacity
+        self.algorithm: Algorithm = algorithm
+        self.cache: EvaluationCache = cache
+        self.start = time.perf_counter()
+        self._hv, self._hv_time = "-", -math.inf
+        self.progress = None
+        if enabled:
+            self.progress = Progress(
+                TextColumn("[bold]search"),
+                BarColumn(bar_width=10),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("search", total=budget, info="")
+            self.progress.start()
+
+    def failure(self, record: EvaluationRecord) -> None:
+        genotype = "".join(map(str, record.genotype))
+        self.console.print(f"evaluation failed [{genotype}]: {record.error}", markup=False)
+
+    def update(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+        if self.progress is None:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = (c.performed - performed_before) / elapsed
+        info = (
+            f"hits {c.cache_hits} memo {self.algorithm.memo_hits}"
+            + (f" failed {c.failed}" if c.failed else "")  # fits 80 columns otherwise
+            + f" {rate:.1f}/s busy {busy}/{self.capacity} HV {self._hypervolume()}"
+        )
+        self.progress.update(self.task, completed=c.performed, info=info)
+
+    def _hypervolume(self) -> str:
+        """The archive's hypervolume, refreshed at most every 2 seconds; "-" if unknown.
+
+        Either the archive's own `hypervolume()`, or, for an archive with an
+        `objectives_array()`, the volume against a reference point derived from the
+        evaluated reference solutions (`evostitch.evolution.archive`). Any error: "-".
+        """
+        if time.perf_counter() - self._hv_time < 2.0:
+            return self._hv
+        self._hv_time = time.perf_counter()
+        archive = getattr(self.algorithm, "archive", None)
+        try:
+            method = getattr(archive, "hypervolume", None)
+            if callable(method):
+                self._hv = f"{float(method()):.3g}"
+            elif callable(getattr(archive, "objectives_array", None)):
+                from evostitch.evolution.archive import hypervolume, reference_point_from
+
+                refs = [self.cache.lookup_stored(g) for g in self.cache.problem.references]
+                refs = [r.objectives for r in refs if r is not None and r.ok]
+                if refs:
+                    point = reference_point_from(refs)
+                    self._hv = f"{hypervolume(archive.objectives_array(), point):.3g}"
+        except Exception:  # an archive that needs arguments, a module still missing...
+            self._hv = "-"
+        return self._hv
+
+    def close(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+        if self.progress is not None:
+            self._hv_time = -math.inf
+            self.update(c, performed_before, busy)
+            self.progress.stop()

@@ -1,0 +1,108 @@
+"""The stitching search problem: a supernetwork's genotypes, scored on a data split.
+
+Objectives (both minimised): the negated task metric (accuracy or mean IoU) on the
+validation split, and MACs per input. The reference solutions are the parents and
+their ensembles. Evaluators are built from plain values (`evaluator_factory`), so a
+Ray worker can build its own once and evaluate many genotypes; the evaluator's
+`evaluate_many` scores the genotypes a worker holds at once, sharing their computation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evostitch.data import dataset_info, load_dataset
+from evostitch.errors import DataError, RunError
+from evostitch.evaluation import DEFAULT_BUDGET, Evaluator
+from evostitch.evolution.base import Genotype, Objectives, Problem
+from evostitch.files import absolute
+from evostitch.supernet import Supernet
+
+
+def make_evaluator(
+    net: Supernet,
+    data: str,
+    split: str = "val",
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
+) -> Evaluator:
+    info = dataset_info(data)
+    if info.task != net.task:
+        raise DataError(f"{data} is a {info.task} dataset, the supernetwork does {net.task}")
+    return Evaluator(
+        net,
+        load_dataset(data, split),
+        info.num_classes,
+        batch_size=batch_size,
+        device=device,
+        budget_bytes=budget_bytes,
+        autocast=autocast,
+    )
+
+
+def load_objectives(
+    supernet: str,
+    data: str,
+    split: str = "val",
+    batch_size: int = 256,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
+) -> Callable[[Genotype], Objectives]:
+    """Load a saved supernetwork and a split; return its objective function (an `Evaluator`:
+    call it on one genotype, or `evaluate_many` on several)."""
+    net = Supernet.load(supernet)
+    return make_evaluator(
+        net, data, split, batch_size=batch_size, budget_bytes=budget_bytes, autocast=autocast
+    )
+
+
+def evaluator_factory(
+    supernet: str | Path,
+    data: str,
+    split: str = "val",
+    batch_size: int = 256,
+    *,
+    budget_bytes: int | None = DEFAULT_BUDGET,
+    autocast: bool = False,
+):
+    """A picklable zero-argument factory of the objective function (for backends)."""
+    path = str(absolute(supernet))
+    return functools.partial(load_objectives, path, data, split, batch_size, budget_bytes, autocast)
+
+
+def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:
+    metric = "accuracy" if net.task == "classification" else "miou"
+    return Problem(
+        cardinalities=list(net.genotype_spec),
+        evaluate=evaluate,
+        n_objectives=2,
+        objective_names=(f"-{metric}", "macs"),
+        canonical=net.canonical,
+        references=net.reference_genotypes,
+        metric_index=0,
+    )
+
+
+def problem_spec(supernet: str | Path, data: str, split: str = "val") -> dict[str, Any]:
+    """What a run config records to rebuild the problem on resume."""
+    return {
+        "kind": "stitching",
+        "supernet": str(absolute(supernet)),
+        "data": data,
+        "split": split,
+    }
+
+
+def problem_from_spec(spec: dict[str, Any]) -> tuple[Problem, Supernet]:
+    """Rebuild the problem (evaluated in this process) from a run config's spec."""
+    if spec.get("kind") != "stitching":
+        raise RunError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
+    net = Supernet.load(spec["supernet"])
+    evaluator = make_evaluator(net, spec["data"], spec.get("split", "val"))
+    return stitching_problem(net, evaluator), net

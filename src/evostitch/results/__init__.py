@@ -1,0 +1,2 @@
+"""What a finished (or running) search leaves: its solutions, report, re-evaluation on
+held-out data, fine-tuned offspring and exported offspring."""

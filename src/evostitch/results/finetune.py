@@ -1,0 +1,149 @@
+"""Fine-tune one offspring briefly on the training split (METHOD.md step 11).
+
+The offspring is a deep copy of `Supernet.extract(genotype)`: the supernetwork is
+never changed. All its parameters train, or only its stitches (`stitches_only`).
+The network stays in eval mode while it trains: batch-norm statistics stay frozen
+(batches of 8 are too small to estimate them) and dropout stays off. Loss: cross-
+entropy (pixels with the ignore index are skipped for segmentation); AdamW with a
+constant learning rate (the paper: 1e-4, batches of 8, up to 1,000 batches).
+
+`finetune_solution` writes ``RUN/finetuned/<solution>/``: ``weights.safetensors``
+(the offspring's state dict) and ``finetune.json`` (options, losses, metrics before
+and after on the validation and test splits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import fx
+from torch.utils.data import Dataset
+
+from ..data import dataset_info, load_dataset
+from ..devices import default_device
+from ..errors import SupernetError
+from ..evaluation.metrics import evaluate, make_metric
+from ..files import user_path
+from ..progress import progress_bar
+from ..supernet import Supernet
+from .export import offspring_module
+from .run import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
+
+SUMMARY = "finetune.json"
+
+
+def finetune(
+    net: Supernet,
+    genotype: tuple[int, ...],
+    train: Dataset,
+    *,
+    epochs: float = 1.0,
+    max_batches: int | None = None,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    stitches_only: bool = False,
+    seed: int = 0,
+    device: Any = None,
+    progress: bool = True,
+) -> tuple[fx.GraphModule, list[float]]:
+    """Train a copy of the offspring; return it (eval mode) and the loss per batch."""
+    device = torch.device(device) if device is not None else default_device()
+    model = offspring_module(net, genotype).to(device)
+    _without_inplace(model)
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not stitches_only or name.startswith("stitches."))
+        if p.requires_grad:
+            params.append(p)
+    if not params:
+        raise SupernetError("nothing to train: this offspring uses no stitches")
+    n = len(train)
+    steps = max(math.ceil(epochs * n / batch_size), 1)
+    steps = min(steps, max_batches) if max_batches else steps
+    opt = torch.optim.AdamW(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    order, losses = torch.empty(0, dtype=torch.long), []
+    with progress_bar("fine-tuning", total=steps, enabled=progress) as bar:
+        for _ in range(steps):
+            if len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(n, generator=gen)])
+            batch, order = order[:batch_size], order[batch_size:]
+            x = torch.stack([train[int(i)][0] for i in batch]).to(device)
+            y = torch.stack([torch.as_tensor(train[int(i)][1]) for i in batch]).to(device)
+            loss = F.cross_entropy(model(x), y.long(), ignore_index=255)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.update(advance=1, description=f"fine-tuning (loss {losses[-1]:.4f})")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), losses
+
+
+def _without_inplace(model: fx.GraphModule) -> None:
+    """Make in-place ops out-of-place: they would overwrite what a stitch's gradient needs."""
+    for m in model.modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
+    for node in model.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    model.recompile()
+
+
+def finetune_solution(
+    run: str | Path,
+    solution: str,
+    *,
+    device: Any = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Fine-tune the run's solution `solution`; save and return the summary (see above)."""
+    run = user_path(run)
+    config, records = read_run(run)
+    net = load_supernet(config)
+    found = find_solution(net, records, solution)
+    data = config.problem["data"]
+    info = dataset_info(data)
+    device = torch.device(device) if device is not None else default_device()
+    splits = {s: load_dataset(data, s) for s in (config.problem.get("split", "val"), "test")}
+
+    def scores(model: torch.nn.Module) -> dict[str, dict[str, float]]:
+        metric = make_metric(net.task, info.num_classes, info.ignore_index or 255)
+        return {s: evaluate(model, d, metric, device=device) for s, d in splits.items()}
+
+    before = scores(net.extract(found.genotype).to(device).eval())
+    model, losses = finetune(
+        net,
+        found.genotype,
+        load_dataset(data, "train"),
+        device=device,
+        progress=progress,
+        **options,
+    )
+    summary = {
+        "solution": found.label,
+        "id": found.id,
+        "genotype": genotype_text(found.genotype),
+        "data": data,
+        "options": options,
+        "batches": len(losses),
+        "losses": losses,
+        "before": before,
+        "after": scores(model),
+    }
+    folder = finetuned_weights(run, found.label).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(finetuned_weights(run, found.label)))
+    (folder / SUMMARY).write_text(json.dumps(summary, indent=1))
+    summary["folder"] = str(folder)
+    return summary

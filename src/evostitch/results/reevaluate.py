@@ -1,0 +1,84 @@
+"""A run's solutions (its front and the reference solutions) and their re-evaluation.
+
+Validation scores partly overfit: the search picked them. `reevaluate(run, "test")`
+scores every front member and every reference solution on a held-out split, and on
+the search's own split again with every metric of the task (ECE with 15 bins for
+classifiers), then writes ``RUN/reevaluation_<split>.json`` atomically::
+
+    {"format": "evostitch-reevaluation", "version": 1, "split": "test", "search_split": "val",
+     "data": "digits", "task": "classification", "metric": "accuracy", "created": "...",
+     "solutions": [{"label": "7", "id": 7, "name": null, "genotype": "2000100...",
+                    "val": {"accuracy": ..., "ece": ..., "macs": ...}, "test": {...}}]}
+
+Solutions are named as in `evostitch.results.run`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunError
+from ..evolution.store import write_json_atomic
+from ..files import user_path
+from .run import genotype_text, load_supernet, read_run, run_solutions
+
+FORMAT = "evostitch-reevaluation"
+
+
+def reevaluate(
+    run: str | Path, split: str = "test", *, batch_size: int = 256, device: Any = None
+) -> Path:
+    """Score the front and the reference solutions on `split`; write and return the file."""
+    from ..evolution.stitching import make_evaluator
+
+    run = user_path(run)
+    config, records = read_run(run)
+    search_split = config.problem.get("split", "val")
+    if split == search_split:
+        raise RunError(f"the run was searched on {split!r}: re-evaluate on another split")
+    net = load_supernet(config)
+    data = config.problem["data"]
+    held_out = make_evaluator(net, data, split, batch_size=batch_size, device=device)
+    searched = make_evaluator(net, data, search_split, batch_size=batch_size, device=device)
+    rows = [
+        {
+            "label": s.label,
+            "id": s.id,
+            "name": s.name,
+            "genotype": genotype_text(s.genotype),
+            search_split: searched.metrics(s.genotype),
+            split: held_out.metrics(s.genotype),
+        }
+        for s in run_solutions(net, records)
+    ]
+    result = {
+        "format": FORMAT,
+        "version": 1,
+        "split": split,
+        "search_split": search_split,
+        "data": data,
+        "task": net.task,
+        "metric": held_out.metric_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "solutions": rows,
+    }
+    path = run / f"reevaluation_{split}.json"
+    write_json_atomic(path, result)
+    return path
+
+
+def load_reevaluation(run: str | Path, split: str = "test") -> dict | None:
+    """The re-evaluation stored in the run folder, or None if there is none."""
+    path = user_path(run) / f"reevaluation_{split}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise RunError(f"{path} is not an evostitch re-evaluation")
+    return data

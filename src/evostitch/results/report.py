@@ -1,0 +1,334 @@
+"""Reports of search runs, written into the (first) run folder.
+
+- ``front.csv``: the front (and the reference solutions), with test metrics when the
+  run was re-evaluated (`evostitch reevaluate`);
+- ``front.png``: metric against MACs, every offspring faded, the front highlighted,
+  parents and ensembles marked (other runs' fronts as lines);
+- ``hypervolume.png``: hypervolume over evaluations, one line per run; the reference
+  point comes from the reference solutions' objectives (`reference_point_from`) and the
+  volume is shown as a fraction of the box between (metric 1, 0 MACs) and that point;
+- ``report.html``: one self-contained page (no network, data as JSON, hand-written JS)
+  with an interactive scatter, the front as a table and, for a selected offspring, the
+  two parents' graphs with the used nodes and the stitches drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from ..errors import EvostitchError, RunError
+from ..evaluation.metrics import primary_metric
+from ..evolution.archive import (
+    dominates,
+    hypervolume,
+    nondominated,
+    reference_point_from,
+    weakly_dominates,
+)
+from ..evolution.store import EvaluationRecord, RunConfig
+from ..files import absolute, user_path
+from ..supernet import SIDES, Supernet
+from .reevaluate import load_reevaluation
+from .run import genotype_text, read_run, reference_name
+
+LABELS = {
+    "parent-a": "parent A",
+    "parent-b": "parent B",
+    "ensemble": "ensemble",
+    "ensemble-prob": "ensemble (probabilities)",
+}
+MAX_POINTS = 4000  # offspring drawn in report.html (the front and references always)
+HV_POINTS = 300  # evaluations at which the hypervolume is computed
+
+
+def references_in(records: list[EvaluationRecord]) -> dict[str, tuple[float, ...]]:
+    """Objectives of the reference solutions found among `records`, by display label."""
+    found = {reference_name(r.canonical): r.objectives for r in records}
+    return {LABELS[k]: found[k] for k in LABELS if k in found}
+
+
+def _test_rows(reeval: dict | None) -> dict[str, dict]:
+    return {s["genotype"]: s for s in (reeval or {}).get("solutions", [])}
+
+
+def write_front_csv(
+    records: list[EvaluationRecord], path: Path, reeval: dict | None = None
+) -> Path:
+    """The front by MACs, then the reference solutions that are not on it."""
+    front = sorted(nondominated(records), key=lambda r: r.objectives[1])
+    refs = [r for r in records if reference_name(r.canonical) and r not in front]
+    rows = _test_rows(reeval)
+    extra = []
+    if reeval:
+        split, metric = reeval["split"], reeval["metric"]
+        extra = [f"{split}_{metric}", "gap"]
+        if reeval["task"] == "classification":
+            extra += [f"{reeval['search_split']}_ece", f"{split}_ece"]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "solution", "metric", "macs", *extra, "genotype"])
+        for r in front + refs:
+            values = []
+            if row := rows.get(genotype_text(r.canonical)):
+                test = row[split][metric]
+                values = [test, test - (-r.objectives[0])]
+                if len(extra) > 2:
+                    values += [row[reeval["search_split"]]["ece"], row[split]["ece"]]
+            values += [""] * (len(extra) - len(values))
+            name = reference_name(r.canonical) or ""
+            cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
+            writer.writerow([*cells, genotype_text(r.canonical)])
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_front(
+    records: list[EvaluationRecord],
+    references: dict[str, tuple],
+    path: Path,
+    others: list[tuple[str, list[EvaluationRecord]]] = (),
+) -> Path:
+    """Every evaluated offspring (faded), the front (highlighted), the references marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.scatter(
+        [r.objectives[1] / 1e6 for r in records],
+        [-r.objectives[0] for r in records],
+        s=8,
+        alpha=0.25,
+        color="grey",
+        label="offspring",
+    )
+    for (label, recs), color in zip(
+        [("front", records), *others], plt.cm.tab10.colors, strict=False
+    ):
+        front = sorted(nondominated(recs), key=lambda r: r.objectives[1])
+        xs, ys = [r.objectives[1] / 1e6 for r in front], [-r.objectives[0] for r in front]
+        ax.step(xs, ys, where="post", color=color, marker="o", ms=4, label=label)
+    for (name, objectives), marker in zip(references.items(), "s^Dv", strict=False):
+        ax.scatter(objectives[1] / 1e6, -objectives[0], marker=marker, s=60, zorder=3, label=name)
+    ax.set_xlabel("MMACs per input")
+    ax.set_ylabel("validation metric")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def hypervolume_trace(
+    records: list[EvaluationRecord], ref_point: tuple[float, ...], points: int = HV_POINTS
+) -> tuple[list[int], list[float]]:
+    """Hypervolume of the front after each of up to `points` evaluation counts (row ids)."""
+    marks = set(np.linspace(0, len(records) - 1, min(len(records), points)).round().astype(int))
+    front: list[tuple[float, ...]] = []
+    xs, ys = [], []
+    for k, r in enumerate(records):
+        f = r.objectives
+        if not any(weakly_dominates(q, f) for q in front):
+            front = [q for q in front if not dominates(f, q)] + [f]
+        if k in marks:
+            xs.append(r.id)
+            ys.append(hypervolume(front, ref_point))
+    return xs, ys
+
+
+def plot_hypervolume(
+    runs: list[tuple[str, list[EvaluationRecord]]], ref_point: tuple[float, ...], path: Path
+) -> tuple[Path, dict[str, float]]:
+    """One line per run; returns the path and each run's final (normalised) hypervolume."""
+    plt = _pyplot()
+    box = (ref_point[0] + 1.0) * ref_point[1] or 1.0
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    final = {}
+    for label, recs in runs:
+        xs, ys = hypervolume_trace(recs, ref_point)
+        ax.plot(xs, [y / box for y in ys], label=label, drawstyle="steps-post")
+        final[label] = ys[-1] / box if ys else 0.0
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume (fraction of box)")
+    ax.set_title(
+        f"reference point: metric {-ref_point[0]:.4g}, {ref_point[1] / 1e6:.4g} MMACs", fontsize=9
+    )
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path, final
+
+
+def _hex(bits: list[bool]) -> str:
+    bits = bits + [False] * (-len(bits) % 4)
+    return "".join(
+        f"{int(''.join('1' if b else '0' for b in bits[i : i + 4]), 2):x}"
+        for i in range(0, len(bits), 4)
+    )
+
+
+def _structure(net: Supernet, genotype: tuple[int, ...]) -> dict:
+    """Used nodes (hex bit masks per side), stitches and output of one offspring."""
+    plan = net.plan(genotype)
+    index = {s: {n: i for i, n in enumerate(net.graphs[s].nodes)} for s in SIDES}
+    used = [_hex([(s, n) in plan.raw for n in net.graphs[s].nodes]) for s in SIDES]
+    stitches = [
+        [sw.side, index[sw.src[0]][sw.source], index[sw.side][sw.node]] for sw in plan.stitched
+    ]
+    return {
+        "d": net.describe(genotype),
+        "u": used,
+        "s": stitches,
+        "o": net.output_choices[genotype[0]],
+    }
+
+
+def _graphs(net: Supernet) -> dict:
+    """Both parents' nodes (name, shape, input indices) and the matched pairs, by index."""
+    out, indices = {}, {}
+    for side, spec in zip(SIDES, net.specs, strict=True):
+        g = net.graphs[side]
+        index = indices[side] = {n: i for i, n in enumerate(g.nodes)}
+        nodes = [
+            [
+                n.name,
+                "x".join(map(str, n.shape[1:])) if n.shape else "",
+                [index[i] for i in n.inputs],
+            ]
+            for n in g.nodes.values()
+        ]
+        label = (spec or {}).get("spec") or type(g.module).__name__
+        out[side] = {"spec": label, "nodes": nodes, "output": index[g.output]}
+    matches = [[indices["a"][a], indices["b"][b]] for a, b, _ in net.matches]
+    return {"graphs": out, "matches": matches}
+
+
+def _shown(records: list[EvaluationRecord], keep: set[int]) -> list[EvaluationRecord]:
+    """All records, or the kept ones plus an even sample up to MAX_POINTS."""
+    if len(records) <= MAX_POINTS:
+        return records
+    rest = [r for r in records if r.id not in keep]
+    step = len(rest) / max(MAX_POINTS - len(keep), 1)
+    sample = {rest[int(i * step)].id for i in range(max(MAX_POINTS - len(keep), 0))}
+    return [r for r in records if r.id in keep or r.id in sample]
+
+
+def html_data(
+    config: RunConfig,
+    records: list[EvaluationRecord],
+    net: Supernet | None,
+    reeval: dict | None,
+    summary: dict,
+) -> dict:
+    """Everything report.html shows, as plain JSON-able values."""
+    front = {r.id for r in nondominated(records)}
+    keep = front | {r.id for r in records if reference_name(r.canonical)}
+    rows = _test_rows(reeval)
+    points = []
+    for r in _shown(records, keep):
+        p = {"id": r.id, "m": -r.objectives[0], "c": r.objectives[1], "f": r.id in front}
+        p["ref"] = reference_name(r.canonical)
+        if net is not None:
+            p |= _structure(net, r.canonical)
+        if row := rows.get(genotype_text(r.canonical)):
+            p["v"], p["t"] = row[reeval["search_split"]], row[reeval["split"]]
+        points.append(p)
+    data = {
+        **summary,
+        "metric": primary_metric(net.task) if net else (reeval or {}).get("metric", "metric"),
+        "split": config.problem.get("split", "val"),
+        "test_split": reeval["split"] if reeval else None,
+        "total": len(records),
+        "points": points,
+    }
+    if net is not None:
+        data |= _graphs(net) | {"task": net.task}
+    return data
+
+
+def write_html(data: dict, path: Path, images: list[Path] = ()) -> Path:
+    """Fill the page template with the data (and PNGs as data URIs): one offline file."""
+    template = resources.files("evostitch").joinpath("assets/report.html").read_text("utf-8")
+    data = dict(data, images=[_data_uri(p) for p in images])
+    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    path.write_text(template.replace("__DATA__", text), encoding="utf-8")
+    return path
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _load_net(config: RunConfig) -> Supernet | None:
+    try:
+        return Supernet.load(config.problem["supernet"])
+    except (EvostitchError, KeyError) as exc:
+        Console(stderr=True).print(f"[yellow]report without graphs: {exc}[/yellow]")
+        return None
+
+
+def _run_label(run: Path, config: RunConfig) -> str:
+    return f"{config.algorithm}, seed {config.seed} ({absolute(run).name})"
+
+
+def write_report(
+    run: str | Path,
+    references: dict[str, tuple] | None = None,
+    others: list[str | Path] = (),
+) -> list[Path]:
+    """Write front.csv, front.png, hypervolume.png and report.html into `run`.
+
+    `references` (label -> objectives) defaults to the reference solutions stored in the
+    run; `others` are further runs of the same problem, compared in the plots.
+    """
+    run = user_path(run)
+    config, records = read_run(run)
+    if not records:
+        raise RunError(f"{run} holds no successful evaluation yet")
+    runs = [(_run_label(run, config), records)]
+    for other in map(user_path, others):
+        other_config, other_records = read_run(other)
+        keys = ("supernet", "data", "split")
+        if any(other_config.problem.get(k) != config.problem.get(k) for k in keys):
+            raise RunError(f"{other} searched another problem than {run}: not comparable")
+        label = _run_label(other, other_config)
+        label += f" #{len(runs) + 1}" if label in dict(runs) else ""
+        runs.append((label, other_records))
+    references = references or references_in(records)
+    ref_objectives = list(references.values()) or [
+        tuple(np.max([r.objectives for r in records], axis=0))
+    ]
+    ref_point = reference_point_from(ref_objectives)
+    reeval = load_reevaluation(run)
+    files = [
+        write_front_csv(records, run / "front.csv", reeval),
+        plot_front(records, references, run / "front.png", runs[1:]),
+    ]
+    hv_path, final = plot_hypervolume(runs, ref_point, run / "hypervolume.png")
+    files.append(hv_path)
+    summary = {
+        "title": f"evostitch report: {absolute(run).name}",
+        "runs": [
+            {"label": label, "evaluations": len(recs), "hv": final[label]} for label, recs in runs
+        ],
+        "data": config.problem.get("data"),
+        "ref_point": list(ref_point),
+    }
+    data = html_data(config, records, _load_net(config), reeval, summary)
+    files.append(write_html(data, run / "report.html", files[1:3]))
+    return files

@@ -1,0 +1,66 @@
+"""An offspring as a standalone torch.fx GraphModule: no switches, no unused layers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import fx
+
+from .executor import Executor, log_probs
+from .plan import Key, Plan, Switch
+
+if TYPE_CHECKING:
+    from .module import Supernet
+
+
+class _Builder(Executor):
+    """Executes a plan symbolically: every value is a node of a new fx graph."""
+
+    def __init__(self, net: Supernet) -> None:
+        super().__init__(net)
+        self.graph = fx.Graph()
+        self.placeholder: fx.Node | None = None
+
+    def node(self, key: Key, inputs: Sequence[fx.Node], x: Any) -> fx.Node:
+        side, name = key
+        node = self.net.fx_node(key)
+        if node.op == "placeholder":
+            if self.placeholder is None:
+                self.placeholder = self.graph.placeholder("x")
+            return self.placeholder
+        target = node.target
+        if node.op in ("call_module", "get_attr"):
+            target = f"parents.{side}.{node.target}"
+        env = dict(zip(node.all_input_nodes, inputs, strict=True))
+        args = fx.node.map_arg(node.args, env.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+        return self.graph.create_node(node.op, target, args, kwargs, f"{side}_{name}")
+
+    def switch(self, sw: Switch, on: bool, own: Any, source: Any) -> Any:
+        return self.graph.call_module(f"stitches.{sw.stitch}", (source,)) if on else own
+
+    def output(self, choice: str, outputs: Mapping[str, fx.Node]) -> fx.Node:
+        graph, out_a, out_b = self.graph, outputs["a"], outputs["b"]
+        if choice in ("a", "b"):
+            result = outputs[choice]
+        elif choice == "mean":
+            result = graph.call_function(
+                torch.div, (graph.call_function(torch.add, (out_a, out_b)), 2)
+            )
+        else:
+            pa = graph.call_method("softmax", (out_a, 1))
+            pb = graph.call_method("softmax", (out_b, 1))
+            probs = graph.call_function(torch.div, (graph.call_function(torch.add, (pa, pb)), 2))
+            result = graph.call_function(log_probs, (probs,))
+        graph.output(result)
+        return result
+
+
+def extract(net: Supernet, plan: Plan) -> fx.GraphModule:
+    """The plan's network as a GraphModule sharing parameters with `net`."""
+    builder = _Builder(net)
+    builder.run(plan)
+    builder.graph.lint()
+    return fx.GraphModule(net, builder.graph, "Offspring")

@@ -1,0 +1,223 @@
+"""The supernetwork: two frozen parents, stitches at matched points, and switches.
+
+Everything a genotype implies (which nodes run, which switches matter, its cost) is
+derived from the graphs (`plan.Structure`), never by running the network; running,
+profiling and extracting an offspring all go through one executor (`executor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from ..errors import SupernetError
+from ..graph import Graph, example_input, trace
+from ..matching import match
+from ..models import load_model
+from . import io
+from .cost import CostTable, plan_cost, profile
+from .executor import Executor, run_fx_node
+from .extract import extract
+from .plan import SIDES, Key, Plan, Structure, Switch
+from .stitches import Stitch
+
+
+class Supernet(nn.Module):
+    """Two parents joined by stitches; `forward(x, genotype)` runs one offspring."""
+
+    def __init__(
+        self,
+        graph_a: Graph,
+        graph_b: Graph,
+        matches: Sequence[tuple[str, str, float]],
+        specs: Sequence[dict | None] = (None, None),
+    ) -> None:
+        super().__init__()
+        self.structure = Structure(graph_a, graph_b, matches)
+        self.parents = nn.ModuleDict({"a": graph_a.module, "b": graph_b.module})
+        for p in self.parents.parameters():
+            p.requires_grad_(False)
+        self.parents.eval()
+        self.specs = list(specs)
+        self.input_shape: tuple[int, ...] = tuple(graph_a[graph_a.input].shape[1:])
+        self.leaf_modules: list[str] = []
+        self.matching: Any = None
+        self.cost_table: CostTable | None = None
+        self.data: str | None = None  # dataset spec the stitches were trained on
+        self.stitches = nn.ModuleDict()  # ba0, ab0, ba1, ...: the switches' order
+        graphs = self.structure.graphs
+        for sw in self.structure.switches:
+            self.stitches[sw.stitch] = Stitch(
+                graphs[sw.src[0]][sw.source], graphs[sw.side][sw.node]
+            )
+        self._fx = {
+            side: {n.name: n for n in g.module.graph.nodes} for side, g in self.graphs.items()
+        }
+        self._plan = lru_cache(maxsize=4096)(self.structure.plan)
+
+    # ----- the structure, by name ----------------------------------------------------------------
+    @property
+    def graphs(self) -> dict[str, Graph]:
+        return self.structure.graphs
+
+    @property
+    def matches(self) -> list[tuple[str, str, float]]:
+        return self.structure.matches
+
+    @property
+    def switches(self) -> list[Switch]:
+        return self.structure.switches
+
+    @property
+    def genotype_spec(self) -> list[int]:
+        return self.structure.genotype_spec
+
+    @property
+    def task(self) -> str:
+        return self.structure.task
+
+    @property
+    def output_choices(self) -> tuple[str, ...]:
+        return self.structure.output_choices
+
+    def fx_node(self, key: Key) -> fx.Node:
+        """The torch.fx node of a parent's node `(side, name)`."""
+        return self._fx[key[0]][key[1]]
+
+    def run_node(self, key: Key, inputs: Sequence[Any], x: torch.Tensor | None) -> Any:
+        """A parent's node on its inputs' values (in the order of `structure.inputs[key]`)."""
+        return run_fx_node(self.parents[key[0]], self.fx_node(key), inputs, x)
+
+    # ----- building, saving, loading -------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        a: str | nn.Module,
+        b: str | nn.Module,
+        input_shape: Sequence[int],
+        *,
+        weights_a: str | Path | None = None,
+        weights_b: str | Path | None = None,
+        similarity: str = "uniform",
+        data: Iterable[torch.Tensor] | None = None,
+        max_ratio: int = 1,
+        leaf_modules: Sequence[str] = (),
+        time_limit: float | None = None,
+    ) -> Supernet:
+        """Trace two parents (specs or modules), match them and insert untrained stitches.
+
+        `similarity` is "uniform" (every compatible pair weighs 1) or "cka" (needs `data`,
+        an iterable of input batches). `max_ratio` > 1 also allows stitching feature maps
+        whose sizes differ by an integer factor up to it.
+        """
+        models, specs = [], []
+        for model, weights in ((a, weights_a), (b, weights_b)):
+            if isinstance(model, str):
+                specs.append({"spec": model, "weights": str(weights) if weights else None})
+                model = load_model(model, weights)
+            else:
+                specs.append(None)
+            models.append(model)
+        example = example_input(input_shape)
+        graphs = [trace(m, example, leaf_modules) for m in models]
+        result = match(
+            graphs[0],
+            graphs[1],
+            similarity=similarity,
+            data=data,
+            max_ratio=max_ratio,
+            time_limit=time_limit,
+        )
+        net = cls(graphs[0], graphs[1], result.pairs, specs)
+        net.input_shape = tuple(input_shape)
+        net.leaf_modules = list(leaf_modules)
+        net.matching = result
+        net.profile(example)
+        return net
+
+    def save(self, folder: str | Path) -> Path:
+        """Save as JSON + safetensors (see `evostitch.supernet.io`); returns the folder."""
+        return io.save(self, folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Supernet:
+        """Load a supernetwork saved with `save`, without pickle."""
+        saved = io.read(folder)
+        try:
+            net = cls(*saved.graphs, saved.matches, saved.specs)
+        except SupernetError as exc:
+            raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
+        io.load_weights_into(net.stitches, saved.stitches, "the stitches")
+        net.input_shape = saved.input_shape
+        net.leaf_modules = saved.leaf_modules
+        net.matching = saved.matching
+        net.data = saved.data
+        try:
+            net.cost_table = CostTable.from_dict(net, saved.cost)
+        except SupernetError:
+            net.profile(example_input(net.input_shape))  # older or foreign file: measure again
+        return net
+
+    # ----- genotypes ----------------------------------------------------------------------------
+    def check_genotype(self, genotype: Sequence[int]) -> tuple[int, ...]:
+        """The genotype as a tuple of ints; SupernetError if it does not fit."""
+        return self.structure.check_genotype(genotype)
+
+    def plan(self, genotype: Sequence[int]) -> Plan:
+        """What the offspring computes (cached per genotype)."""
+        return self._plan(self.check_genotype(genotype))
+
+    def active_variables(self, genotype: Sequence[int]) -> list[bool]:
+        """Which genotype positions change the offspring (the output switch always does)."""
+        return list(self.plan(genotype).active)
+
+    def canonical(self, genotype: Sequence[int]) -> tuple[int, ...]:
+        """The genotype with every inactive variable set to 0: equal networks, equal keys."""
+        g = self.check_genotype(genotype)
+        return tuple(v if on else 0 for v, on in zip(g, self.plan(g).active, strict=True))
+
+    @property
+    def reference_genotypes(self) -> list[tuple[int, ...]]:
+        """Parent A, parent B and their ensemble(s): output choice, every switch 0."""
+        zeros = (0,) * len(self.switches)
+        return [(k,) + zeros for k in range(len(self.output_choices))]
+
+    # ----- cost and execution -------------------------------------------------------------------
+    def profile(self, example: torch.Tensor) -> None:
+        """Measure MACs and parameters per node and stitch (once; `cost()` sums them)."""
+        self.cost_table = profile(self, example)
+
+    def cost(self, genotype: Sequence[int]) -> dict[str, float]:
+        """MACs (per sample) and parameter count of an offspring, without running it."""
+        if self.cost_table is None:
+            raise SupernetError("supernet has no cost table: call profile(example) first")
+        return plan_cost(self.cost_table, self.plan(genotype))
+
+    def forward(self, x: torch.Tensor, genotype: Sequence[int]) -> torch.Tensor:
+        """Output of the offspring `genotype` (only the nodes it keeps are run)."""
+        return Executor(self).run(self.plan(genotype), x)
+
+    def extract(self, genotype: Sequence[int]) -> fx.GraphModule:
+        """A standalone GraphModule of the offspring: no switches, no unused layers.
+
+        It shares parameters with the supernetwork; `copy.deepcopy` it to change them.
+        """
+        return extract(self, self.plan(genotype))
+
+    def describe(self, genotype: Sequence[int]) -> str:
+        """A readable account of an offspring: parents used, crossovers, output."""
+        plan = self.plan(genotype)
+        parts = [f"output: {self.output_choices[genotype[0]]}"]
+        for side in SIDES:
+            g = self.graphs[side]
+            kept = [n for n in g.nodes if (side, n) in plan.raw]
+            if kept:
+                parts.append(f"{side.upper()}: {len(kept)}/{len(g.nodes)} nodes")
+        for sw in plan.stitched:
+            parts.append(f"{sw.src[0].upper()}:{sw.source} -> {sw.side.upper()}:{sw.node}")
+        return "; ".join(parts)
