@@ -8,8 +8,9 @@ Node names are torch.fx node names, so results map back onto the traced module.
 
 from __future__ import annotations
 
+import inspect
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -101,8 +102,10 @@ class Graph:
 class _Tracer(fx.Tracer):
     """Records the module being traced, so a failure can name it."""
 
-    def __init__(self, leaf_modules: Iterable[str | type] = ()) -> None:
-        super().__init__()
+    def __init__(
+        self, leaf_modules: Iterable[str | type] = (), autowrap: Sequence[Callable] = ()
+    ) -> None:
+        super().__init__(autowrap_functions=tuple(autowrap))
         self.leaves = tuple(leaf_modules)
         self.stack: list[str] = []
 
@@ -121,11 +124,26 @@ class _Tracer(fx.Tracer):
         return result
 
 
-def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
-    """torch.fx trace with a one-line error naming the module that could not be traced."""
-    tracer = _Tracer(leaf_modules)
+def library_fx_rules(model: nn.Module) -> tuple[list[type], list[Callable]]:
+    """The leaf modules and functions a model's library registers for torch.fx: timm's
+    (e.g. `Conv2dSame`, whose "same" padding computes on shapes), for timm models."""
+    if not any(type(m).__module__.startswith("timm.") for m in model.modules()):
+        return [], []
     try:
-        graph = tracer.trace(model)
+        from timm.layers import _fx
+    except ImportError:
+        return [], []
+    functions = [f for f in _fx.get_notrace_functions() if callable(f)]
+    return list(_fx.get_notrace_modules()), functions
+
+
+def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) -> fx.GraphModule:
+    """torch.fx trace with a one-line error naming the module that could not be traced;
+    the model's library's own fx rules (`library_fx_rules`) apply."""
+    modules, functions = library_fx_rules(model)
+    tracer = _Tracer([*leaf_modules, *modules], functions)
+    try:
+        graph = tracer.trace(model, concrete_args=_optional_arguments(model))
     except Exception as exc:
         where = tracer.stack[-1] if tracer.stack else f"<root> ({type(model).__name__})"
         name = where.split(" (")[-1].rstrip(")")
@@ -134,7 +152,37 @@ def symbolic_trace(model: nn.Module, leaf_modules: Sequence[str | type] = ()) ->
             f"cannot trace module {where}: {reason}. Remedy: mark it a leaf module "
             f"(trace(..., leaf_modules=['{name}']) or --leaf-module {name})"
         ) from exc
+    _drop_fixed_arguments(graph)
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _drop_fixed_arguments(graph: fx.Graph) -> None:
+    """Remove the placeholders of arguments fixed by `concrete_args`, when all they feed
+    is fx's checks of their value."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"][1:]
+    for placeholder in placeholders:
+        found, stack = {placeholder: None}, list(placeholder.users)
+        while stack:
+            node = stack.pop()
+            if node not in found:
+                found[node] = None
+                stack.extend(node.users)
+        names = {getattr(n.target, "__name__", "") for n in list(found)[1:]}
+        if names <= {"_assert_is_none", "eq", "_assert"}:
+            for node in reversed([n for n in graph.nodes if n in found]):
+                graph.erase_node(node)
+
+
+def _optional_arguments(model: nn.Module) -> dict[str, object] | None:
+    """forward's arguments after the input that have defaults (a mask, flags...), fixed to
+    their defaults: the traced network takes one tensor."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    fixed = {p.name: p.default for p in params if p.kind in kinds and p.default is not p.empty}
+    return fixed or None
 
 
 class _ShapeRecorder(fx.Interpreter):
