@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +24,16 @@ from .data import dataset_info, load_dataset
 from .errors import DataError, SearchError, SupernetError
 from .evolution.algorithms import ALGORITHMS, make_algorithm
 from .evolution.backend import Backend
-from .evolution.loop import SearchResult, resume_search, run_search
+from .evolution.loop import resume_search, run_search
 from .evolution.stitching import problem_from_spec, problem_spec
-from .evolution.store import EvaluationRecord, RunConfig, RunStore
+from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, make_backend
 from .files import user_path
 from .graph import Graph, example_input, trace
 from .matching import MatchResult
 from .matching import match as match_graphs
 from .models import load_model
+from .results.folder import Run
 from .supernet import Supernet
 
 DEFAULT_ALGORITHM = "lk-gomea"
@@ -188,10 +187,14 @@ def stitch(
     return net
 
 
-def inspect(supernet: str | Path | Supernet, samples: int = 8) -> dict[str, Any]:
+def inspect(
+    supernet: str | Path | Supernet, samples: int = 8, *, trust_code: bool = False
+) -> dict[str, Any]:
     """Parents and their cost, matches, variables and a sample of offspring
     (`evostitch inspect`), as plain JSON-able values."""
-    net = supernet if isinstance(supernet, Supernet) else Supernet.load(supernet)
+    if not isinstance(supernet, Supernet):
+        supernet = Supernet.load(supernet, trust_code=trust_code)
+    net = supernet
     rng = random.Random(0)
     refs = {
         c: net.cost(g) for c, g in zip(net.output_choices, net.reference_genotypes, strict=True)
@@ -215,85 +218,11 @@ def inspect(supernet: str | Path | Supernet, samples: int = 8) -> dict[str, Any]
     }
 
 
-@dataclass
-class Run:
-    """A search run folder: what was asked, every evaluation, the front, and what can be
-    done with its solutions. `result` holds the counters of the call that ran it (None
-    for a run opened with `load_run`)."""
-
-    path: Path
-    config: RunConfig
-    result: SearchResult | None = field(default=None, repr=False)
-
-    @property
-    def records(self) -> list[EvaluationRecord]:
-        """Every successful evaluation, in the order they were stored."""
-        from .results.run import read_run
-
-        return read_run(self.path)[1]
-
-    @property
-    def front(self) -> list:
-        """The front (by MACs), then the reference solutions not on it (`Solution`s)."""
-        from .results.run import run_solutions
-
-        return run_solutions(self.supernet, self.records)
-
-    def solution(self, key: str | int):
-        """A solution by row id or reference name (parent-a, parent-b, ensemble...)."""
-        from .results.run import find_solution
-
-        return find_solution(self.supernet, self.records, str(key))
-
-    @cached_property
-    def supernet(self) -> Supernet:
-        """The supernetwork the run searched (loaded from the folder it records)."""
-        from .results.run import load_supernet
-
-        return load_supernet(self.config)
-
-    def write_front_csv(self) -> Path:
-        """RUN/front.csv: the front and the reference solutions."""
-        from .results.report import write_front_csv
-
-        return write_front_csv(self.records, self.path / "front.csv")
-
-    def report(self, others: Sequence[str | Path] = ()) -> list[Path]:
-        """front.csv, front.png, hypervolume.png and report.html (`evostitch report`)."""
-        from .results.report import write_report
-
-        return write_report(self.path, others=list(others))
-
-    def reevaluate(
-        self, split: str = "test", *, batch_size: int = 256, device: Any = None
-    ) -> dict[str, Any]:
-        """Score the front and the references on a held-out split (`evostitch reevaluate`);
-        returns what RUN/reevaluation_<split>.json holds."""
-        from .results.reevaluate import load_reevaluation, reevaluate
-
-        reevaluate(self.path, split, batch_size=batch_size, device=device)
-        return load_reevaluation(self.path, split)
-
-    def finetune(self, solution: str | int, **options: Any) -> dict[str, Any]:
-        """Fine-tune one solution on the train split (`evostitch finetune`)."""
-        from .results.finetune import finetune_solution
-
-        return finetune_solution(self.path, str(solution), **options)
-
-    def export(
-        self, solution: str | int, out: str | Path, *, finetuned: bool = False, onnx: bool = False
-    ) -> list[Path]:
-        """One solution as PyTorch code + safetensors (`evostitch export`)."""
-        from .results.export import export_solution
-
-        return export_solution(self.path, str(solution), out, finetuned=finetuned, onnx=onnx)
-
-
-def load_run(run: str | Path) -> Run:
+def load_run(run: str | Path, *, trust_code: bool = False) -> Run:
     """Open a run folder (read only: a search may still be writing it)."""
     path = user_path(run)
     with RunStore.open(path, readonly=True) as store:
-        return Run(path, store.config)
+        return Run(path, store.config, trust_code=trust_code)
 
 
 def supernet_data(supernet: str | Path) -> str:
@@ -329,11 +258,13 @@ def search(
     backend: str | Backend = "inprocess",
     batch: int = DEFAULT_EVAL_BATCH,
     progress: bool = True,
+    trust_code: bool = False,
     **backend_options: Any,
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
     (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
-    gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`)."""
+    gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`); `trust_code`
+    rebuilds a parent named by `package.module:factory`."""
     if algorithm not in ALGORITHMS:
         raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
     if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
@@ -342,10 +273,18 @@ def search(
         )
     data = data or supernet_data(supernet)
     spec = problem_spec(supernet, data)
-    problem, _ = problem_from_spec(spec)
+    problem, _ = problem_from_spec(spec, trust_code=trust_code)
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
-    runner = make_backend(backend, supernet, data, batch=batch, problem=problem, **backend_options)
+    runner = make_backend(
+        backend,
+        supernet,
+        data,
+        batch=batch,
+        problem=problem,
+        trust_code=trust_code,
+        **backend_options,
+    )
     try:
         with RunStore.create(out, config) as store:
             algo = make_algorithm(algorithm, problem, seed, **params)
@@ -360,7 +299,7 @@ def search(
             )
     finally:
         runner.close()
-    run = load_run(out)
+    run = load_run(out, trust_code=trust_code)
     run.result = result
     run.write_front_csv()
     return run
@@ -372,15 +311,22 @@ def resume(
     backend: str | Backend = "inprocess",
     batch: int = DEFAULT_EVAL_BATCH,
     progress: bool = True,
+    trust_code: bool = False,
     **backend_options: Any,
 ) -> Run:
     """Continue a run folder to its budget without re-evaluating anything it stored
     (`evostitch search --resume`); writes RUN/front.csv at the end."""
-    opened = load_run(run)
+    opened = load_run(run, trust_code=trust_code)
     spec = opened.config.problem
-    problem, _ = problem_from_spec(spec)
+    problem, _ = problem_from_spec(spec, trust_code=trust_code)
     runner = make_backend(
-        backend, spec["supernet"], spec["data"], batch=batch, problem=problem, **backend_options
+        backend,
+        spec["supernet"],
+        spec["data"],
+        batch=batch,
+        problem=problem,
+        trust_code=trust_code,
+        **backend_options,
     )
     try:
         result = resume_search(

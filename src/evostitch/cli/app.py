@@ -48,6 +48,14 @@ Leaf = Annotated[
     typer.Option("--leaf-module", help="Module class or path to keep opaque when tracing."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+TrustCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Rebuild parents named by package.module:factory (runs that code): only for "
+        "folders from people you trust.",
+    ),
+]
 ALGORITHM_HELP = "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
 
 

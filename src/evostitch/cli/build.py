@@ -22,6 +22,7 @@ from .app import (
     Similarity,
     SpecA,
     SpecB,
+    TrustCode,
     WeightsA,
     WeightsB,
     app,
@@ -129,9 +130,10 @@ def inspect(
     ],
     samples: Annotated[int, typer.Option(help="Random offspring to cost.")] = 8,
     as_json: AsJson = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Parents, matches, variables and the cost of a sample of offspring."""
-    report = api.inspect(folder, samples)
+    report = api.inspect(folder, samples, trust_code=trust_code)
     if as_json:
         print(json.dumps(report, indent=1))
         return

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
-from .app import app
+from .app import TrustCode, app
 
 RunArg = Annotated[Path, typer.Argument(help="A search run folder.", callback=expand_user)]
 SolutionOpt = Annotated[
@@ -33,9 +33,10 @@ def report(
             help="Run folders; files go into the first, others compared.", callback=expand_user
         ),
     ],
+    trust_code: TrustCode = False,
 ) -> None:
     """Write front.csv, front.png, hypervolume.png and report.html into the (first) run."""
-    for path in api.load_run(runs[0]).report(others=runs[1:]):
+    for path in api.load_run(runs[0], trust_code=trust_code).report(others=runs[1:]):
         Console().print(f"  {path}")
 
 
@@ -45,11 +46,14 @@ def reevaluate(
     split: Annotated[str, typer.Option(help="Held-out split to score on.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
     device: DeviceOpt = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Score the front and the reference solutions on a held-out split (with ECE)."""
     if batch_size < 1:
         raise EvostitchError("need --batch-size >= 1")
-    data = api.load_run(run).reevaluate(split, batch_size=batch_size, device=device)
+    data = api.load_run(run, trust_code=trust_code).reevaluate(
+        split, batch_size=batch_size, device=device
+    )
     metric, searched = data["metric"], data["search_split"]
     columns = ["solution", f"{metric} ({searched})", f"{metric} ({split})", "gap"]
     if data["task"] == "classification":
@@ -81,11 +85,12 @@ def finetune(
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
     device: DeviceOpt = None,
+    trust_code: TrustCode = False,
 ) -> None:
     """Fine-tune one offspring on the train split; save its weights under RUN/finetuned/."""
     if epochs <= 0 or batch_size < 1 or lr <= 0 or (max_batches is not None and max_batches < 1):
         raise EvostitchError("need --epochs > 0, --batch-size >= 1, --lr > 0, --max-batches >= 1")
-    summary = api.load_run(run).finetune(
+    summary = api.load_run(run, trust_code=trust_code).finetune(
         solution,
         device=device,
         epochs=epochs,
@@ -117,9 +122,12 @@ def export(
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Also write offspring.onnx (needs onnx, onnxscript).")
     ] = False,
+    trust_code: TrustCode = False,
 ) -> None:
     """Export one offspring as PyTorch code + safetensors weights (loads with torch alone)."""
     if (out / "offspring.py").exists():
         raise EvostitchError(f"{out} already holds an exported offspring: choose another --out")
-    for path in api.load_run(run).export(solution, out, finetuned=finetuned, onnx=onnx):
+    for path in api.load_run(run, trust_code=trust_code).export(
+        solution, out, finetuned=finetuned, onnx=onnx
+    ):
         Console().print(f"  {path}")

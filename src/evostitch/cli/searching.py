@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
-from .app import ALGORITHM_HELP, app
+from .app import ALGORITHM_HELP, TrustCode, app
 
 
 @app.command()
@@ -62,6 +62,7 @@ def search(
             "(1: one at a time)."
         ),
     ] = api.DEFAULT_EVAL_BATCH,
+    trust_code: TrustCode = False,
 ) -> None:
     """Search a supernetwork's offspring for accuracy (or mIoU) against MACs; the run
     folder keeps every evaluation and the front (front.csv)."""
@@ -74,6 +75,7 @@ def search(
         "gpus_per_worker": gpus_per_worker,
         "cpus_per_worker": cpus_per_worker,
         "ray_address": ray_address,
+        "trust_code": trust_code,
     }
     if resume is not None:
         if supernet is not None or out is not None:

@@ -53,10 +53,11 @@ def load_objectives(
     batch_size: int = 256,
     budget_bytes: int | None = DEFAULT_BUDGET,
     autocast: bool = False,
+    trust_code: bool = False,
 ) -> Callable[[Genotype], Objectives]:
     """Load a saved supernetwork and a split; return its objective function (an `Evaluator`:
     call it on one genotype, or `evaluate_many` on several)."""
-    net = Supernet.load(supernet)
+    net = Supernet.load(supernet, trust_code=trust_code)
     return make_evaluator(
         net, data, split, batch_size=batch_size, budget_bytes=budget_bytes, autocast=autocast
     )
@@ -70,10 +71,13 @@ def evaluator_factory(
     *,
     budget_bytes: int | None = DEFAULT_BUDGET,
     autocast: bool = False,
+    trust_code: bool = False,
 ):
     """A picklable zero-argument factory of the objective function (for backends)."""
     path = str(absolute(supernet))
-    return functools.partial(load_objectives, path, data, split, batch_size, budget_bytes, autocast)
+    return functools.partial(
+        load_objectives, path, data, split, batch_size, budget_bytes, autocast, trust_code
+    )
 
 
 def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:
@@ -99,10 +103,14 @@ def problem_spec(supernet: str | Path, data: str, split: str = "val") -> dict[st
     }
 
 
-def problem_from_spec(spec: dict[str, Any]) -> tuple[Problem, Supernet]:
-    """Rebuild the problem (evaluated in this process) from a run config's spec."""
+def problem_from_spec(
+    spec: dict[str, Any], *, trust_code: bool = False
+) -> tuple[Problem, Supernet]:
+    """Rebuild the problem (evaluated in this process) from a run config's spec; the
+    supernetwork's code-named parents only with `trust_code` (the run does not record it:
+    trust comes from who opens a folder, never from the folder)."""
     if spec.get("kind") != "stitching":
         raise RunError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
-    net = Supernet.load(spec["supernet"])
+    net = Supernet.load(spec["supernet"], trust_code=trust_code)
     evaluator = make_evaluator(net, spec["data"], spec.get("split", "val"))
     return stitching_problem(net, evaluator), net

@@ -26,6 +26,7 @@ def make_backend(
     cpus_per_worker: float = 1.0,
     ray_address: str | None = None,
     problem: Any = None,
+    trust_code: bool = False,
 ) -> Backend:
     """A backend by name: "inprocess" (pipelined, `batch` offspring at a time, evaluating
     `problem` when given) or "ray" (`workers` actors, `batch` offspring each)."""
@@ -37,10 +38,10 @@ def make_backend(
         raise SearchError("need batch >= 1")
     if backend == "inprocess":
         if problem is None:
-            problem, _ = problem_from_spec(problem_spec(supernet, data))
+            problem, _ = problem_from_spec(problem_spec(supernet, data), trust_code=trust_code)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
     return RayBackend(
-        evaluator_factory(supernet, data),
+        evaluator_factory(supernet, data, trust_code=trust_code),
         num_workers=workers,
         num_gpus=gpus_per_worker,
         num_cpus=cpus_per_worker,

@@ -1,15 +1,21 @@
 """One way to name a parent network: `SOURCE:NAME[?key=value&...]`.
 
 Sources:
-- `torchvision:resnet50`  torchvision's model builders, always with `weights=None`
-  (nothing is downloaded at run time);
-- `timm:NAME`            timm's `create_model(NAME, pretrained=False)` (needs timm);
-- `demo:NAME`            evostitch's own small demo architectures (`evostitch.zoo`);
-- `package.module:factory`  any importable callable returning an `nn.Module`.
+- `torchvision:resnet50[?weights=DEFAULT|IMAGENET1K_V2|...]`  torchvision's builders; with
+  `weights`, its pretrained weights (from torch's hub cache, read without pickle);
+- `timm:NAME[?pretrained=true]`  timm's `create_model` (needs timm); pretrained weights
+  through timm's and Hugging Face's caches;
+- `hf-hub:ORG/NAME`        a timm model from the Hugging Face hub, pretrained;
+- `demo:NAME`              evostitch's own small demo architectures (`models.zoo`);
+- `package.module:factory` any importable callable returning an `nn.Module`.
 
 Options after `?` become keyword arguments of the builder (`torchvision:resnet18?num_classes=10`).
-Trained weights come from a separate file: safetensors, or a state dict readable by
+Trained weights may also come from a file: safetensors, or a state dict readable by
 `torch.load(weights_only=True)`.
+
+A `package.module:factory` spec names code: building it imports and calls that code. Specs
+read from a folder someone sent are built only with `trust_code=True` (`--trust-code`);
+the other sources name a library's architecture, whose options are plain values.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ModelError
+from . import hub
 from .weights import load_weights, read_state_dict
 
 
@@ -62,13 +69,52 @@ def split_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return source, name, parse_options(query)
 
 
-def build_model(spec: str) -> nn.Module:
-    """Build the (untrained) network a spec names."""
+LIBRARY_SOURCES = ("torchvision", "timm", "hf-hub", "demo")
+
+
+def names_code(spec: str) -> bool:
+    """Whether building `spec` runs code it names (a `package.module:factory` spec)."""
+    return split_spec(spec)[0] not in LIBRARY_SOURCES
+
+
+def architecture_spec(spec: str, model: nn.Module | None = None) -> str:
+    """A spec of the same architecture that fetches no pretrained weights (their tensors
+    come from elsewhere, e.g. a supernetwork's folder). An `hf-hub:` model is named by the
+    timm architecture and class count its hub config gave `model`."""
     source, name, options = split_spec(spec)
+    if source == "hf-hub":
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        arch = cfg.get("architecture") or name.rpartition("/")[2]
+        if getattr(model, "num_classes", None) is not None:
+            options.setdefault("num_classes", model.num_classes)
+        return f"timm:{arch}" + _query(options)
+    key = {"timm": "pretrained", "torchvision": "weights"}.get(source)
+    if key:
+        options.pop(key, None)
+    return f"{source}:{name}" + _query(options)
+
+
+def _query(options: dict[str, Any]) -> str:
+    return ("?" + "&".join(f"{k}={v}" for k, v in options.items())) if options else ""
+
+
+def build_model(spec: str, *, trust_code: bool = True) -> nn.Module:
+    """Build the network a spec names (pretrained where the spec asks for it).
+
+    `trust_code=False` refuses a spec that names code (`names_code`) instead of running it.
+    """
+    source, name, options = split_spec(spec)
+    if source not in LIBRARY_SOURCES and not trust_code:
+        raise ModelError(
+            f"{spec!r} names code ({source}.{name}): it runs only if you trust where it came "
+            "from (--trust-code, trust_code=True)"
+        )
     if source == "torchvision":
         model = _torchvision(name, options)
     elif source == "timm":
         model = _timm(name, options)
+    elif source == "hf-hub":
+        model = _timm(f"hf-hub:{name}", {**options, "pretrained": True})
     elif source == "demo":
         from . import zoo
 
@@ -93,10 +139,12 @@ def _torchvision(name: str, options: dict[str, Any]) -> nn.Module:
     builder = torchvision.models.get_model_builder(name)
     kwargs = {"weights": None, **options}
     if "weights_backbone" in inspect.signature(builder).parameters:
-        kwargs.setdefault("weights_backbone", None)  # never download a backbone
-    if kwargs["weights"] is not None:
-        raise ModelError("torchvision weights are not downloaded: pass a weights file instead")
-    return _call(builder, kwargs, f"torchvision:{name}")
+        kwargs.setdefault("weights_backbone", None)  # the pretrained weights cover it
+    if kwargs["weights"] is None:
+        return _call(builder, kwargs, f"torchvision:{name}")
+    label = f"torchvision:{name}?weights={kwargs['weights']}"
+    kwargs["weights"] = hub.torchvision_weights(name, str(kwargs["weights"]))
+    return hub.pretrained(lambda: _call(builder, kwargs, label), label, torchvision=True)
 
 
 def _timm(name: str, options: dict[str, Any]) -> nn.Module:
@@ -104,11 +152,14 @@ def _timm(name: str, options: dict[str, Any]) -> nn.Module:
         import timm
     except ImportError as exc:
         raise ModelError("timm specs need timm: pip install 'evostitch[timm]'") from exc
-    if not timm.list_models(name):
-        raise ModelError(f"unknown timm model {name!r}")
-    return _call(
-        timm.create_model, {"model_name": name, "pretrained": False, **options}, f"timm:{name}"
-    )
+    hub_name = name.startswith("hf-hub:")
+    if not hub_name and not timm.is_model(name.partition(".")[0]):
+        raise ModelError(f"unknown timm model {name!r} (see timm.list_models())")
+    kwargs = {"model_name": name, "pretrained": False, **options}
+    label = name if hub_name else f"timm:{name}"
+    if not kwargs["pretrained"]:
+        return _call(timm.create_model, kwargs, label)
+    return hub.pretrained(lambda: _call(timm.create_model, kwargs, label), label)
 
 
 def _factory(module_name: str, attr: str, options: dict[str, Any]) -> nn.Module:
@@ -129,9 +180,11 @@ def _call(builder: Any, kwargs: dict[str, Any], label: str) -> nn.Module:
         raise ModelError(f"cannot build {label} with options {kwargs}: {exc}") from exc
 
 
-def load_model(spec: str, weights: str | Path | None = None) -> nn.Module:
+def load_model(
+    spec: str, weights: str | Path | None = None, *, trust_code: bool = True
+) -> nn.Module:
     """Build the network a spec names, load its weights if given, and put it in eval mode."""
-    model = build_model(spec)
+    model = build_model(spec, trust_code=trust_code)
     if weights is not None:
         load_weights(model, read_state_dict(weights), spec)
     return model.eval()

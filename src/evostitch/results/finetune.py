@@ -104,12 +104,13 @@ def finetune_solution(
     *,
     device: Any = None,
     progress: bool = True,
+    trust_code: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Fine-tune the run's solution `solution`; save and return the summary (see above)."""
     run = user_path(run)
     config, records = read_run(run)
-    net = load_supernet(config)
+    net = load_supernet(config, trust_code=trust_code)
     found = find_solution(net, records, solution)
     data = config.problem["data"]
     info = dataset_info(data)

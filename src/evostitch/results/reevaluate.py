@@ -29,7 +29,12 @@ FORMAT = "evostitch-reevaluation"
 
 
 def reevaluate(
-    run: str | Path, split: str = "test", *, batch_size: int = 256, device: Any = None
+    run: str | Path,
+    split: str = "test",
+    *,
+    batch_size: int = 256,
+    device: Any = None,
+    trust_code: bool = False,
 ) -> Path:
     """Score the front and the reference solutions on `split`; write and return the file."""
     from ..evolution.stitching import make_evaluator
@@ -39,7 +44,7 @@ def reevaluate(
     search_split = config.problem.get("split", "val")
     if split == search_split:
         raise RunError(f"the run was searched on {split!r}: re-evaluate on another split")
-    net = load_supernet(config)
+    net = load_supernet(config, trust_code=trust_code)
     data = config.problem["data"]
     held_out = make_evaluator(net, data, split, batch_size=batch_size, device=device)
     searched = make_evaluator(net, data, search_split, batch_size=batch_size, device=device)

@@ -274,9 +274,9 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _load_net(config: RunConfig) -> Supernet | None:
+def _load_net(config: RunConfig, trust_code: bool) -> Supernet | None:
     try:
-        return Supernet.load(config.problem["supernet"])
+        return Supernet.load(config.problem["supernet"], trust_code=trust_code)
     except (EvostitchError, KeyError) as exc:
         Console(stderr=True).print(f"[yellow]report without graphs: {exc}[/yellow]")
         return None
@@ -290,11 +290,15 @@ def write_report(
     run: str | Path,
     references: dict[str, tuple] | None = None,
     others: list[str | Path] = (),
+    *,
+    trust_code: bool = False,
 ) -> list[Path]:
     """Write front.csv, front.png, hypervolume.png and report.html into `run`.
 
     `references` (label -> objectives) defaults to the reference solutions stored in the
-    run; `others` are further runs of the same problem, compared in the plots.
+    run; `others` are further runs of the same problem, compared in the plots. The page
+    draws the parents' graphs when their supernetwork loads (a code-named parent only
+    with `trust_code`).
     """
     run = user_path(run)
     config, records = read_run(run)
@@ -329,6 +333,6 @@ def write_report(
         "data": config.problem.get("data"),
         "ref_point": list(ref_point),
     }
-    data = html_data(config, records, _load_net(config), reeval, summary)
+    data = html_data(config, records, _load_net(config, trust_code), reeval, summary)
     files.append(write_html(data, run / "report.html", files[1:3]))
     return files

@@ -51,12 +51,12 @@ def read_run(run: str | Path) -> tuple[RunConfig, list[EvaluationRecord]]:
         return store.config, [r for r in store.records() if r.ok]
 
 
-def load_supernet(config: RunConfig) -> Supernet:
+def load_supernet(config: RunConfig, *, trust_code: bool = False) -> Supernet:
     """The supernetwork a run searched (its folder is recorded in the run's config)."""
     folder = config.problem.get("supernet")
     if not folder:
         raise RunError("the run records no supernetwork (not a stitching run?)")
-    return Supernet.load(folder)
+    return Supernet.load(folder, trust_code=trust_code)
 
 
 def _solution(record: EvaluationRecord) -> Solution:

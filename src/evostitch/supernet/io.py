@@ -1,11 +1,14 @@
 """Save and read a supernetwork: structure in JSON, weights in safetensors, no pickle.
 
 A saved supernetwork is a folder with `supernet.json` (parent specs, input shape,
-matching, cost table), `stitches.safetensors` and, for parents whose weights cannot be
-rebuilt from their spec (no weights file), `parents.safetensors`. `supernet.json` is
-written last, so a folder without it is an interrupted save. Reading checks every file
-before anything is built: a damaged file gives one clear error, never a half-built
-network. `Supernet.save` / `Supernet.load` are the entry points.
+matching, cost table, the sha256 of each weights file), `stitches.safetensors` and
+`parents.safetensors` (both parents' weights, whatever they were built from: a later
+load, a Ray worker or another machine never downloads them again nor needs the file
+they came from). `supernet.json` is written last, so a folder without it is an
+interrupted save. Reading checks every file before anything is built: a damaged file
+gives one clear error, never a half-built network. Parents are rebuilt from their
+architecture's spec; one that names code (`package.module:factory`) only with
+`trust_code`. `Supernet.save` / `Supernet.load` are the entry points.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .. import __version__
 from ..errors import EvostitchError, SupernetError
 from ..files import absolute, atomic_write, user_path
 from ..graph import Graph, example_input, trace
-from ..models import load_model, load_weights
+from ..models import architecture_spec, load_model, load_weights
 from .plan import SIDES
 
 if TYPE_CHECKING:
@@ -61,16 +64,17 @@ def save(net: Supernet, folder: str | Path) -> Path:
     parents = []
     stored: dict[str, torch.Tensor] = {}
     for side, spec in zip(SIDES, net.specs, strict=True):
-        entry = dict(spec)
-        if spec.get("weights"):
-            entry["sha256"] = _sha256(spec["weights"])
-            entry["weights"] = _portable(spec["weights"], folder)
-        else:
-            stored.update({f"{side}.{k}": v for k, v in net.parents[side].state_dict().items()})
+        entry = {k: v for k, v in spec.items() if k in ("spec", "architecture", "weights")}
+        source = spec.get("weights")
+        if source and Path(source).is_file():  # where the weights came from, for the record
+            entry["weights"] = str(absolute(source))
+            entry["weights_sha256"] = _sha256(source)
+        elif spec.get("weights_sha256"):
+            entry["weights_sha256"] = spec["weights_sha256"]
+        stored.update({f"{side}.{k}": v for k, v in net.parents[side].state_dict().items()})
         parents.append(entry)
     atomic_write(folder / STITCHES, lambda p: save_file(_tensors(net.stitches.state_dict()), p))
-    if stored:
-        atomic_write(folder / PARENTS, lambda p: save_file(_tensors(stored), p))
+    atomic_write(folder / PARENTS, lambda p: save_file(_tensors(stored), p))
     matching = net.matching
     meta = {
         "format": FORMAT,
@@ -79,6 +83,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
         "input_shape": list(net.input_shape),
         "leaf_modules": list(net.leaf_modules),
         "parents": parents,
+        "sha256": {name: _sha256(folder / name) for name in (STITCHES, PARENTS)},
         "matches": [list(m) for m in net.matches],
         "matching": {
             "total": getattr(matching, "total", None),
@@ -104,7 +109,9 @@ def _portable(weights: str, folder: Path) -> str:
         return str(path)
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    if sha256 is not None and path.is_file() and _sha256(path) != sha256:
+        raise SupernetError(f"{path} is damaged or truncated (not the file saved: sha256 differs)")
     try:
         return load_file(str(path))
     except Exception as exc:
@@ -128,8 +135,9 @@ class Saved:
     cost: Any
 
 
-def read(folder: str | Path) -> Saved:
-    """Read and check a folder written by `save`; rebuild and trace its parents."""
+def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
+    """Read and check a folder written by `save`; rebuild and trace its parents (a parent
+    whose spec names code only with `trust_code`)."""
     folder = user_path(folder)
     meta_path = folder / JSON_NAME
     if not meta_path.is_file():
@@ -143,12 +151,13 @@ def read(folder: str | Path) -> Saved:
     if meta.get("version") != VERSION:
         raise SupernetError(f"{meta_path} has format version {meta.get('version')}, not {VERSION}")
     try:
-        stitches = _read_tensors(folder / STITCHES)
+        hashes = meta.get("sha256") or {}
+        stitches = _read_tensors(folder / STITCHES, hashes.get(STITCHES))
         stored = {}
-        if any(not p.get("weights") for p in meta["parents"]):
-            stored = _read_tensors(folder / PARENTS)
+        if (folder / PARENTS).exists() or any(not p.get("weights") for p in meta["parents"]):
+            stored = _read_tensors(folder / PARENTS, hashes.get(PARENTS))
         models = [
-            _parent(folder, side, entry, stored)
+            _parent(folder, side, entry, stored, trust_code)
             for side, entry in zip(SIDES, meta["parents"], strict=True)
         ]
         example = example_input(meta["input_shape"])
@@ -160,10 +169,7 @@ def read(folder: str | Path) -> Saved:
                     f"parent {side.upper()} no longer traces to the saved graph "
                     f"(node {missing[0]} is gone): was the model or library changed?"
                 )
-        specs = [
-            {"spec": p["spec"], "weights": str(folder / p["weights"]) if p.get("weights") else None}
-            for p in meta["parents"]
-        ]
+        specs = [_provenance(folder, p) for p in meta["parents"]]
         return Saved(
             folder=folder,
             graphs=graphs,
@@ -182,19 +188,35 @@ def read(folder: str | Path) -> Saved:
         raise SupernetError(f"{meta_path} is damaged: {type(exc).__name__}: {exc}") from exc
 
 
-def _parent(folder: Path, side: str, entry: dict, stored: dict[str, torch.Tensor]):
-    """Parent `side` rebuilt from its spec, with its weights file checked or stored weights."""
+def _provenance(folder: Path, entry: dict) -> dict[str, Any]:
+    """A parent's spec, architecture and the weights file it came from (with its sha256)."""
+    out = {k: entry[k] for k in ("spec", "architecture", "weights_sha256") if k in entry}
     weights = entry.get("weights")
-    if weights and not Path(weights).is_absolute():
-        weights = str(folder / weights)
-    if weights:
-        if not Path(weights).is_file():
-            raise SupernetError(f"parent {side.upper()} weights {weights} are missing")
-        if _sha256(weights) != entry.get("sha256"):
-            raise SupernetError(f"parent {side.upper()} weights {weights} have changed")
-    model = load_model(entry["spec"], weights)
-    if not weights:
-        prefix = f"{side}."
-        own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+    out["weights"] = str(folder / weights) if weights else None  # absolute stays absolute
+    if "sha256" in entry:  # evostitch <= 0.1
+        out["weights_sha256"] = entry["sha256"]
+    return out
+
+
+def _parent(
+    folder: Path, side: str, entry: dict, stored: dict[str, torch.Tensor], trust_code: bool
+) -> torch.nn.Module:
+    """Parent `side`: its architecture rebuilt, its weights from the folder (or, in folders
+    of evostitch <= 0.1 that did not store them, from the file recorded with its sha256)."""
+    spec = entry.get("architecture") or architecture_spec(entry["spec"])
+    prefix = f"{side}."
+    own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
+    if own:
+        model = load_model(spec, trust_code=trust_code)
         load_weights(model, own, entry["spec"])
-    return model
+        return model
+    weights = entry.get("weights")
+    if not weights:
+        raise SupernetError(f"{folder} holds no weights for parent {side.upper()}")
+    if not Path(weights).is_absolute():
+        weights = str(folder / weights)
+    if not Path(weights).is_file():
+        raise SupernetError(f"parent {side.upper()} weights {weights} are missing")
+    if _sha256(weights) != entry.get("sha256"):
+        raise SupernetError(f"parent {side.upper()} weights {weights} have changed")
+    return load_model(spec, weights, trust_code=trust_code)

@@ -18,7 +18,7 @@ from torch import fx, nn
 from ..errors import SupernetError
 from ..graph import Graph, example_input, trace
 from ..matching import match
-from ..models import load_model
+from ..models import architecture_spec, load_model
 from . import io
 from .cost import CostTable, plan_cost, profile
 from .executor import Executor, run_fx_node
@@ -118,8 +118,10 @@ class Supernet(nn.Module):
         models, specs = [], []
         for model, weights in ((a, weights_a), (b, weights_b)):
             if isinstance(model, str):
-                specs.append({"spec": model, "weights": str(weights) if weights else None})
+                spec = {"spec": model, "weights": str(weights) if weights else None}
                 model = load_model(model, weights)
+                spec["architecture"] = architecture_spec(model=model, spec=spec["spec"])
+                specs.append(spec)
             else:
                 specs.append(None)
             models.append(model)
@@ -145,9 +147,10 @@ class Supernet(nn.Module):
         return io.save(self, folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Supernet:
-        """Load a supernetwork saved with `save`, without pickle."""
-        saved = io.read(folder)
+    def load(cls, folder: str | Path, *, trust_code: bool = False) -> Supernet:
+        """Load a supernetwork saved with `save`. Nothing is unpickled; no code named in
+        the folder runs unless `trust_code` (a `package.module:factory` parent)."""
+        saved = io.read(folder, trust_code=trust_code)
         try:
             net = cls(*saved.graphs, saved.matches, saved.specs)
         except SupernetError as exc:
