@@ -1,13 +1,18 @@
 """Stitch training and offspring evaluation on a small real-data supernetwork."""
 
 import contextlib
+import copy
+from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from evostitch import Supernet, training
 from evostitch.data import load_dataset
+from evostitch.errors import SupernetError
 from evostitch.evaluation import Evaluator
+from evostitch.models import load_model
 from evostitch.training import (
     forward_random,
     least_squares_init,
@@ -149,3 +154,65 @@ def test_evaluator_reference_genotypes_match_parents():
         ev.objectives(net.reference_genotypes[0])[0]
         == -ev.metrics(net.reference_genotypes[0])["accuracy"]
     )
+
+
+def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    """The checkpoint is one file replaced atomically: a write that dies half way (a kill,
+    a full disk) leaves the previous checkpoint, and resuming from it gives the weights of
+    an uninterrupted run."""
+    data = load_dataset("digits", "train")
+    straight = small_supernet()
+    train_stitches(straight, data, samples=640, batch_size=32, seed=1, progress=False)
+
+    real_save, writes = training.save_file, {"n": 0}
+
+    def dies_on_the_second_write(tensors, path, metadata=None):
+        writes["n"] += 1
+        if writes["n"] == 2:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise Crash
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(training, "save_file", dies_on_the_second_write)
+    options = {"samples": 640, "batch_size": 32, "seed": 1, "progress": False}
+    with contextlib.suppress(Crash):
+        train_stitches(
+            small_supernet(), data, checkpoint_dir=tmp_path, checkpoint_every=4, **options
+        )
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["train_state.safetensors"]
+    meta, _ = training._read_checkpoint(tmp_path)
+    assert meta["step"] == 4  # the first checkpoint, whole
+    resumed = small_supernet()
+    train_stitches(resumed, data, checkpoint_dir=tmp_path, checkpoint_every=4, **options)
+    a, b = stitch_state(straight), stitch_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_relative_losses_read_as_fractions_of_the_target_variance():
+    """Two copies of one network: every stitch can be exact (relative loss ~0), while the
+    raw MSE of the same stitches is on the scale of their tensors."""
+    torch.manual_seed(0)
+    model = load_model("demo:resnet_like")
+    net = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
+    data = load_dataset("digits", "train")
+    result = train_stitches(net, data, samples=64, lr=0.0, progress=False)  # the LS start
+    assert set(result.relative_losses) == set(net.stitches.keys())
+    assert max(result.relative_losses.values()) < 1e-3
+    assert all(v >= 0 for v in result.relative_losses.values())
+    untrained = small_supernet()  # unrelated untrained parents: far from exact
+    result = train_stitches(untrained, data, samples=64, lr=0.0, progress=False)
+    assert max(result.relative_losses.values()) > 0.1
+
+
+def test_a_diverging_stitch_stops_training_and_is_never_saved(tmp_path):
+    net = small_supernet()
+    with pytest.raises(SupernetError, match=r"stitch \w+ \(.* -> .*\) diverged at step"):
+        train_stitches(
+            net, load_dataset("digits", "train"), lr=1e30, init_samples=0, progress=False
+        )
+    with torch.no_grad():
+        next(iter(net.stitches.values())).layer.weight.fill_(float("nan"))
+    with pytest.raises(SupernetError, match="not finite"):
+        net.save(tmp_path / "sn")
+    assert not (tmp_path / "sn" / "supernet.json").exists()

@@ -20,31 +20,35 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import fx
 from torch.utils.data import Dataset
 
 from .devices import default_device
-from .errors import DataError, RunError
-from .files import user_path
+from .errors import DataError, RunError, SupernetError
+from .files import atomic_write, user_path
 from .progress import progress_bar
 from .supernet import SIDES, Executor, Supernet, Switch
 
 
 @dataclass
 class TrainResult:
-    """Per-stitch loss (mean over the last tenth of the steps) and the loss history."""
+    """Per-stitch loss, mean over the last tenth of the steps: the MSE (`stitch_losses`)
+    and the MSE relative to the target's variance (`relative_losses`: 1.0 is no better
+    than predicting the target's mean, 0 is exact); `history`: the mean relative loss per
+    step."""
 
     stitch_losses: dict[str, float]
     steps: int
-    history: list[float] = field(default_factory=list)  # mean stitch loss per step
+    history: list[float] = field(default_factory=list)
+    relative_losses: dict[str, float] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         user_path(path).write_text(json.dumps(vars(self), indent=1))
@@ -107,6 +111,7 @@ class _RandomSwitches(Executor):
         self.n, self.device, self.p = x.shape[0], x.device, p
         self.on_loss, self.generator, self.targets = on_loss, generator, targets
         self.losses: dict[str, float] = {}
+        self.variances: dict[str, float] = {}
 
     def node(self, key, inputs, x):
         with torch.no_grad():
@@ -121,6 +126,7 @@ class _RandomSwitches(Executor):
         if self.on_loss is not None:
             self.on_loss(sw.stitch, loss)
         self.losses[sw.stitch] = float(loss.detach())
+        self.variances[sw.stitch] = float(goal.detach().float().var())
         mask = torch.rand(self.n, generator=self.generator, device=self.device) < self.p
         mask = mask.view(self.n, *([1] * (target.dim() - 1)))
         return torch.where(mask, out.detach(), target)
@@ -133,16 +139,20 @@ def forward_random(
     on_loss: Callable[[str, torch.Tensor], None] | None = None,
     generator: torch.Generator | None = None,
     targets: Mapping[str, torch.Tensor] | None = None,
+    variances: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Stitch-training pass: every switch takes its stitch per sample with probability `p`.
 
     Each stitch learns to reproduce the tensor it would replace in this pass (MSE), or
     `targets[stitch]` when given (e.g. the parent's clean tensor). Its loss is handed to
     `on_loss` at once (call `.backward()` there): inputs and targets are detached, so
-    memory holds one stitch's graph at a time. Returns the losses.
+    memory holds one stitch's graph at a time. Returns the losses; `variances`, when
+    given, receives each target's variance.
     """
     walk = _RandomSwitches(net, x, p, on_loss, generator, targets)
     walk.run(net.structure.full_plan(), x)
+    if variances is not None:
+        variances.update(walk.variances)
     return walk.losses
 
 
@@ -217,12 +227,14 @@ def train_stitches(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     start, history = 0, []
     ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and (ckpt / "train_state.json").is_file():
-        start, history = _load_checkpoint(net, opt, ckpt, steps)
+    resumed = _load_checkpoint(net, opt, ckpt, steps) if ckpt is not None else None
+    if resumed is not None:
+        start, history = resumed
     elif init_samples > 0:
         first = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
         least_squares_init(net, images[first[:init_samples]], device=device)
     sums: dict[str, float] = {}
+    relative_sums: dict[str, float] = {}
     tail_from = steps - max(steps // 10, 1)
     with progress_bar("training stitches", total=steps, enabled=progress) as bar:
         bar.update(completed=start)
@@ -232,38 +244,56 @@ def train_stitches(
             x = images[_batch_indices(len(images), batch_size, step, seed)].to(device)
             gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
             opt.zero_grad(set_to_none=True)
+            variances: dict[str, float] = {}
+            targets = None
             if clean_targets:
-                losses = _clean_target_step(net, x, p, gen)
-            else:
-                losses = forward_random(
-                    net, x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen
-                )
+                targets = {k: target for k, (_, target) in parent_tensors(net, x).items()}
+            losses = forward_random(
+                net,
+                x,
+                p=p,
+                on_loss=lambda _, loss: loss.backward(),
+                generator=gen,
+                targets=targets,
+                variances=variances,
+            )
+            _check_finite(net, losses, step)
             opt.step()
-            mean = sum(losses.values()) / max(len(losses), 1)
+            relative = {k: v / max(variances[k], 1e-12) for k, v in losses.items()}
+            mean = sum(relative.values()) / max(len(relative), 1)
             history.append(mean)
             if step >= tail_from:
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
-            bar.update(advance=1, description=f"training stitches (loss {mean:.4f})")
+                    relative_sums[k] = relative_sums.get(k, 0.0) + relative[k]
+            bar.update(advance=1, description=f"training stitches (relative loss {mean:.3f})")
             if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 _save_checkpoint(net, opt, ckpt, step + 1, steps, history)
     net.stitches.eval()
-    n_tail = steps - max(tail_from, start)
-    final = {k: v / max(n_tail, 1) for k, v in sums.items()}
-    return TrainResult(final, steps, history)
+    n_tail = max(steps - max(tail_from, start), 1)
+    final = {k: v / n_tail for k, v in sums.items()}
+    return TrainResult(final, steps, history, {k: v / n_tail for k, v in relative_sums.items()})
 
 
-def _clean_target_step(
-    net: Supernet, x: torch.Tensor, p: float, gen: torch.Generator
-) -> dict[str, float]:
-    """Backpropagate each stitch's MSE to its parent's clean tensor (inputs still mixed)."""
-    targets = {k: target for k, (_, target) in parent_tensors(net, x).items()}
-    return forward_random(
-        net, x, p=p, on_loss=lambda _, loss: loss.backward(), generator=gen, targets=targets
-    )
+def _check_finite(net: Supernet, losses: dict[str, float], step: int) -> None:
+    """A stitch whose loss is NaN or infinite stops training, named (nothing is saved)."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        sw = next(s for s in net.switches if s.stitch == bad[0])
+        raise SupernetError(
+            f"stitch {sw.stitch} ({sw.src[0].upper()}:{sw.source} -> "
+            f"{sw.side.upper()}:{sw.node}) diverged at step {step} (loss {losses[bad[0]]}); "
+            f"{len(bad)} stitch(es) in all: try a lower learning rate or check the parents "
+            "give finite outputs on this data"
+        )
+
+
+CHECKPOINT = "train_state.safetensors"  # tensors and, in its metadata, the step and history
 
 
 def _save_checkpoint(net, opt, folder: Path, step: int, steps: int, history) -> None:
+    """One file, replaced atomically: a kill at any moment leaves the previous checkpoint
+    or this one, never new weights with an old step count."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"stitch.{k}": v.detach().cpu().contiguous() for k, v in net.stitches.state_dict().items()
@@ -271,20 +301,31 @@ def _save_checkpoint(net, opt, folder: Path, step: int, steps: int, history) -> 
     for i, p in enumerate(net.stitches.parameters()):
         for name, value in opt.state.get(p, {}).items():
             tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tmp = folder / "train_state.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / "train_state.safetensors")
-    meta = {"step": step, "steps": steps, "history": history}
-    (folder / "train_state.json.tmp").write_text(json.dumps(meta))
-    os.replace(folder / "train_state.json.tmp", folder / "train_state.json")
+    meta = {"evostitch": json.dumps({"step": step, "steps": steps, "history": history})}
+    atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    (folder / "train_state.json").unlink(missing_ok=True)  # evostitch <= 0.1's second file
 
 
-def _load_checkpoint(net, opt, folder: Path, steps: int) -> tuple[int, list[float]]:
+def _read_checkpoint(folder: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """The checkpoint's (step/steps/history, tensors), or None if there is none."""
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        return None
     try:
-        meta = json.loads((folder / "train_state.json").read_text())
-        tensors = load_file(str(folder / "train_state.safetensors"))
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("evostitch")
+        legacy = folder / "train_state.json"
+        meta = json.loads(text if text is not None else legacy.read_text())
+        return meta, load_file(str(path))
     except Exception as exc:
         raise RunError(f"cannot resume stitch training from {folder}: {exc}") from exc
+
+
+def _load_checkpoint(net, opt, folder: Path, steps: int) -> tuple[int, list[float]] | None:
+    found = _read_checkpoint(folder)
+    if found is None:
+        return None
+    meta, tensors = found
     if meta.get("steps") != steps:
         raise RunError(
             f"checkpoint in {folder} is for a {meta.get('steps')}-step run, not {steps}: "

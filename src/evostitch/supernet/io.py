@@ -59,6 +59,11 @@ def save(net: Supernet, folder: str | Path) -> Path:
                 f"parent {side.upper()} was given as a module: save needs it named by a model "
                 "spec (e.g. torchvision:resnet50 or package.module:factory)"
             )
+    for name, value in net.stitches.state_dict().items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise SupernetError(
+                f"stitch weights {name} are not finite (a diverged training?): not saved"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / JSON_NAME).unlink(missing_ok=True)  # the folder is incomplete until it is back
     parents = []
