@@ -21,6 +21,7 @@ from rich.console import Console
 from torch import nn
 
 from .data import dataset_info, load_dataset
+from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
 from .evolution.algorithms import ALGORITHMS, make_algorithm
 from .evolution.backend import Backend
@@ -139,6 +140,7 @@ def stitch(
     batch_size: int = 32,
     seed: int = 0,
     device: str | torch.device | None = None,
+    amp: str | None = None,
     progress: bool = True,
 ) -> Supernet:
     """Build a supernetwork, train its stitches on `data`'s train split and save it into
@@ -146,6 +148,7 @@ def stitch(
     from .training import train_stitches
 
     say = _say(progress)
+    device, amp = resolve_device(device), check_amp(amp)  # before an hour of work, not after
     folder = user_path(out) if out is not None else None
     if folder is not None and (folder / "supernet.json").exists():
         raise SupernetError(f"{folder} already holds a finished result: choose another folder")
@@ -173,6 +176,7 @@ def stitch(
             batch_size=batch_size,
             seed=seed,
             device=device,
+            amp=amp,
             checkpoint_dir=folder / "checkpoints" if folder is not None else None,
             progress=progress,
         )
@@ -259,21 +263,25 @@ def search(
     batch: int = DEFAULT_EVAL_BATCH,
     progress: bool = True,
     trust_code: bool = False,
+    device: str | None = None,
+    amp: str | None = None,
     **backend_options: Any,
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
     (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
     gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`); `trust_code`
-    rebuilds a parent named by `package.module:factory`."""
+    rebuilds a parent named by `package.module:factory`; `device` and `amp` ("bf16",
+    "fp16": evaluation under autocast, recorded in the run) say how offspring run."""
     if algorithm not in ALGORITHMS:
         raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
+    device, amp = resolve_device(device), check_amp(amp)
     if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
         raise SearchError(
             "need budget >= 1, population >= 2, 0 <= p_stitch <= 1, 0 <= steer_to <= 1"
         )
     data = data or supernet_data(supernet)
-    spec = problem_spec(supernet, data)
-    problem, _ = problem_from_spec(spec, trust_code=trust_code)
+    spec = problem_spec(supernet, data, amp=amp)
+    problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
     runner = make_backend(
@@ -283,6 +291,8 @@ def search(
         batch=batch,
         problem=problem,
         trust_code=trust_code,
+        device=device,
+        amp=amp,
         **backend_options,
     )
     try:
@@ -312,13 +322,14 @@ def resume(
     batch: int = DEFAULT_EVAL_BATCH,
     progress: bool = True,
     trust_code: bool = False,
+    device: str | None = None,
     **backend_options: Any,
 ) -> Run:
     """Continue a run folder to its budget without re-evaluating anything it stored
-    (`evostitch search --resume`); writes RUN/front.csv at the end."""
+    (`evostitch search --resume`; its precision is the run's); writes RUN/front.csv."""
     opened = load_run(run, trust_code=trust_code)
     spec = opened.config.problem
-    problem, _ = problem_from_spec(spec, trust_code=trust_code)
+    problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     runner = make_backend(
         backend,
         spec["supernet"],
@@ -326,6 +337,8 @@ def resume(
         batch=batch,
         problem=problem,
         trust_code=trust_code,
+        device=device,
+        amp=spec.get("amp"),
         **backend_options,
     )
     try:

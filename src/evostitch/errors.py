@@ -33,5 +33,9 @@ class RunError(EvostitchError):
     """A run folder that is missing, damaged, in use, or lacks what was asked of it."""
 
 
+class DeviceError(EvostitchError):
+    """A device or a precision this machine or this torch cannot use."""
+
+
 class ExportError(EvostitchError):
     """An offspring that cannot be written as standalone code and weights."""

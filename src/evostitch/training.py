@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import fx
 from torch.utils.data import Dataset
 
-from .devices import default_device
+from .devices import autocast, check_amp, resolve_device
 from .errors import DataError, RunError, SupernetError
 from .files import atomic_write, user_path
 from .progress import progress_bar
@@ -87,11 +87,13 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def parent_tensors(net: Supernet, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def parent_tensors(
+    net: Supernet, x: torch.Tensor, amp: str | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per stitch, its input and the tensor it stands in for, both computed by the
-    parents alone on `x` (no switch taken)."""
+    parents alone on `x` (no switch taken; under autocast to `amp` when given)."""
     clean = {}
-    with torch.no_grad():
+    with torch.no_grad(), autocast(x.device, amp):
         for side in SIDES:
             names = {sw.node for sw in net.switches if sw.side == side}
             recorder = _Recorder(net.graphs[side].module, names)
@@ -106,22 +108,23 @@ class _RandomSwitches(Executor):
     """Every node of both parents (no gradients), and at each matched point both stitches:
     trained against their targets, and taken per sample with probability `p`."""
 
-    def __init__(self, net, x, p, on_loss, generator, targets) -> None:
+    def __init__(self, net, x, p, on_loss, generator, targets, amp=None) -> None:
         super().__init__(net)
+        self.amp = amp
         self.n, self.device, self.p = x.shape[0], x.device, p
         self.on_loss, self.generator, self.targets = on_loss, generator, targets
         self.losses: dict[str, float] = {}
         self.variances: dict[str, float] = {}
 
     def node(self, key, inputs, x):
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.amp):
             return super().node(key, inputs, x)
 
     def switch(self, sw: Switch, on: bool, own: torch.Tensor, source: torch.Tensor):
-        target = own.detach()
-        goal = target if self.targets is None else self.targets[sw.stitch]
+        target = own.detach()  # stitches train in float32 whatever the parents ran in
+        goal = (target if self.targets is None else self.targets[sw.stitch]).float()
         with torch.enable_grad():
-            out = self.net.stitches[sw.stitch](source.detach())
+            out = self.net.stitches[sw.stitch](source.detach().float())
             loss = torch.nn.functional.mse_loss(out, goal)
         if self.on_loss is not None:
             self.on_loss(sw.stitch, loss)
@@ -129,7 +132,7 @@ class _RandomSwitches(Executor):
         self.variances[sw.stitch] = float(goal.detach().float().var())
         mask = torch.rand(self.n, generator=self.generator, device=self.device) < self.p
         mask = mask.view(self.n, *([1] * (target.dim() - 1)))
-        return torch.where(mask, out.detach(), target)
+        return torch.where(mask, out.detach().to(target.dtype), target)
 
 
 def forward_random(
@@ -140,6 +143,7 @@ def forward_random(
     generator: torch.Generator | None = None,
     targets: Mapping[str, torch.Tensor] | None = None,
     variances: dict[str, float] | None = None,
+    amp: str | None = None,
 ) -> dict[str, float]:
     """Stitch-training pass: every switch takes its stitch per sample with probability `p`.
 
@@ -147,9 +151,9 @@ def forward_random(
     `targets[stitch]` when given (e.g. the parent's clean tensor). Its loss is handed to
     `on_loss` at once (call `.backward()` there): inputs and targets are detached, so
     memory holds one stitch's graph at a time. Returns the losses; `variances`, when
-    given, receives each target's variance.
+    given, receives each target's variance. `amp` runs the parents under autocast.
     """
-    walk = _RandomSwitches(net, x, p, on_loss, generator, targets)
+    walk = _RandomSwitches(net, x, p, on_loss, generator, targets, amp)
     walk.run(net.structure.full_plan(), x)
     if variances is not None:
         variances.update(walk.variances)
@@ -171,7 +175,7 @@ def least_squares_init(
     it rather than from an arbitrary map between unrelated channels (beyond the paper).
     `ridge` is relative to the mean input energy.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     net.to(device)
     normal: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for batch in images.split(batch_size):
@@ -203,11 +207,15 @@ def train_stitches(
     init_samples: int = 256,
     seed: int = 0,
     device: str | torch.device | None = None,
+    amp: str | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
 ) -> TrainResult:
     """Train every stitch of `net` on the inputs of `data` (labels are not used).
+
+    `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen parents
+    run under autocast; stitches train in float32) say where and how.
 
     The budget is `samples` (images seen) or `epochs` (default 1 epoch). Stitches start
     from a least-squares fit on the first `init_samples` images of a seeded permutation
@@ -219,7 +227,8 @@ def train_stitches(
     if samples is None:
         samples = int(round((1.0 if epochs is None else epochs) * len(images)))
     steps = max(math.ceil(samples / batch_size), 1)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
+    check_amp(amp)
     net.to(device)
     net.parents.eval()
     net.stitches.train()
@@ -247,7 +256,7 @@ def train_stitches(
             variances: dict[str, float] = {}
             targets = None
             if clean_targets:
-                targets = {k: target for k, (_, target) in parent_tensors(net, x).items()}
+                targets = {k: t for k, (_, t) in parent_tensors(net, x, amp).items()}
             losses = forward_random(
                 net,
                 x,
@@ -256,6 +265,7 @@ def train_stitches(
                 generator=gen,
                 targets=targets,
                 variances=variances,
+                amp=amp,
             )
             _check_finite(net, losses, step)
             opt.step()

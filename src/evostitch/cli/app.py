@@ -56,6 +56,13 @@ TrustCode = Annotated[
         "folders from people you trust.",
     ),
 ]
+Device = Annotated[
+    str | None, typer.Option(help="cpu, cuda, cuda:N or mps; default: cuda when available.")
+]
+Amp = Annotated[
+    str | None,
+    typer.Option("--amp", help="bf16 or fp16: run the networks in mixed precision (autocast)."),
+]
 ALGORITHM_HELP = "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
 
 

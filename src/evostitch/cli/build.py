@@ -14,8 +14,10 @@ from rich.table import Table
 from .. import api
 from ..files import expand_user
 from .app import (
+    Amp,
     AsJson,
     Data,
+    Device,
     InputShape,
     Leaf,
     MaxRatio,
@@ -104,6 +106,8 @@ def stitch(
     ] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
+    device: Device = None,
+    amp: Amp = None,
 ) -> None:
     """Build a supernetwork (match, insert stitches, train them on --data) and save it."""
     api.stitch(
@@ -120,6 +124,8 @@ def stitch(
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
+        device=device,
+        amp=amp,
     )
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
-from .app import TrustCode, app
+from .app import Amp, Device, TrustCode, app
 
 RunArg = Annotated[Path, typer.Argument(help="A search run folder.", callback=expand_user)]
 SolutionOpt = Annotated[
@@ -22,7 +22,6 @@ SolutionOpt = Annotated[
         "--solution", help="Row id in the run store, or parent-a, parent-b, ensemble(-prob)."
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option(help="torch device; default: cuda if available.")]
 
 
 @app.command()
@@ -45,14 +44,15 @@ def reevaluate(
     run: RunArg,
     split: Annotated[str, typer.Option(help="Held-out split to score on.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 256,
-    device: DeviceOpt = None,
+    device: Device = None,
+    amp: Amp = None,
     trust_code: TrustCode = False,
 ) -> None:
     """Score the front and the reference solutions on a held-out split (with ECE)."""
     if batch_size < 1:
         raise EvostitchError("need --batch-size >= 1")
     data = api.load_run(run, trust_code=trust_code).reevaluate(
-        split, batch_size=batch_size, device=device
+        split, batch_size=batch_size, device=device, amp=amp
     )
     metric, searched = data["metric"], data["search_split"]
     columns = ["solution", f"{metric} ({searched})", f"{metric} ({split})", "gap"]
@@ -84,7 +84,8 @@ def finetune(
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the batch order.")] = 0,
-    device: DeviceOpt = None,
+    device: Device = None,
+    amp: Amp = None,
     trust_code: TrustCode = False,
 ) -> None:
     """Fine-tune one offspring on the train split; save its weights under RUN/finetuned/."""
@@ -93,6 +94,7 @@ def finetune(
     summary = api.load_run(run, trust_code=trust_code).finetune(
         solution,
         device=device,
+        amp=amp,
         epochs=epochs,
         max_batches=max_batches,
         stitches_only=stitches_only,

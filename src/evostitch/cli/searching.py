@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
-from .app import ALGORITHM_HELP, TrustCode, app
+from .app import ALGORITHM_HELP, Amp, Device, TrustCode, app
 
 
 @app.command()
@@ -63,6 +63,8 @@ def search(
         ),
     ] = api.DEFAULT_EVAL_BATCH,
     trust_code: TrustCode = False,
+    device: Device = None,
+    amp: Amp = None,
 ) -> None:
     """Search a supernetwork's offspring for accuracy (or mIoU) against MACs; the run
     folder keeps every evaluation and the front (front.csv)."""
@@ -76,10 +78,13 @@ def search(
         "cpus_per_worker": cpus_per_worker,
         "ray_address": ray_address,
         "trust_code": trust_code,
+        "device": device,
     }
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
+        if amp is not None:
+            raise EvostitchError("--amp is the run's own on --resume (it changes the metrics)")
         run = api.resume(resume, **options)
     else:
         if supernet is None or out is None:
@@ -96,6 +101,7 @@ def search(
             population=population,
             p_stitch=p_stitch,
             steer_to=steer_to,
+            amp=amp,
             **options,
         )
     print_search(run)

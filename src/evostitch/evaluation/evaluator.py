@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..devices import default_device
+from ..devices import autocast, check_amp, resolve_device
 from ..errors import DataError
 from ..supernet import Supernet
 from .metrics import make_metric, primary_metric
@@ -25,7 +25,7 @@ class Evaluator:
     of the task (accuracy, top-5, cross-entropy, ECE / mean IoU, pixel accuracy).
     Calling it gives `objectives`; `evaluate_many` (= `objectives_many`) lets backends
     evaluate the genotypes they hold at once, keeping at most `budget_bytes` of shared
-    values (`autocast`: float16 on GPU, bfloat16 on CPU, in that path only).
+    values. `amp` ("bf16", "fp16") evaluates under torch.autocast in that precision.
     """
 
     def __init__(
@@ -37,12 +37,13 @@ class Evaluator:
         batch_size: int = 256,
         device: str | torch.device | None = None,
         budget_bytes: int | None = DEFAULT_BUDGET,
-        autocast: bool = False,
+        amp: str | None = None,
     ) -> None:
         if len(dataset) == 0:
             raise DataError("cannot evaluate on an empty split")
         self.net = net
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
+        self.amp = check_amp(amp)
         net.to(self.device).eval()
         items = [dataset[i] for i in range(len(dataset))]
         self.x = torch.stack([x for x, _ in items])
@@ -50,13 +51,13 @@ class Evaluator:
         self.batch_size = batch_size
         self.num_classes = num_classes
         self.metric_name = primary_metric(net.task)
-        self.budget_bytes, self.autocast = budget_bytes, autocast
+        self.budget_bytes = budget_bytes
         self._shared: SharedEvaluator | None = None
 
     def metrics(self, genotype: Sequence[int]) -> dict[str, float]:
         """All metrics of the offspring plus its MACs and parameters."""
         metric = make_metric(self.net.task, self.num_classes)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.amp):
             for start in range(0, len(self.x), self.batch_size):
                 x = self.x[start : start + self.batch_size].to(self.device)
                 y = self.y[start : start + self.batch_size].to(self.device)
@@ -83,7 +84,7 @@ class Evaluator:
                 batch_size=self.batch_size,
                 budget_bytes=self.budget_bytes,
                 device=self.device,
-                autocast=self.autocast,
+                amp=self.amp,
             )
         return self._shared
 

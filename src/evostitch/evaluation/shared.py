@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from ..devices import autocast
 from ..graph import example_input
 from ..supernet import Executor, Key, Supernet, Switch, combine
 from .metrics import make_metric
@@ -52,9 +53,10 @@ class SharedEvaluator:
     """Scores many genotypes on a split (`x`, `y`), sharing every common intermediate.
 
     `budget_bytes` bounds the bytes of values kept for later offspring (None: no bound);
-    each offspring's own working memory is that of running it alone. `autocast` runs in
-    bfloat16 (CPU) or float16 (CUDA). After `metrics()`: `peak_cached_bytes`, `runs`
-    (executions per ("node", key) and ("stitch", name)) and `computed_macs` (per sample).
+    each offspring's own working memory is that of running it alone. `amp` ("bf16",
+    "fp16") runs under torch.autocast in that precision. After `metrics()`:
+    `peak_cached_bytes`, `runs` (executions per ("node", key) and ("stitch", name)) and
+    `computed_macs` (per sample).
     """
 
     def __init__(
@@ -67,13 +69,13 @@ class SharedEvaluator:
         batch_size: int = 256,
         budget_bytes: int | None = DEFAULT_BUDGET,
         device: str | torch.device | None = None,
-        autocast: bool = False,
+        amp: str | None = None,
     ) -> None:
         self.net, self.x, self.y = net, x, y
         self.num_classes, self.batch_size = num_classes, batch_size
         self.budget = float("inf") if budget_bytes is None else budget_bytes
         self.device = torch.device(device) if device is not None else x.device
-        self.autocast = autocast
+        self.amp = amp
         net.to(self.device).eval()
         self._inputs = net.structure.inputs
         self._mutating = {key for key in self._inputs if self._mutates(key)}
@@ -112,9 +114,7 @@ class SharedEvaluator:
         for module in self._inplace_modules:
             module.inplace = False
             stack.callback(setattr, module, "inplace", True)
-        if self.autocast:
-            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-            stack.enter_context(torch.autocast(self.device.type, dtype=dtype))
+        stack.enter_context(autocast(self.device, self.amp))
         return stack
 
     def _measure(self, n: int) -> dict[tuple[str, Any], int]:

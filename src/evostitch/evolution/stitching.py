@@ -30,8 +30,9 @@ def make_evaluator(
     batch_size: int = 256,
     device: Any = None,
     budget_bytes: int | None = DEFAULT_BUDGET,
-    autocast: bool = False,
+    amp: str | None = None,
 ) -> Evaluator:
+    """An `Evaluator` of `net` on a dataset spec's split (the task checked against `net`)."""
     info = dataset_info(data)
     if info.task != net.task:
         raise DataError(f"{data} is a {info.task} dataset, the supernetwork does {net.task}")
@@ -42,42 +43,26 @@ def make_evaluator(
         batch_size=batch_size,
         device=device,
         budget_bytes=budget_bytes,
-        autocast=autocast,
+        amp=amp,
     )
 
 
 def load_objectives(
-    supernet: str,
-    data: str,
-    split: str = "val",
-    batch_size: int = 256,
-    budget_bytes: int | None = DEFAULT_BUDGET,
-    autocast: bool = False,
-    trust_code: bool = False,
+    supernet: str, data: str, split: str = "val", *, trust_code: bool = False, **options: Any
 ) -> Callable[[Genotype], Objectives]:
     """Load a saved supernetwork and a split; return its objective function (an `Evaluator`:
-    call it on one genotype, or `evaluate_many` on several)."""
+    call it on one genotype, or `evaluate_many` on several). `options`: `make_evaluator`'s."""
     net = Supernet.load(supernet, trust_code=trust_code)
-    return make_evaluator(
-        net, data, split, batch_size=batch_size, budget_bytes=budget_bytes, autocast=autocast
-    )
+    return make_evaluator(net, data, split, **options)
 
 
 def evaluator_factory(
-    supernet: str | Path,
-    data: str,
-    split: str = "val",
-    batch_size: int = 256,
-    *,
-    budget_bytes: int | None = DEFAULT_BUDGET,
-    autocast: bool = False,
-    trust_code: bool = False,
+    supernet: str | Path, data: str, split: str = "val", *, trust_code: bool = False, **options
 ):
-    """A picklable zero-argument factory of the objective function (for backends)."""
+    """A picklable zero-argument factory of the objective function (for backends);
+    `options`: `make_evaluator`'s (batch_size, device, budget_bytes, amp)."""
     path = str(absolute(supernet))
-    return functools.partial(
-        load_objectives, path, data, split, batch_size, budget_bytes, autocast, trust_code
-    )
+    return functools.partial(load_objectives, path, data, split, trust_code=trust_code, **options)
 
 
 def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:
@@ -93,18 +78,22 @@ def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives])
     )
 
 
-def problem_spec(supernet: str | Path, data: str, split: str = "val") -> dict[str, Any]:
-    """What a run config records to rebuild the problem on resume."""
+def problem_spec(
+    supernet: str | Path, data: str, split: str = "val", amp: str | None = None
+) -> dict[str, Any]:
+    """What a run config records to rebuild the problem on resume (the precision too: it
+    changes the metrics; the device does not, and may differ on resume)."""
     return {
         "kind": "stitching",
         "supernet": str(absolute(supernet)),
         "data": data,
         "split": split,
+        "amp": amp,
     }
 
 
 def problem_from_spec(
-    spec: dict[str, Any], *, trust_code: bool = False
+    spec: dict[str, Any], *, trust_code: bool = False, device: Any = None
 ) -> tuple[Problem, Supernet]:
     """Rebuild the problem (evaluated in this process) from a run config's spec; the
     supernetwork's code-named parents only with `trust_code` (the run does not record it:
@@ -112,5 +101,6 @@ def problem_from_spec(
     if spec.get("kind") != "stitching":
         raise RunError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
     net = Supernet.load(spec["supernet"], trust_code=trust_code)
-    evaluator = make_evaluator(net, spec["data"], spec.get("split", "val"))
+    split = spec.get("split", "val")
+    evaluator = make_evaluator(net, spec["data"], split, device=device, amp=spec.get("amp"))
     return stitching_problem(net, evaluator), net

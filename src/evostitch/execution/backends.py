@@ -27,6 +27,8 @@ def make_backend(
     ray_address: str | None = None,
     problem: Any = None,
     trust_code: bool = False,
+    device: Any = None,
+    amp: str | None = None,
 ) -> Backend:
     """A backend by name: "inprocess" (pipelined, `batch` offspring at a time, evaluating
     `problem` when given) or "ray" (`workers` actors, `batch` offspring each)."""
@@ -38,10 +40,11 @@ def make_backend(
         raise SearchError("need batch >= 1")
     if backend == "inprocess":
         if problem is None:
-            problem, _ = problem_from_spec(problem_spec(supernet, data), trust_code=trust_code)
+            spec = problem_spec(supernet, data, amp=amp)
+            problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
     return RayBackend(
-        evaluator_factory(supernet, data, trust_code=trust_code),
+        evaluator_factory(supernet, data, trust_code=trust_code, device=device, amp=amp),
         num_workers=workers,
         num_gpus=gpus_per_worker,
         num_cpus=cpus_per_worker,

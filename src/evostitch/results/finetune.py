@@ -26,7 +26,7 @@ from torch import fx
 from torch.utils.data import Dataset
 
 from ..data import dataset_info, load_dataset
-from ..devices import default_device
+from ..devices import autocast, check_amp, resolve_device
 from ..errors import SupernetError
 from ..evaluation.metrics import evaluate, make_metric
 from ..files import user_path
@@ -50,10 +50,14 @@ def finetune(
     stitches_only: bool = False,
     seed: int = 0,
     device: Any = None,
+    amp: str | None = None,
     progress: bool = True,
 ) -> tuple[fx.GraphModule, list[float]]:
-    """Train a copy of the offspring; return it (eval mode) and the loss per batch."""
-    device = torch.device(device) if device is not None else default_device()
+    """Train a copy of the offspring; return it (eval mode) and the loss per batch.
+    `amp` ("bf16", "fp16") runs its forward under autocast (fp16 with a gradient scaler)."""
+    device = resolve_device(device)
+    check_amp(amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     model = offspring_module(net, genotype).to(device)
     _without_inplace(model)
     params = []
@@ -76,10 +80,13 @@ def finetune(
             batch, order = order[:batch_size], order[batch_size:]
             x = torch.stack([train[int(i)][0] for i in batch]).to(device)
             y = torch.stack([torch.as_tensor(train[int(i)][1]) for i in batch]).to(device)
-            loss = F.cross_entropy(model(x), y.long(), ignore_index=255)
+            with autocast(device, amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y.long(), ignore_index=255)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             losses.append(float(loss.detach()))
             bar.update(advance=1, description=f"fine-tuning (loss {losses[-1]:.4f})")
     for p in model.parameters():
@@ -114,7 +121,7 @@ def finetune_solution(
     found = find_solution(net, records, solution)
     data = config.problem["data"]
     info = dataset_info(data)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     splits = {s: load_dataset(data, s) for s in (config.problem.get("split", "val"), "test")}
 
     def scores(model: torch.nn.Module) -> dict[str, dict[str, float]]:

@@ -58,13 +58,17 @@ class Run:
         return write_report(self.path, others=list(others), trust_code=self.trust_code)
 
     def reevaluate(
-        self, split: str = "test", *, batch_size: int = 256, device: Any = None
+        self,
+        split: str = "test",
+        *,
+        batch_size: int = 256,
+        device: Any = None,
+        amp: str | None = None,
     ) -> dict[str, Any]:
         """Score the front and the references on a held-out split (`evostitch reevaluate`);
         returns what RUN/reevaluation_<split>.json holds."""
-        reevaluate(
-            self.path, split, batch_size=batch_size, device=device, trust_code=self.trust_code
-        )
+        options = {"batch_size": batch_size, "device": device, "amp": amp}
+        reevaluate(self.path, split, trust_code=self.trust_code, **options)
         return load_reevaluation(self.path, split)
 
     def finetune(self, solution: str | int, **options: Any) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def reevaluate(
     *,
     batch_size: int = 256,
     device: Any = None,
+    amp: str | None = None,
     trust_code: bool = False,
 ) -> Path:
     """Score the front and the reference solutions on `split`; write and return the file."""
@@ -46,8 +47,9 @@ def reevaluate(
         raise RunError(f"the run was searched on {split!r}: re-evaluate on another split")
     net = load_supernet(config, trust_code=trust_code)
     data = config.problem["data"]
-    held_out = make_evaluator(net, data, split, batch_size=batch_size, device=device)
-    searched = make_evaluator(net, data, search_split, batch_size=batch_size, device=device)
+    options = {"batch_size": batch_size, "device": device, "amp": amp}
+    held_out = make_evaluator(net, data, split, **options)
+    searched = make_evaluator(net, data, search_split, **options)
     rows = [
         {
             "label": s.label,
