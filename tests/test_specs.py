@@ -55,3 +55,29 @@ def test_wrong_weights_are_one_line(tmp_path):
         specs.load_model("torchvision:resnet18", tmp_path / "bad.safetensors")
     with pytest.raises(EvostitchError, match="not found"):
         specs.load_model("torchvision:resnet18", tmp_path / "missing.pt")
+
+
+def test_architecture_spec_keeps_what_pretrained_weights_changed():
+    """torchvision's inception_v3 with weights normalises its input (transform_input): the
+    architecture rebuilt without weights must do the same."""
+    import torchvision
+
+    from evostitch.models import architecture_spec, load_model
+
+    torch.manual_seed(0)
+    weighted = torchvision.models.inception_v3(
+        weights=None, transform_input=True, aux_logits=True, init_weights=False
+    ).eval()  # what the builder makes of weights=IMAGENET1K_V1
+    spec = architecture_spec("torchvision:inception_v3?weights=IMAGENET1K_V1", weighted)
+    options = spec.partition("?")[2].split("&")
+    assert not any(o.startswith("weights=") for o in options) and "transform_input=True" in options
+    rebuilt = load_model(spec)
+    rebuilt.load_state_dict(weighted.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), weighted(x))
+    plain = architecture_spec(
+        "torchvision:resnet18?weights=DEFAULT", load_model("demo:resnet_like")
+    )
+    assert plain == "torchvision:resnet18"
+    assert architecture_spec("timm:resnet18.a1_in1k?pretrained=true") == "timm:resnet18.a1_in1k"

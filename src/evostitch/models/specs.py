@@ -89,8 +89,14 @@ def architecture_spec(spec: str, model: nn.Module | None = None) -> str:
             options.setdefault("num_classes", model.num_classes)
         return f"timm:{arch}" + _query(options)
     key = {"timm": "pretrained", "torchvision": "weights"}.get(source)
-    if key:
-        options.pop(key, None)
+    if key and options.pop(key, None) and source == "torchvision" and model is not None:
+        # torchvision's builders change some arguments when given weights (GoogLeNet and
+        # Inception v3 normalise their input and keep or drop their auxiliary heads)
+        for arg in ("transform_input", "aux_logits"):
+            if isinstance(getattr(model, arg, None), bool):
+                options.setdefault(arg, getattr(model, arg))
+        if any(arg in options for arg in ("transform_input", "aux_logits")):
+            options.setdefault("init_weights", False)  # the weights come from elsewhere
     return f"{source}:{name}" + _query(options)
 
 
