@@ -112,7 +112,7 @@ def test_voc_layout(tmp_path):
     [
         ("cifar", "train", "unknown dataset spec"),
         ("digits", "holdout", "unknown split"),
-        ("digits?size=3", "train", "unknown dataset option"),
+        ("digits?crop=3", "train", "unknown dataset option"),
         ("nuclei?crop=abc", "train", "not an integer"),
         ("imagefolder:/no/such/folder", "train", "not found"),
         ("imagefolder", "train", "needs a path"),

