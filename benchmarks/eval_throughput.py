@@ -102,7 +102,7 @@ def main() -> None:
         naive_rate = len(subset) / (time.perf_counter() - t) * scale
         naive_cpu = len(subset) / (time.process_time() - c) * scale
         naive_rss = rss_mb()
-        shared = SharedEvaluator(net, x, y, 1000, batch_size=args.batch_size, budget_bytes=budget)
+        shared = SharedEvaluator(net, (x, y), 1000, batch_size=args.batch_size, budget_bytes=budget)
         t, c = time.perf_counter(), time.process_time()
         results = shared.metrics(genotypes)
         shared_rate = len(genotypes) / (time.perf_counter() - t)

@@ -82,7 +82,7 @@ def assert_same(shared: dict, reference: dict) -> None:
 def test_metrics_equal_each_offspring_alone(task, request):
     net, x, y, classes = request.getfixturevalue(task)
     genotypes = population(net, 10, 5)
-    shared = SharedEvaluator(net, x, y, classes, batch_size=64, budget_bytes=None)
+    shared = SharedEvaluator(net, (x, y), classes, batch_size=64, budget_bytes=None)
     results = shared.metrics(genotypes)
     for g, m in zip(genotypes, results, strict=True):
         assert_same(m, alone(net, g, x, y, classes, 64))
@@ -95,14 +95,14 @@ def test_metrics_equal_each_offspring_alone(task, request):
 def test_budget_is_respected_by_recomputing(classifier):
     net, x, y, classes = classifier
     genotypes = population(net, 12, 4, seed=1)
-    free = SharedEvaluator(net, x, y, classes, batch_size=128, budget_bytes=None)
+    free = SharedEvaluator(net, (x, y), classes, batch_size=128, budget_bytes=None)
     expected = free.metrics(genotypes)
     budget = free.peak_cached_bytes // 8
-    tight = SharedEvaluator(net, x, y, classes, batch_size=128, budget_bytes=budget)
+    tight = SharedEvaluator(net, (x, y), classes, batch_size=128, budget_bytes=budget)
     assert tight.metrics(genotypes) == expected
     assert 0 < tight.peak_cached_bytes <= budget
     assert sum(tight.runs.values()) > sum(free.runs.values())  # it recomputed
-    none = SharedEvaluator(net, x, y, classes, batch_size=128, budget_bytes=0)
+    none = SharedEvaluator(net, (x, y), classes, batch_size=128, budget_bytes=0)
     assert none.metrics(genotypes) == expected and none.peak_cached_bytes == 0
     assert tight.computed_macs < none.computed_macs
 
@@ -114,7 +114,7 @@ def test_parent_and_late_stitch_share_the_prefix(classifier):
     parent = [0] + [0] * len(net.switches)  # parent A
     late = list(parent)  # A's network, and B's tail fed by A through the last stitch
     late[0], late[last.index] = net.output_choices.index("mean"), 1
-    shared = SharedEvaluator(net, x, y, classes, batch_size=len(x))  # one data batch
+    shared = SharedEvaluator(net, (x, y), classes, batch_size=len(x))  # one data batch
     shared.metrics([parent, late])
     a_nodes = net.plan(parent).raw
     assert a_nodes < net.plan(late).raw
@@ -123,7 +123,7 @@ def test_parent_and_late_stitch_share_the_prefix(classifier):
     assert b_nodes and all(shared.runs[("node", key)] == 1 for key in b_nodes)
     assert shared.runs[("stitch", last.stitch)] == 1
     assert sum(shared.runs.values()) == len(net.plan(late).raw) + 1
-    apart = SharedEvaluator(net, x, y, classes, batch_size=len(x), budget_bytes=0)
+    apart = SharedEvaluator(net, (x, y), classes, batch_size=len(x), budget_bytes=0)
     apart.metrics([parent, late])
     stem = list(net.graphs["a"].nodes)[1]  # the first layer (the input itself costs nothing)
     assert apart.runs[("node", ("a", stem))] == 2

@@ -12,30 +12,29 @@ least-squares fit of their MSE (`least_squares_init`), and each stitch's target 
 parent's *clean* tensor (computed with no switch taken) rather than the tensor in the
 mixed forward pass, which upstream stitches have already perturbed. On the demo pair the
 median random offspring keeps ~99% of the parents' accuracy after one epoch
-(benchmarks/stitch_quality.py). The clean pass keeps one tensor per matched point for
-the current batch (no gradients).
+(benchmarks/stitch_quality.py). The clean pass walks in step with the mixed one, so it
+costs at most a second set of live values, not a stored tensor per matched point.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sized
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import fx
 from torch.utils.data import Dataset
 
+from .data import batches
 from .devices import autocast, check_amp, resolve_device
 from .errors import DataError, RunError, SupernetError
 from .files import atomic_write, user_path
 from .progress import progress_bar
-from .supernet import SIDES, Executor, Supernet, Switch
+from .supernet import Executor, Supernet, Switch
 
 
 @dataclass
@@ -62,7 +61,7 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tenso
     return order[k * batch_size : (k + 1) * batch_size]
 
 
-def _stack_inputs(data: Dataset) -> torch.Tensor:
+def _check_dataset(data: Dataset) -> int:
     if not isinstance(data, Sized) or not hasattr(data, "__getitem__"):
         raise DataError(
             f"stitch training needs a map-style dataset of (input, target) pairs "
@@ -70,69 +69,84 @@ def _stack_inputs(data: Dataset) -> torch.Tensor:
         )
     if len(data) == 0:
         raise DataError("stitch training needs a non-empty dataset")
-    return torch.stack([data[i][0] for i in range(len(data))])
+    return len(data)
 
 
-class _Recorder(fx.Interpreter):
-    """Runs a parent and keeps copies of the named nodes' tensors (copies: in-place ops)."""
+class _Clean(Executor):
+    """Both parents alone (every switch off), handing each stitch's (input, target) pair to
+    `visit` the moment both exist: nothing is kept beyond a plain forward's values."""
 
-    def __init__(self, module: fx.GraphModule, names: set[str]) -> None:
-        super().__init__(module)
-        self.names, self.seen = names, {}
+    def __init__(self, net: Supernet, visit: Callable, amp: str | None = None) -> None:
+        super().__init__(net)
+        self.visit, self.amp = visit, amp
 
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        if n.name in self.names:
-            self.seen[n.name] = out.clone()
-        return out
+    def node(self, key, inputs, x):
+        with autocast(x.device, self.amp):
+            return super().node(key, inputs, x)
+
+    def switch(self, sw: Switch, on: bool, own: torch.Tensor, source: torch.Tensor):
+        self.visit(sw, source, own)
+        return own
 
 
 def parent_tensors(
     net: Supernet, x: torch.Tensor, amp: str | None = None
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per stitch, its input and the tensor it stands in for, both computed by the
-    parents alone on `x` (no switch taken; under autocast to `amp` when given)."""
-    clean = {}
-    with torch.no_grad(), autocast(x.device, amp):
-        for side in SIDES:
-            names = {sw.node for sw in net.switches if sw.side == side}
-            recorder = _Recorder(net.graphs[side].module, names)
-            recorder.run(x)
-            clean[side] = recorder.seen
-    return {
-        sw.stitch: (clean[sw.src[0]][sw.source], clean[sw.side][sw.node]) for sw in net.switches
-    }
+    parents alone on `x` (no switch taken; under autocast to `amp` when given). Holds every
+    pair at once: for inspection and tests, not what training uses."""
+    pairs = {}
+
+    def keep(sw: Switch, source: torch.Tensor, own: torch.Tensor) -> None:
+        pairs[sw.stitch] = (source.clone(), own.clone())  # clones: later in-place ops
+
+    with torch.no_grad():
+        _Clean(net, keep, amp).run(net.structure.full_plan(), x)
+    return pairs
 
 
 class _RandomSwitches(Executor):
     """Every node of both parents (no gradients), and at each matched point both stitches:
-    trained against their targets, and taken per sample with probability `p`."""
+    trained against their targets, and taken per sample with probability `p`.
 
-    def __init__(self, net, x, p, on_loss, generator, targets, amp=None) -> None:
+    With `clean` each value is a (clean, mixed) pair walked in step: the parents' own
+    tensor, the stitches' target, and the one with stitches taken, which feeds them. The
+    two are one object until a stitch is taken upstream, so they are computed once there,
+    and each is freed after its last read (no whole-network store of targets)."""
+
+    def __init__(self, net, x, p, on_loss, generator, clean, amp=None) -> None:
         super().__init__(net)
-        self.amp = amp
+        self.amp, self.clean = amp, clean
         self.n, self.device, self.p = x.shape[0], x.device, p
-        self.on_loss, self.generator, self.targets = on_loss, generator, targets
+        self.on_loss, self.generator = on_loss, generator
         self.losses: dict[str, float] = {}
         self.variances: dict[str, float] = {}
 
+    def run(self, plan, x=None):
+        return super().run(plan, (x, x))
+
     def node(self, key, inputs, x):
         with torch.no_grad(), autocast(self.device, self.amp):
-            return super().node(key, inputs, x)
+            mixed = super().node(key, [m for _, m in inputs], x[1])
+            if all(c is m for c, m in inputs):
+                return mixed, mixed
+            return super().node(key, [c for c, _ in inputs], x[0]), mixed
 
-    def switch(self, sw: Switch, on: bool, own: torch.Tensor, source: torch.Tensor):
-        target = own.detach()  # stitches train in float32 whatever the parents ran in
-        goal = (target if self.targets is None else self.targets[sw.stitch]).float()
+    def switch(self, sw: Switch, on: bool, own, source):
+        clean, mixed = own
+        target = mixed.detach()  # stitches train in float32 whatever the parents ran in
+        goal = (clean if self.clean else target).detach().float()
         with torch.enable_grad():
-            out = self.net.stitches[sw.stitch](source.detach().float())
+            out = self.net.stitches[sw.stitch](source[1].detach().float())
             loss = torch.nn.functional.mse_loss(out, goal)
         if self.on_loss is not None:
             self.on_loss(sw.stitch, loss)
         self.losses[sw.stitch] = float(loss.detach())
-        self.variances[sw.stitch] = float(goal.detach().float().var())
+        self.variances[sw.stitch] = float(goal.var())
         mask = torch.rand(self.n, generator=self.generator, device=self.device) < self.p
         mask = mask.view(self.n, *([1] * (target.dim() - 1)))
-        return torch.where(mask, out.detach().to(target.dtype), target)
+        taken = torch.where(mask, out.detach().to(target.dtype), target)
+        return (clean, taken) if self.clean else (taken, taken)
 
 
 def forward_random(
@@ -141,19 +155,20 @@ def forward_random(
     p: float = 0.5,
     on_loss: Callable[[str, torch.Tensor], None] | None = None,
     generator: torch.Generator | None = None,
-    targets: Mapping[str, torch.Tensor] | None = None,
+    clean_targets: bool = False,
     variances: dict[str, float] | None = None,
     amp: str | None = None,
 ) -> dict[str, float]:
     """Stitch-training pass: every switch takes its stitch per sample with probability `p`.
 
-    Each stitch learns to reproduce the tensor it would replace in this pass (MSE), or
-    `targets[stitch]` when given (e.g. the parent's clean tensor). Its loss is handed to
-    `on_loss` at once (call `.backward()` there): inputs and targets are detached, so
-    memory holds one stitch's graph at a time. Returns the losses; `variances`, when
-    given, receives each target's variance. `amp` runs the parents under autocast.
+    Each stitch learns to reproduce the tensor it would replace in this pass (MSE), or with
+    `clean_targets` the parent's own tensor with no switch taken (computed in the same
+    walk). Its loss is handed to `on_loss` at once (call `.backward()` there): inputs and
+    targets are detached, so memory holds one stitch's graph at a time. Returns the
+    losses; `variances`, when given, receives each target's variance. `amp` runs the
+    parents under autocast.
     """
-    walk = _RandomSwitches(net, x, p, on_loss, generator, targets, amp)
+    walk = _RandomSwitches(net, x, p, on_loss, generator, clean_targets, amp)
     walk.run(net.structure.full_plan(), x)
     if variances is not None:
         variances.update(walk.variances)
@@ -162,7 +177,7 @@ def forward_random(
 
 def least_squares_init(
     net: Supernet,
-    images: torch.Tensor,
+    images: torch.Tensor | Iterable[torch.Tensor],
     *,
     batch_size: int = 64,
     ridge: float = 1e-4,
@@ -170,7 +185,8 @@ def least_squares_init(
 ) -> None:
     """Set every stitch to the ridge least-squares map from its source to its target.
 
-    Source and target are the parents' own tensors on `images` (all switches off);
+    Source and target are the parents' own tensors on `images` (a tensor, or an iterable
+    of input batches; all switches off);
     the fit is the stitch's MSE optimum there, so gradient training starts close to
     it rather than from an arbitrary map between unrelated channels (beyond the paper).
     `ridge` is relative to the mean input energy.
@@ -178,14 +194,19 @@ def least_squares_init(
     device = resolve_device(device)
     net.to(device)
     normal: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for batch in images.split(batch_size):
-        for key, (source, target) in parent_tensors(net, batch.to(device)).items():
-            x, y = net.stitches[key].rows(source, target)
-            x = torch.cat([x, torch.ones_like(x[:, :1])], 1).double()
-            xtx, xty = x.T @ x, x.T @ y.double()
-            if key in normal:
-                xtx, xty = xtx + normal[key][0], xty + normal[key][1]
-            normal[key] = (xtx, xty)
+
+    def accumulate(sw: Switch, source: torch.Tensor, target: torch.Tensor) -> None:
+        x, y = net.stitches[sw.stitch].rows(source, target)
+        x = torch.cat([x, torch.ones_like(x[:, :1])], 1).double()
+        xtx, xty = x.T @ x, x.T @ y.double()
+        if sw.stitch in normal:
+            xtx, xty = xtx + normal[sw.stitch][0], xty + normal[sw.stitch][1]
+        normal[sw.stitch] = (xtx, xty)
+
+    chunks = images.split(batch_size) if isinstance(images, torch.Tensor) else images
+    with torch.no_grad():
+        for batch in chunks:
+            _Clean(net, accumulate).run(net.structure.full_plan(), batch.to(device))
     for key, (xtx, xty) in normal.items():
         reg = torch.diag(xtx)[:-1].mean() * ridge + 1e-12
         penalty = torch.diag(torch.cat([reg.expand(len(xtx) - 1), reg.new_zeros(1)]))
@@ -210,6 +231,7 @@ def train_stitches(
     amp: str | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
+    workers: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train every stitch of `net` on the inputs of `data` (labels are not used).
@@ -221,11 +243,12 @@ def train_stitches(
     from a least-squares fit on the first `init_samples` images of a seeded permutation
     (`least_squares_init`; 0: keep their current weights). With `checkpoint_dir`, state
     is saved every `checkpoint_every` steps and a run started with the same arguments
-    resumes from the latest checkpoint there.
+    resumes from the latest checkpoint there. Batches stream from `data` through a
+    DataLoader with `workers` processes (`evostitch.data.batches`).
     """
-    images = _stack_inputs(data)
+    n = _check_dataset(data)
     if samples is None:
-        samples = int(round((1.0 if epochs is None else epochs) * len(images)))
+        samples = int(round((1.0 if epochs is None else epochs) * n))
     steps = max(math.ceil(samples / batch_size), 1)
     device = resolve_device(device)
     check_amp(amp)
@@ -240,30 +263,31 @@ def train_stitches(
     if resumed is not None:
         start, history = resumed
     elif init_samples > 0:
-        first = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-        least_squares_init(net, images[first[:init_samples]], device=device)
+        first = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:init_samples]
+        chunks = [first[i : i + 64].tolist() for i in range(0, len(first), 64)]
+        inputs = (x for x, _ in batches(data, chunks, workers=workers))
+        least_squares_init(net, inputs, device=device)
     sums: dict[str, float] = {}
     relative_sums: dict[str, float] = {}
     tail_from = steps - max(steps // 10, 1)
     with progress_bar("training stitches", total=steps, enabled=progress) as bar:
         bar.update(completed=start)
-        for step in range(start, steps):
+        order = (_batch_indices(n, batch_size, step, seed).tolist() for step in range(start, steps))
+        stream = batches(data, order, workers=workers, pin_memory=device.type == "cuda")
+        for step, (x, _) in zip(range(start, steps), stream, strict=True):
             for group in opt.param_groups:
                 group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
-            x = images[_batch_indices(len(images), batch_size, step, seed)].to(device)
+            x = x.to(device, non_blocking=True)
             gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
             opt.zero_grad(set_to_none=True)
             variances: dict[str, float] = {}
-            targets = None
-            if clean_targets:
-                targets = {k: t for k, (_, t) in parent_tensors(net, x, amp).items()}
             losses = forward_random(
                 net,
                 x,
                 p=p,
                 on_loss=lambda _, loss: loss.backward(),
                 generator=gen,
-                targets=targets,
+                clean_targets=clean_targets,
                 variances=variances,
                 amp=amp,
             )

@@ -6,26 +6,32 @@ One at a time (`metrics`, `objectives`), or a population at once (`metrics_many`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from ..data import ArrayDataset, batches
 from ..devices import autocast, check_amp, resolve_device
 from ..errors import DataError
 from ..supernet import Supernet
 from .metrics import make_metric, primary_metric
 from .shared import DEFAULT_BUDGET, SharedEvaluator
 
+DEFAULT_CACHE = 1 << 30  # bytes: a decoded split up to this size is kept between evaluations
+
 
 class Evaluator:
-    """Holds one split in memory and scores genotypes on it.
+    """Scores genotypes on one split, streaming it in batches.
 
-    The split is loaded once (evaluation is the search's inner loop); metrics are those
-    of the task (accuracy, top-5, cross-entropy, ECE / mean IoU, pixel accuracy).
-    Calling it gives `objectives`; `evaluate_many` (= `objectives_many`) lets backends
-    evaluate the genotypes they hold at once, keeping at most `budget_bytes` of shared
-    values. `amp` ("bf16", "fp16") evaluates under torch.autocast in that precision.
+    Nothing is read before the first evaluation (a search driver whose workers evaluate
+    never loads the split). A split already in memory (`ArrayDataset`) is sliced; another
+    is decoded by a DataLoader with `workers` processes, and kept decoded when it fits in
+    `cache_bytes` (evaluation is the search's inner loop), else streamed again each time.
+    Metrics are those of the task (accuracy, top-5, cross-entropy, ECE / mean IoU, pixel
+    accuracy). Calling it gives `objectives`; `evaluate_many` (= `objectives_many`) lets
+    backends evaluate the genotypes they hold at once, keeping at most `budget_bytes` of
+    shared values. `amp` ("bf16", "fp16") evaluates under torch.autocast in that precision.
     """
 
     def __init__(
@@ -38,30 +44,55 @@ class Evaluator:
         device: str | torch.device | None = None,
         budget_bytes: int | None = DEFAULT_BUDGET,
         amp: str | None = None,
+        workers: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE,
     ) -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise DataError(
+                "evaluation needs a map-style dataset of (input, target) pairs, "
+                f"not a {type(dataset).__name__}"
+            )
         if len(dataset) == 0:
             raise DataError("cannot evaluate on an empty split")
-        self.net = net
+        self.net, self.dataset = net, dataset
         self.device = resolve_device(device)
         self.amp = check_amp(amp)
-        net.to(self.device).eval()
-        items = [dataset[i] for i in range(len(dataset))]
-        self.x = torch.stack([x for x, _ in items])
-        self.y = torch.stack([torch.as_tensor(y) for _, y in items])
-        self.batch_size = batch_size
+        self.batch_size, self.workers, self.cache_bytes = batch_size, workers, cache_bytes
         self.num_classes = num_classes
         self.metric_name = primary_metric(net.task)
         self.budget_bytes = budget_bytes
+        self._batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._shared: SharedEvaluator | None = None
+
+    @property
+    def data(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The split's (inputs, targets) batches, re-iterable (opened on first use)."""
+        if self._batches is None:
+            self.net.to(self.device).eval()
+            keep = not isinstance(self.dataset, ArrayDataset) and self._fits_cache()
+            stream = batches(
+                self.dataset,
+                self.batch_size,
+                workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent=not keep,
+            )
+            self._batches = list(stream) if keep else stream
+        return self._batches
+
+    def _fits_cache(self) -> bool:
+        x, y = self.dataset[0]
+        per_sample = torch.as_tensor(x).nbytes + torch.as_tensor(y).nbytes
+        return per_sample * len(self.dataset) <= self.cache_bytes
 
     def metrics(self, genotype: Sequence[int]) -> dict[str, float]:
         """All metrics of the offspring plus its MACs and parameters."""
         metric = make_metric(self.net.task, self.num_classes)
+        data = self.data
         with torch.no_grad(), autocast(self.device, self.amp):
-            for start in range(0, len(self.x), self.batch_size):
-                x = self.x[start : start + self.batch_size].to(self.device)
-                y = self.y[start : start + self.batch_size].to(self.device)
-                metric.update(self.net(x, genotype), y)
+            for x, y in data:
+                x = x.to(self.device, non_blocking=True)
+                metric.update(self.net(x, genotype), y.to(self.device, non_blocking=True))
         return {**metric.compute(), **self.net.cost(genotype)}
 
     def objectives(self, genotype: Sequence[int]) -> tuple[float, float]:
@@ -78,8 +109,7 @@ class Evaluator:
         if self._shared is None:
             self._shared = SharedEvaluator(
                 self.net,
-                self.x,
-                self.y,
+                self.data,
                 self.num_classes,
                 batch_size=self.batch_size,
                 budget_bytes=self.budget_bytes,

@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import fx
 
 from ..devices import autocast
+from ..errors import DataError
 from ..graph import example_input
 from ..supernet import Executor, Key, Supernet, Switch, combine
 from .metrics import make_metric
@@ -50,7 +51,10 @@ def _nbytes(value: Any) -> int:
 
 
 class SharedEvaluator:
-    """Scores many genotypes on a split (`x`, `y`), sharing every common intermediate.
+    """Scores many genotypes on a split, sharing every common intermediate.
+
+    `data` is the split: an (inputs, targets) pair of tensors, or a re-iterable of
+    (inputs, targets) batches (e.g. `evostitch.data.batches`), streamed once per call.
 
     `budget_bytes` bounds the bytes of values kept for later offspring (None: no bound);
     each offspring's own working memory is that of running it alone. `amp` ("bf16",
@@ -62,8 +66,7 @@ class SharedEvaluator:
     def __init__(
         self,
         net: Supernet,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        data: tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]],
         num_classes: int,
         *,
         batch_size: int = 256,
@@ -71,10 +74,15 @@ class SharedEvaluator:
         device: str | torch.device | None = None,
         amp: str | None = None,
     ) -> None:
-        self.net, self.x, self.y = net, x, y
+        if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+            x, y = data
+            data = [
+                (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)
+            ]
+        self.net, self.data = net, data
         self.num_classes, self.batch_size = num_classes, batch_size
         self.budget = float("inf") if budget_bytes is None else budget_bytes
-        self.device = torch.device(device) if device is not None else x.device
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.amp = amp
         net.to(self.device).eval()
         self._inputs = net.structure.inputs
@@ -250,14 +258,18 @@ class SharedEvaluator:
         traced = [self._trace(g) for g in genotypes]
         outs = sorted({out: order for out, order in traced}.items(), key=lambda kv: kv[1])
         outs = [out for out, _ in outs]  # similar offspring next to each other
-        self._keep, self._drop = self._schedule(outs, min(self.batch_size, len(self.x)))
         metric = {out: make_metric(self.net.task, self.num_classes) for out in outs}
+        seen = 0
         with self._context():
-            for start in range(0, len(self.x), self.batch_size):
-                x = self.x[start : start + self.batch_size].to(self.device)
-                y = self.y[start : start + self.batch_size].to(self.device)
-                self._batch(x, y, outs, metric)
-        self.computed_macs = self._macs / len(self.x)
+            for x, y in self.data:
+                if not seen:  # sized by the first (largest) batch
+                    self._keep, self._drop = self._schedule(outs, len(x))
+                seen += len(x)
+                x = x.to(self.device, non_blocking=True)
+                self._batch(x, y.to(self.device, non_blocking=True), outs, metric)
+        if seen == 0:
+            raise DataError("cannot evaluate on an empty split")
+        self.computed_macs = self._macs / seen
         scores = {out: m.compute() for out, m in metric.items()}
         pairs = zip(genotypes, traced, strict=True)
         return [{**scores[out], **self.net.cost(g)} for g, (out, _) in pairs]
