@@ -156,3 +156,26 @@ def test_resume_after_sigkill_keeps_every_evaluation_once(supernet, tmp_path, ca
     assert all(records[c].objectives == f for c, f in archive)
     above = [r for r in records.values() if r.ok and -r.objectives[0] >= floor]
     assert {f for _, f in archive} == {r.objectives for r in nondominated(above)}
+
+
+def test_val_subset_is_searched_and_recorded(supernet, tmp_path):
+    """--val-subset N: every evaluation scores N seeded validation digits (accuracies are
+    multiples of 1/N), the run records N (what --resume rebuilds), and --resume refuses
+    another N."""
+    import evostitch
+    from evostitch.data import load_dataset, subset
+
+    folder, net = supernet
+    run_dir = tmp_path / "run"
+    assert cli("search", folder, "--out", run_dir, "--budget", "6", "--val-subset", "40",
+               "--population", "4", "--algorithm", "rs") == 0  # fmt: skip
+    run = evostitch.load_run(run_dir)
+    assert run.config.problem["subset"] == 40
+    records = stored(run_dir)
+    assert records and all(abs(-r.objectives[0] * 40 - round(-r.objectives[0] * 40)) < 1e-6
+                           for r in records)  # fmt: skip
+    full = load_dataset("digits", "val")
+    assert len(subset(full, 40)) == 40 and subset(full, 40).indices == subset(full, 40).indices
+    assert cli("search", "--resume", run_dir, "--val-subset", "40") == 2  # the run's own
+    assert cli("search", folder, "--out", tmp_path / "run2", "--budget", "1",
+               "--val-subset", "0") == 2  # fmt: skip

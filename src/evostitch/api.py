@@ -265,13 +265,16 @@ def search(
     trust_code: bool = False,
     device: str | None = None,
     amp: str | None = None,
+    val_subset: int | None = None,
     **backend_options: Any,
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
     (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
     gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`); `trust_code`
     rebuilds a parent named by `package.module:factory`; `device` and `amp` ("bf16",
-    "fp16": evaluation under autocast, recorded in the run) say how offspring run."""
+    "fp16": evaluation under autocast, recorded in the run) say how offspring run;
+    `val_subset` searches on a seeded subset of that many validation samples (the
+    reference searched on 1,000 ImageNet-V2 images), recorded in the run."""
     if algorithm not in ALGORITHMS:
         raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
     device, amp = resolve_device(device), check_amp(amp)
@@ -279,8 +282,10 @@ def search(
         raise SearchError(
             "need budget >= 1, population >= 2, 0 <= p_stitch <= 1, 0 <= steer_to <= 1"
         )
+    if val_subset is not None and val_subset < 1:
+        raise SearchError(f"need val_subset >= 1, got {val_subset}")
     data = data or supernet_data(supernet)
-    spec = problem_spec(supernet, data, amp=amp)
+    spec = problem_spec(supernet, data, amp=amp, subset=val_subset)
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
@@ -293,6 +298,7 @@ def search(
         trust_code=trust_code,
         device=device,
         amp=amp,
+        subset=val_subset,
         **backend_options,
     )
     try:
@@ -339,6 +345,7 @@ def resume(
         trust_code=trust_code,
         device=device,
         amp=spec.get("amp"),
+        subset=spec.get("subset"),
         **backend_options,
     )
     try:

@@ -35,6 +35,13 @@ def search(
     data: Annotated[
         str | None, typer.Option(help="Dataset spec; default: the one the stitches trained on.")
     ] = None,
+    val_subset: Annotated[
+        int | None,
+        typer.Option(
+            help="Search on a seeded subset of this many validation samples (faster; "
+            "reevaluate scores the front on all of test). Default: the whole split."
+        ),
+    ] = None,
     algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = api.DEFAULT_ALGORITHM,
     budget: Annotated[
         int, typer.Option(help="Evaluations to perform (cache hits are free).")
@@ -83,8 +90,10 @@ def search(
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        if amp is not None:
-            raise EvostitchError("--amp is the run's own on --resume (it changes the metrics)")
+        if amp is not None or val_subset is not None:
+            raise EvostitchError(
+                "--amp and --val-subset are the run's own on --resume (they change the metrics)"
+            )
         run = api.resume(resume, **options)
     else:
         if supernet is None or out is None:
@@ -102,6 +111,7 @@ def search(
             p_stitch=p_stitch,
             steer_to=steer_to,
             amp=amp,
+            val_subset=val_subset,
             **options,
         )
     print_search(run)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evostitch.data import dataset_info, load_dataset
+from evostitch.data import subset as data_subset
 from evostitch.errors import DataError, RunError
 from evostitch.evaluation import DEFAULT_BUDGET, Evaluator
 from evostitch.evolution.base import Genotype, Objectives, Problem
@@ -31,14 +32,16 @@ def make_evaluator(
     device: Any = None,
     budget_bytes: int | None = DEFAULT_BUDGET,
     amp: str | None = None,
+    subset: int | None = None,
 ) -> Evaluator:
-    """An `Evaluator` of `net` on a dataset spec's split (the task checked against `net`)."""
+    """An `Evaluator` of `net` on a dataset spec's split (the task checked against `net`),
+    or on a seeded `subset` of that many of its samples (`evostitch.data.subset`)."""
     info = dataset_info(data)
     if info.task != net.task:
         raise DataError(f"{data} is a {info.task} dataset, the supernetwork does {net.task}")
     return Evaluator(
         net,
-        load_dataset(data, split),
+        data_subset(load_dataset(data, split), subset),
         info.num_classes,
         batch_size=batch_size,
         device=device,
@@ -79,17 +82,25 @@ def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives])
 
 
 def problem_spec(
-    supernet: str | Path, data: str, split: str = "val", amp: str | None = None
+    supernet: str | Path,
+    data: str,
+    split: str = "val",
+    amp: str | None = None,
+    subset: int | None = None,
 ) -> dict[str, Any]:
-    """What a run config records to rebuild the problem on resume (the precision too: it
-    changes the metrics; the device does not, and may differ on resume)."""
-    return {
+    """What a run config records to rebuild the problem on resume (the precision and the
+    validation subset too: they change the metrics; the device does not, and may differ
+    on resume)."""
+    spec = {
         "kind": "stitching",
         "supernet": str(absolute(supernet)),
         "data": data,
         "split": split,
         "amp": amp,
     }
+    if subset is not None:
+        spec["subset"] = subset
+    return spec
 
 
 def problem_from_spec(
@@ -102,5 +113,7 @@ def problem_from_spec(
         raise RunError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
     net = Supernet.load(spec["supernet"], trust_code=trust_code)
     split = spec.get("split", "val")
-    evaluator = make_evaluator(net, spec["data"], split, device=device, amp=spec.get("amp"))
+    evaluator = make_evaluator(
+        net, spec["data"], split, device=device, amp=spec.get("amp"), subset=spec.get("subset")
+    )
     return stitching_problem(net, evaluator), net

@@ -29,9 +29,11 @@ def make_backend(
     trust_code: bool = False,
     device: Any = None,
     amp: str | None = None,
+    subset: int | None = None,
 ) -> Backend:
     """A backend by name: "inprocess" (pipelined, `batch` offspring at a time, evaluating
-    `problem` when given) or "ray" (`workers` actors, `batch` offspring each)."""
+    `problem` when given) or "ray" (`workers` actors, `batch` offspring each); `subset`:
+    evaluate on that many seeded validation samples."""
     if isinstance(backend, Backend):
         return backend
     if backend not in BACKENDS:
@@ -40,11 +42,13 @@ def make_backend(
         raise SearchError("need batch >= 1")
     if backend == "inprocess":
         if problem is None:
-            spec = problem_spec(supernet, data, amp=amp)
+            spec = problem_spec(supernet, data, amp=amp, subset=subset)
             problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
     return RayBackend(
-        evaluator_factory(supernet, data, trust_code=trust_code, device=device, amp=amp),
+        evaluator_factory(
+            supernet, data, trust_code=trust_code, device=device, amp=amp, subset=subset
+        ),
         num_workers=workers,
         num_gpus=gpus_per_worker,
         num_cpus=cpus_per_worker,

@@ -37,7 +37,9 @@ def reevaluate(
     amp: str | None = None,
     trust_code: bool = False,
 ) -> Path:
-    """Score the front and the reference solutions on `split`; write and return the file."""
+    """Score the front and the reference solutions on `split` and on the whole split the
+    run searched on (all of it, also when the search used a subset); write and return
+    the file."""
     from ..evolution.stitching import make_evaluator
 
     run = user_path(run)
@@ -50,16 +52,22 @@ def reevaluate(
     options = {"batch_size": batch_size, "device": device, "amp": amp}
     held_out = make_evaluator(net, data, split, **options)
     searched = make_evaluator(net, data, search_split, **options)
+    solutions = run_solutions(net, records)
+    genotypes = [s.genotype for s in solutions]  # scored together: shared prefixes once
+    scores = {
+        search_split: searched.metrics_many(genotypes),
+        split: held_out.metrics_many(genotypes),
+    }
     rows = [
         {
             "label": s.label,
             "id": s.id,
             "name": s.name,
             "genotype": genotype_text(s.genotype),
-            search_split: searched.metrics(s.genotype),
-            split: held_out.metrics(s.genotype),
+            search_split: scores[search_split][i],
+            split: scores[split][i],
         }
-        for s in run_solutions(net, records)
+        for i, s in enumerate(solutions)
     ]
     result = {
         "format": FORMAT,
