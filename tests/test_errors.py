@@ -41,9 +41,9 @@ CASES = {
         lambda net, tmp: evostitch.Supernet.build("demo:resnet_like", "demo:fcn_like", (1, -8, 8)),
     ),
     "unknown dataset": (errors.DataError, lambda net, tmp: load_dataset("nope", "train")),
-    "a DataLoader to train_stitches": (
+    "an iterator to train_stitches": (
         errors.DataError,
-        lambda net, tmp: train_stitches(net, DataLoader(load_dataset("digits", "val"))),
+        lambda net, tmp: train_stitches(net, iter(DataLoader(load_dataset("digits", "val")))),
     ),
     "empty split": (errors.DataError, lambda net, tmp: Evaluator(net, [], num_classes=10)),
     "data of another shape": (

@@ -216,3 +216,23 @@ def test_a_diverging_stitch_stops_training_and_is_never_saved(tmp_path):
     with pytest.raises(SupernetError, match="not finite"):
         net.save(tmp_path / "sn")
     assert not (tmp_path / "sn" / "supernet.json").exists()
+
+
+def test_a_dataloader_is_taken_as_its_dataset():
+    """The Python API takes a user's DataLoader where it takes a Dataset: training gives
+    the same stitches (our seeded batches, the loader's workers), evaluation the same
+    metrics."""
+    from torch.utils.data import DataLoader, Subset
+
+    data = Subset(load_dataset("digits", "train"), range(200))  # not an in-memory array
+    nets = [small_supernet(), small_supernet()]
+    train_stitches(nets[0], data, samples=96, batch_size=32, progress=False)
+    loader = DataLoader(data, batch_size=7, shuffle=True, num_workers=1)
+    train_stitches(nets[1], loader, samples=96, batch_size=32, progress=False)
+    a, b = stitch_state(nets[0]), stitch_state(nets[1])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    genotype = [1] + [1, 0] * ((len(nets[0].genotype_spec) - 1) // 2)
+    val = load_dataset("digits", "val")
+    direct = Evaluator(nets[0], val, num_classes=10, batch_size=64, device="cpu")
+    looped = Evaluator(nets[0], DataLoader(val, batch_size=5), 10, batch_size=64, device="cpu")
+    assert direct.metrics(genotype) == looped.metrics(genotype)

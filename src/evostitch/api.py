@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import dataset_info, load_dataset
+from .data import dataset_info, load_dataset, parse_spec
 from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
 from .evolution.algorithms import ALGORITHMS, make_algorithm
@@ -29,7 +29,7 @@ from .evolution.loop import resume_search, run_search
 from .evolution.stitching import problem_from_spec, problem_spec
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, make_backend
-from .files import user_path
+from .files import absolute, user_path
 from .graph import Graph, example_input, trace
 from .matching import MatchResult
 from .matching import match as match_graphs
@@ -62,14 +62,20 @@ def input_batches(
     return list(images.split(batch))
 
 
+def check_data_shape(data: str, input_shape: Sequence[int]) -> None:
+    """DataError unless `data` gives inputs of `input_shape` (checked before any work)."""
+    info = dataset_info(data)
+    if tuple(info.input_shape) != tuple(input_shape):
+        raise DataError(
+            f"{data} gives inputs of shape {tuple(info.input_shape)}, not the input shape "
+            f"{tuple(input_shape)}: pass that input shape or resize the data (?size=...)"
+        )
+
+
 def check_data(net: Supernet, data: str) -> None:
     """DataError unless `data`'s inputs, task and classes fit the supernetwork's parents."""
     info = dataset_info(data)
-    if tuple(info.input_shape) != tuple(net.input_shape):
-        raise DataError(
-            f"{data} gives inputs of shape {tuple(info.input_shape)}, the parents were traced "
-            f"with {tuple(net.input_shape)}: pass that input shape"
-        )
+    check_data_shape(data, net.input_shape)
     if info.task != net.task:
         raise DataError(f"{data} is a {info.task} dataset, the parents do {net.task}")
     graph = net.graphs["a"]
@@ -79,6 +85,38 @@ def check_data(net: Supernet, data: str) -> None:
             f"{data} has {info.num_classes} classes, the parents output {classes}: "
             "give them a head for this dataset (e.g. ?num_classes=...)"
         )
+
+
+def resolve_data(
+    data: str | None, a: Any, b: Any, input_shape: Sequence[int], progress: bool = True
+) -> str | None:
+    """The dataset spec a supernetwork records: its folder absolute (a later search may
+    run elsewhere); an image folder completed with the parents' own preprocessing
+    (resize, mean, std, interpolation of their pretrained weights) and the input side,
+    unless the spec sets them; parents that disagree get parent A's, said in one line."""
+    from .models import preprocessing
+
+    if data is None:
+        return None
+    kind, path, opts = parse_spec(data)
+    if path:
+        path = str(absolute(path))
+    if kind != "imagefolder":
+        query = "&".join(f"{k}={v}" for k, v in opts.items())
+        return f"{kind}:{path}" + (f"?{query}" if query else "") if path else data
+    opts.setdefault("size", str(input_shape[-1]))
+    if not {"resize", "mean", "std", "interpolation"} & opts.keys():
+        own = {side: preprocessing(spec) for side, spec in (("A", a), ("B", b))}
+        chosen = own["A"] or own["B"]
+        if chosen is not None:
+            opts = {**chosen.options(int(opts["size"])), **opts}
+            if None not in own.values() and own["A"] != own["B"]:
+                _say(progress)(
+                    f"[yellow]the parents preprocess differently (A: {own['A'].describe()}; "
+                    f"B: {own['B'].describe()}): using A's; set resize/mean/std/interpolation "
+                    "in the data spec to choose[/yellow]"
+                )
+    return f"{kind}:{path}?" + "&".join(f"{k}={v}" for k, v in opts.items())
 
 
 def match(
@@ -152,6 +190,9 @@ def stitch(
     folder = user_path(out) if out is not None else None
     if folder is not None and (folder / "supernet.json").exists():
         raise SupernetError(f"{folder} already holds a finished result: choose another folder")
+    data = resolve_data(data, a, b, input_shape, progress)
+    if data is not None:
+        check_data_shape(data, input_shape)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
     net = Supernet.build(
         a,

@@ -10,8 +10,11 @@ Spec syntax: ``KIND[:PATH][?key=value&key=value]``.
   cut into ``crop`` x ``crop`` crops (stride crop/2) for background/nucleus segmentation.
   Rows 0-319 give train, 320-415 val, 416-511 test: disjoint horizontal bands. Train
   crops come with their horizontal, vertical and double flips.
-- ``imagefolder:PATH[?size=224]``: torchvision ImageFolder, RGB, shorter side resized
-  to ``size`` then centre-cropped, ImageNet normalisation.
+- ``imagefolder:PATH[?size=224&resize=256&mean=R,G,B&std=R,G,B&interpolation=bilinear]``:
+  torchvision ImageFolder, RGB, shorter side resized to ``resize`` (default ``size``),
+  centre-cropped to ``size``, normalised with ``mean``/``std`` (default ImageNet's).
+  `evostitch stitch` fills these from the parents' own preprocessing when the spec
+  leaves them out (`evostitch.models.preprocessing`).
 - ``voc:PATH[?size=256]``: Pascal VOC (PATH holds JPEGImages, SegmentationClass and
   ImageSets/Segmentation), 21 classes, ignore index 255, image and mask resized to a
   ``size`` x ``size`` square (bilinear / nearest).
@@ -30,6 +33,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +99,8 @@ class ArrayDataset(Dataset):
         return x, self.targets[index]
 
 
-def _parse(spec: str) -> tuple[str, str | None, dict[str, str]]:
+def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
+    """`KIND:PATH?k=v&...` -> (KIND, PATH or None, {k: v})."""
     base, _, query = spec.partition("?")
     kind, sep, path = base.partition(":")
     opts: dict[str, str] = {}
@@ -145,7 +150,7 @@ def _need_path(kind: str, path: str | None) -> Path:
 
 def dataset_info(spec: str) -> DatasetInfo:
     """Task, number of classes and input shape of the dataset named by `spec`."""
-    kind, path, opts = _parse(spec)
+    kind, path, opts = parse_spec(spec)
     if kind in ("mnist5k", "digits"):
         side, channels = _digit_shape(kind, opts)
         return DatasetInfo("classification", 10, (channels, side, side))
@@ -153,7 +158,7 @@ def dataset_info(spec: str) -> DatasetInfo:
         crop = _nuclei_crop(opts)
         return DatasetInfo("segmentation", 2, (1, crop, crop), IGNORE_INDEX)
     if kind == "imagefolder":
-        size = _int_opt(opts, "size", 224)
+        size = _folder_transform(opts)["size"]
         classes = _folder_classes(_imagefolder_root(_need_path(kind, path)))
         return DatasetInfo("classification", len(classes), (3, size, size))
     if kind == "voc":
@@ -170,7 +175,7 @@ def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use train, val or test")
     info = dataset_info(spec)
-    kind, path, opts = _parse(spec)
+    kind, path, opts = parse_spec(spec)
     if kind in ("mnist5k", "digits"):
         images, targets = _mnist_arrays() if kind == "mnist5k" else _digits_arrays()
         idx = torch.from_numpy(_stratified(targets.numpy(), RATIOS, seed)[SPLITS.index(split)])
@@ -179,7 +184,7 @@ def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
     if kind == "nuclei":
         return ArrayDataset(*_nuclei_split(split, info.input_shape[-1]))
     if kind == "imagefolder":
-        return _imagefolder_split(_need_path(kind, path), split, info.input_shape[-1], seed)
+        return _imagefolder_split(_need_path(kind, path), split, _folder_transform(opts), seed)
     return _voc_split(_voc_root(_need_path(kind, path)), split, info.input_shape[-1], seed)
 
 
@@ -194,6 +199,16 @@ def subset(dataset: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
 
     pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
     return Subset(dataset, pick.sort().values.tolist())
+
+
+def unwrap(data: Any) -> tuple[Dataset, int | None]:
+    """(dataset, loader workers) of a map-style Dataset or of a DataLoader over one (its
+    batching is ours: seeded for training, in order for evaluation)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(data, DataLoader):
+        return data.dataset, data.num_workers
+    return data, None
 
 
 def default_workers(dataset: Dataset) -> int:
@@ -338,16 +353,49 @@ def _imagefolder_root(path: Path) -> Path:
     return path / "train" if (path / "train").is_dir() else path
 
 
-def _imagefolder_split(path: Path, split: str, size: int, seed: int) -> Dataset:
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def _floats(opts: dict[str, str], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    if key not in opts:
+        return default
+    try:
+        values = tuple(float(v) for v in opts[key].split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+        raise DataError(f"dataset option {key} must be three numbers R,G,B, got {opts[key]!r}")
+    return values
+
+
+def _folder_transform(opts: dict[str, str]) -> dict:
+    """An image folder's preprocessing from its spec options (size, resize, mean, std,
+    interpolation)."""
+    _check_opts(opts, {"size", "resize", "mean", "std", "interpolation"})
+    size = _int_opt(opts, "size", 224, check=False)
+    interpolation = opts.get("interpolation", "bilinear")
+    if interpolation not in INTERPOLATIONS:
+        raise DataError(f"dataset option interpolation must be one of {', '.join(INTERPOLATIONS)}")
+    return {
+        "size": size,
+        "resize": _int_opt(opts, "resize", size, check=False),
+        "mean": _floats(opts, "mean", IMAGENET_MEAN),
+        "std": _floats(opts, "std", IMAGENET_STD),
+        "interpolation": interpolation,
+    }
+
+
+def _imagefolder_split(path: Path, split: str, how: dict, seed: int) -> Dataset:
     from torch.utils.data import Subset
     from torchvision import datasets, transforms
 
+    mode = transforms.InterpolationMode(how["interpolation"])
     tf = transforms.Compose(
         [
-            transforms.Resize(size),
-            transforms.CenterCrop(size),
+            transforms.Resize(how["resize"], interpolation=mode),
+            transforms.CenterCrop(how["size"]),
             transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            transforms.Normalize(how["mean"], how["std"]),
         ]
     )
 

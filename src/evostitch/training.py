@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from .data import batches
+from .data import batches, unwrap
 from .devices import autocast, check_amp, resolve_device
 from .errors import DataError, RunError, SupernetError
 from .files import atomic_write, user_path
@@ -216,7 +216,7 @@ def least_squares_init(
 
 def train_stitches(
     net: Supernet,
-    data: Dataset,
+    data: Dataset | DataLoader,
     *,
     epochs: float | None = None,
     samples: int | None = None,
@@ -234,7 +234,8 @@ def train_stitches(
     workers: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train every stitch of `net` on the inputs of `data` (labels are not used).
+    """Train every stitch of `net` on the inputs of `data`, a map-style Dataset of (input,
+    target) pairs or a DataLoader over one (labels are not used).
 
     `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen parents
     run under autocast; stitches train in float32) say where and how.
@@ -246,6 +247,8 @@ def train_stitches(
     resumes from the latest checkpoint there. Batches stream from `data` through a
     DataLoader with `workers` processes (`evostitch.data.batches`).
     """
+    data, own_workers = unwrap(data)
+    workers = own_workers if workers is None else workers
     n = _check_dataset(data)
     if samples is None:
         samples = int(round((1.0 if epochs is None else epochs) * n))

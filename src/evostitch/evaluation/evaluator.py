@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from ..data import ArrayDataset, batches
+from ..data import ArrayDataset, batches, unwrap
 from ..devices import autocast, check_amp, resolve_device
 from ..errors import DataError
 from ..supernet import Supernet
@@ -37,7 +37,7 @@ class Evaluator:
     def __init__(
         self,
         net: Supernet,
-        dataset: Dataset,
+        dataset: Dataset | DataLoader,
         num_classes: int,
         *,
         batch_size: int = 256,
@@ -47,6 +47,8 @@ class Evaluator:
         workers: int | None = None,
         cache_bytes: int = DEFAULT_CACHE,
     ) -> None:
+        dataset, own_workers = unwrap(dataset)
+        workers = own_workers if workers is None else workers
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
             raise DataError(
                 "evaluation needs a map-style dataset of (input, target) pairs, "

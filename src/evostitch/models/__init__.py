@@ -1,6 +1,7 @@
 """Parent networks: named by a spec (`torchvision:resnet50`, `demo:resnet_like`, ...),
 with their trained weights read from files without pickle."""
 
+from .preprocess import Preprocess, preprocessing
 from .specs import (
     architecture_spec,
     build_model,
@@ -12,6 +13,8 @@ from .specs import (
 from .weights import load_weights, read_state_dict
 
 __all__ = [
+    "Preprocess",
+    "preprocessing",
     "architecture_spec",
     "build_model",
     "load_model",
