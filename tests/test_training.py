@@ -236,3 +236,33 @@ def test_a_dataloader_is_taken_as_its_dataset():
     direct = Evaluator(nets[0], val, num_classes=10, batch_size=64, device="cpu")
     looped = Evaluator(nets[0], DataLoader(val, batch_size=5), 10, batch_size=64, device="cpu")
     assert direct.metrics(genotype) == looped.metrics(genotype)
+
+
+class Counting(torch.utils.data.Dataset):
+    """A dataset on disk would decode here: counts the samples read."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.reads = inner, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.inner[i]
+
+
+@pytest.mark.parametrize("cache_bytes, rereads", [(1 << 30, 0), (0, 1)])
+def test_evaluator_opens_its_split_at_the_first_evaluation(cache_bytes, rereads):
+    """A search driver builds an evaluator it never calls (Ray workers evaluate): it must
+    read nothing. A split within cache_bytes is decoded once; a larger one streams again."""
+    net = small_supernet()
+    data = Counting(load_dataset("digits", "val"))
+    ev = Evaluator(net, data, 10, batch_size=64, device="cpu", workers=0, cache_bytes=cache_bytes)
+    assert data.reads == 0
+    genotype = [0] * len(net.genotype_spec)
+    first = ev.metrics(genotype)
+    assert len(data) <= data.reads <= len(data) + 1  # + a peek at a sample's size
+    before = data.reads
+    assert ev.metrics(genotype) == first
+    assert data.reads - before == rereads * len(data)
