@@ -258,8 +258,7 @@ def train_stitches(
     net.to(device)
     net.parents.eval()
     net.stitches.train()
-    params = list(net.stitches.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = _StitchOptimizers(net, lr=lr, weight_decay=weight_decay)
     start, history = 0, []
     ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
     resumed = _load_checkpoint(net, opt, ckpt, steps) if ckpt is not None else None
@@ -278,24 +277,21 @@ def train_stitches(
         order = (_batch_indices(n, batch_size, step, seed).tolist() for step in range(start, steps))
         stream = batches(data, order, workers=workers, pin_memory=device.type == "cuda")
         for step, (x, _) in zip(range(start, steps), stream, strict=True):
-            for group in opt.param_groups:
-                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
+            opt.set_lr(0.5 * lr * (1 + math.cos(math.pi * step / steps)))
             x = x.to(device, non_blocking=True)
             gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
-            opt.zero_grad(set_to_none=True)
             variances: dict[str, float] = {}
             losses = forward_random(
                 net,
                 x,
                 p=p,
-                on_loss=lambda _, loss: loss.backward(),
+                on_loss=opt.learn,
                 generator=gen,
                 clean_targets=clean_targets,
                 variances=variances,
                 amp=amp,
             )
             _check_finite(net, losses, step)
-            opt.step()
             relative = {k: v / max(variances[k], 1e-12) for k, v in losses.items()}
             mean = sum(relative.values()) / max(len(relative), 1)
             history.append(mean)
@@ -310,6 +306,37 @@ def train_stitches(
     n_tail = max(steps - max(tail_from, start), 1)
     final = {k: v / n_tail for k, v in sums.items()}
     return TrainResult(final, steps, history, {k: v / n_tail for k, v in relative_sums.items()})
+
+
+class _StitchOptimizers:
+    """One AdamW per stitch, stepped as soon as that stitch's loss is backpropagated and
+    its gradients then dropped: one stitch's gradients exist at a time, not all of them.
+    AdamW updates each parameter on its own, so this is one AdamW over all stitches."""
+
+    def __init__(self, net: Supernet, lr: float, weight_decay: float) -> None:
+        self.opts = {
+            key: torch.optim.AdamW(stitch.parameters(), lr=lr, weight_decay=weight_decay)
+            for key, stitch in net.stitches.items()
+        }
+        self.owner = {p: self.opts[k] for k, s in net.stitches.items() for p in s.parameters()}
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def learn(self, key: str, loss: torch.Tensor) -> None:
+        """Backpropagate stitch `key`'s loss and step it (a non-finite loss: no step)."""
+        loss.backward()
+        if torch.isfinite(loss):
+            self.opts[key].step()
+        self.opts[key].zero_grad(set_to_none=True)
+
+    def state(self, p: torch.Tensor) -> dict:
+        return self.owner[p].state.get(p, {})
+
+    def set_state(self, p: torch.Tensor, entry: dict) -> None:
+        self.owner[p].state[p] = entry
 
 
 def _check_finite(net: Supernet, losses: dict[str, float], step: int) -> None:
@@ -336,7 +363,7 @@ def _save_checkpoint(net, opt, folder: Path, step: int, steps: int, history) -> 
         f"stitch.{k}": v.detach().cpu().contiguous() for k, v in net.stitches.state_dict().items()
     }
     for i, p in enumerate(net.stitches.parameters()):
-        for name, value in opt.state.get(p, {}).items():
+        for name, value in opt.state(p).items():
             tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"evostitch": json.dumps({"step": step, "steps": steps, "history": history})}
     atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -379,5 +406,5 @@ def _load_checkpoint(net, opt, folder: Path, steps: int) -> tuple[int, list[floa
         }
         if entry:
             entry["step"] = entry["step"].cpu()
-            opt.state[p] = entry
+            opt.set_state(p, entry)
     return int(meta["step"]), list(meta["history"])
