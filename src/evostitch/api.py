@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import dataset_info, load_dataset, parse_spec
+from .data import dataset_info, format_spec, load_dataset, parse_spec
 from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
 from .evolution.algorithms import ALGORITHMS, make_algorithm
@@ -102,8 +102,7 @@ def resolve_data(
     if path:
         path = str(absolute(path))
     if kind != "imagefolder":
-        query = "&".join(f"{k}={v}" for k, v in opts.items())
-        return f"{kind}:{path}" + (f"?{query}" if query else "") if path else data
+        return format_spec(kind, path, opts)
     opts.setdefault("size", str(input_shape[-1]))
     if not {"resize", "mean", "std", "interpolation"} & opts.keys():
         own = {side: preprocessing(spec) for side, spec in (("A", a), ("B", b))}
@@ -116,7 +115,7 @@ def resolve_data(
                     f"B: {own['B'].describe()}): using A's; set resize/mean/std/interpolation "
                     "in the data spec to choose[/yellow]"
                 )
-    return f"{kind}:{path}?" + "&".join(f"{k}={v}" for k, v in opts.items())
+    return format_spec(kind, path, opts)
 
 
 def match(

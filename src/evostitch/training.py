@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data import batches, unwrap
 from .devices import autocast, check_amp, resolve_device
-from .errors import DataError, RunError, SupernetError
+from .errors import RunError, SupernetError
 from .files import atomic_write, user_path
 from .progress import progress_bar
 from .supernet import Executor, Supernet, Switch
@@ -59,17 +59,6 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tenso
     epoch, k = divmod(step, per_epoch)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     return order[k * batch_size : (k + 1) * batch_size]
-
-
-def _check_dataset(data: Dataset) -> int:
-    if not isinstance(data, Sized) or not hasattr(data, "__getitem__"):
-        raise DataError(
-            f"stitch training needs a map-style dataset of (input, target) pairs "
-            f"(e.g. evostitch.data.load_dataset(...)), not a {type(data).__name__}"
-        )
-    if len(data) == 0:
-        raise DataError("stitch training needs a non-empty dataset")
-    return len(data)
 
 
 class _Clean(Executor):
@@ -247,9 +236,9 @@ def train_stitches(
     resumes from the latest checkpoint there. Batches stream from `data` through a
     DataLoader with `workers` processes (`evostitch.data.batches`).
     """
-    data, own_workers = unwrap(data)
+    data, own_workers = unwrap(data, "stitch training")
     workers = own_workers if workers is None else workers
-    n = _check_dataset(data)
+    n = len(data)
     if samples is None:
         samples = int(round((1.0 if epochs is None else epochs) * n))
     steps = max(math.ceil(samples / batch_size), 1)

@@ -52,6 +52,7 @@ __all__ = [
     "DatasetInfo",
     "batches",
     "dataset_info",
+    "format_spec",
     "default_workers",
     "load_dataset",
     "parse_spec",
@@ -68,6 +69,12 @@ class DatasetInfo:
     num_classes: int
     input_shape: tuple[int, int, int]  # (C, H, W)
     ignore_index: int | None = None
+
+
+def format_spec(kind: str, path: str | None, opts: dict[str, str]) -> str:
+    """The spec `parse_spec` reads back as (kind, path, opts)."""
+    query = "&".join(f"{k}={v}" for k, v in opts.items())
+    return kind + (f":{path}" if path else "") + (f"?{query}" if query else "")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:

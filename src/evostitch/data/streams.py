@@ -68,14 +68,23 @@ def subset(dataset: Dataset, n: int | None, *, seed: int = 0) -> Dataset:
     return Subset(dataset, pick.sort().values.tolist())
 
 
-def unwrap(data: Any) -> tuple[Dataset, int | None]:
-    """(dataset, loader workers) of a map-style Dataset or of a DataLoader over one (its
-    batching is ours: seeded for training, in order for evaluation)."""
+def unwrap(data: Any, use: str) -> tuple[Dataset, int | None]:
+    """(dataset, loader workers) of a non-empty map-style Dataset or of a DataLoader over
+    one (its batching is ours: seeded for training, in order for evaluation); DataError
+    naming `use` ("stitch training", "evaluation") for anything else."""
     from torch.utils.data import DataLoader
 
+    workers = None
     if isinstance(data, DataLoader):
-        return data.dataset, data.num_workers
-    return data, None
+        data, workers = data.dataset, data.num_workers
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise DataError(
+            f"{use} needs a map-style dataset of (input, target) pairs (e.g. "
+            f"evostitch.data.load_dataset(...)), not a {type(data).__name__}"
+        )
+    if len(data) == 0:
+        raise DataError(f"{use} needs a non-empty dataset")
+    return data, workers
 
 
 def default_workers(dataset: Dataset) -> int:

@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import ArrayDataset, batches, unwrap
 from ..devices import autocast, check_amp, resolve_device
-from ..errors import DataError
 from ..supernet import Supernet
 from .metrics import make_metric, primary_metric
 from .shared import DEFAULT_BUDGET, SharedEvaluator
@@ -47,15 +46,8 @@ class Evaluator:
         workers: int | None = None,
         cache_bytes: int = DEFAULT_CACHE,
     ) -> None:
-        dataset, own_workers = unwrap(dataset)
+        dataset, own_workers = unwrap(dataset, "evaluation")
         workers = own_workers if workers is None else workers
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise DataError(
-                "evaluation needs a map-style dataset of (input, target) pairs, "
-                f"not a {type(dataset).__name__}"
-            )
-        if len(dataset) == 0:
-            raise DataError("cannot evaluate on an empty split")
         self.net, self.dataset = net, dataset
         self.device = resolve_device(device)
         self.amp = check_amp(amp)
