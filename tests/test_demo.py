@@ -21,7 +21,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     out, tiny = tmp_path / "demo", {**TINY, "cache_dir": tmp_path / "cache"}
     algorithm = api.DEFAULT_ALGORITHM
     summary = run_demo(
-        "classification", out, algorithm=algorithm, budget=10, epochs=0.05, population=4, **tiny
+        "classification", out, algorithm=algorithm, budget=10, steps=2, population=4, **tiny
     )
     assert json.loads((out / SUMMARY).read_text()) == summary
     assert all(Path(p).exists() for p in summary["files"].values())
@@ -35,7 +35,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "parent A" in printed and "best offspring" in printed and "front.csv" in printed
     with pytest.raises(EvostitchError, match="already holds a finished demo"):
-        run_demo("classification", out, algorithm="rs", budget=2, epochs=0.0, population=2, **tiny)
+        run_demo("classification", out, algorithm="rs", budget=2, population=2, **tiny)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:

@@ -42,12 +42,14 @@ def test_bf16_stitch_training_keeps_float32_stitches(net):
     )
     assert all(p.dtype == torch.float32 for p in net.stitches.parameters())
     assert all(v == v and v >= 0 for v in result.relative_losses.values())  # finite
+    assert result.held_out_losses.keys() == net.stitches.keys()  # bf16 fit and held-out pass
+    assert all(0 <= v < float("inf") for v in result.held_out_losses.values())
 
 
 def test_search_records_its_precision_and_resume_keeps_it(tmp_path):
     api.stitch(
         "demo:resnet_like", "demo:mobilenet_like", (1, 8, 8),
-        data="digits", epochs=0.05, out=tmp_path / "sn", progress=False, device="cpu",
+        data="digits", out=tmp_path / "sn", progress=False, device="cpu",
     )  # fmt: skip
     options = {"budget": 6, "population": 4, "batch": 2, "progress": False, "device": "cpu"}
     run = api.search(tmp_path / "sn", out=tmp_path / "run", algorithm="rs", amp="bf16", **options)

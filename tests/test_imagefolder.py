@@ -44,7 +44,7 @@ def test_imagefolder_stitch_search_report_export(photos):
     work = photos.parent
     shape = ["--input-shape", "3,16,16"]
     done = cli(work, "stitch", "--a", A, "--b", B, *shape, "--data", "imagefolder:my photos",
-               "--epochs", "1", "--out", "sn")  # fmt: skip
+               "--out", "sn")  # fmt: skip
     assert done.returncode == 0, done.stderr
     recorded = json.loads((work / "sn" / "supernet.json").read_text())["data"]
     assert recorded.startswith(f"imagefolder:{photos}?") and "size=16" in recorded

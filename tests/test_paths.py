@@ -35,7 +35,7 @@ def test_every_command_with_relative_home_and_spaced_paths(tmp_path, monkeypatch
     sn, run_dir = "my sn", "~/runs/run 1"
     parents = ["--a", "demo:resnet_like", "--b", "demo:mobilenet_like", "--input-shape", "1,8,8"]
     run(
-        monkeypatch, capsys, "stitch", *parents, "--data", "digits", "--epochs", "0.05", "--out", sn
+        monkeypatch, capsys, "stitch", *parents, "--data", "digits", "--out", sn
     )
     assert (work / sn / "supernet.json").is_file()
 

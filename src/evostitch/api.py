@@ -173,16 +173,22 @@ def stitch(
     similarity: str = "uniform",
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
-    epochs: float = 1.0,
+    fit_samples: int | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
     batch_size: int = 32,
     seed: int = 0,
     device: str | torch.device | None = None,
     amp: str | None = None,
     progress: bool = True,
 ) -> Supernet:
-    """Build a supernetwork, train its stitches on `data`'s train split and save it into
-    `out` (`evostitch stitch`). Without `data` the stitches stay untrained."""
-    from .training import train_stitches
+    """Build a supernetwork, fit its stitches on `data`'s train split and save it into
+    `out` (`evostitch stitch`). Without `data` the stitches stay untrained.
+
+    `fit_samples` images fit the stitches by least squares, then `steps` (or `epochs`)
+    gradient steps train them; None takes the library's defaults
+    (`evostitch.training.DEFAULT_FIT_SAMPLES`, `DEFAULT_STEPS`)."""
+    from .training import DEFAULT_FIT_SAMPLES, train_stitches
 
     say = _say(progress)
     device, amp = resolve_device(device), check_amp(amp)  # before an hour of work, not after
@@ -208,10 +214,12 @@ def stitch(
         check_data(net, data)
     net.data = data  # what `search` evaluates on unless told otherwise
     say(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
-    if data is not None and epochs > 0:
+    if data is not None:
         result = train_stitches(
             net,
             load_dataset(data, "train"),
+            fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
+            steps=steps,
             epochs=epochs,
             batch_size=batch_size,
             seed=seed,
@@ -220,10 +228,11 @@ def stitch(
             checkpoint_dir=folder / "checkpoints" if folder is not None else None,
             progress=progress,
         )
+        say(result.summary(net))
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             result.save(folder / "stitch_losses.json")
-    elif data is None:
+    else:
         say("[yellow]no data: stitches are untrained[/yellow]")
     if folder is not None:
         net.save(folder)

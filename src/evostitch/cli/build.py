@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .. import api
 from ..files import expand_user
+from ..training import DEFAULT_FIT_SAMPLES
 from .app import (
     Amp,
     AsJson,
@@ -101,9 +102,18 @@ def stitch(
     similarity: Similarity = "uniform",
     max_ratio: MaxRatio = 1,
     leaf_module: Leaf = None,
+    fit_samples: Annotated[
+        int,
+        typer.Option(help="Train images the stitches are fitted on by least squares (0: none)."),
+    ] = DEFAULT_FIT_SAMPLES,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Gradient steps after the fit (default: none; see docs/METHOD.md)."),
+    ] = None,
     epochs: Annotated[
-        float, typer.Option(help="Stitch-training epochs over --data's train split (0: none).")
-    ] = 1.0,
+        float | None,
+        typer.Option(help="Gradient steps as passes over the train split, instead of --steps."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
     device: Device = None,
@@ -121,6 +131,8 @@ def stitch(
         similarity=similarity,
         max_ratio=max_ratio,
         leaf_modules=leaf_module or (),
+        fit_samples=fit_samples,
+        steps=steps,
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import api
-from ..demo import DEMO_STITCH_EPOCHS, run_demo
+from ..demo import run_demo
 from ..errors import EvostitchError
 from ..files import expand_user
 from .app import ALGORITHM_HELP, app
@@ -29,7 +29,9 @@ def demo(
     ),
     algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = DEFAULT_ALGORITHM,
     budget: Annotated[int, typer.Option(help="Offspring evaluations in the search.")] = 250,
-    epochs: Annotated[float, typer.Option(help="Stitch-training epochs.")] = DEMO_STITCH_EPOCHS,
+    steps: Annotated[
+        int, typer.Option(help="Gradient steps of stitch training after the least-squares fit.")
+    ] = 0,
     population: Annotated[int, typer.Option(help="Search population size.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of stitch training and search.")] = 0,
     cache: Annotated[
@@ -43,16 +45,16 @@ def demo(
     (about 3 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
     if task not in TASKS:
         raise EvostitchError(f"unknown --task {task!r}: classification or segmentation")
-    if budget < 1 or epochs < 0 or population < 2 or threads < 0:
+    if budget < 1 or steps < 0 or population < 2 or threads < 0:
         raise EvostitchError(
-            "need --budget >= 1, --epochs >= 0, --population >= 2 and --threads >= 0"
+            "need --budget >= 1, --steps >= 0, --population >= 2 and --threads >= 0"
         )
     summary = run_demo(
         task,
         out,
         algorithm=algorithm,
         budget=budget,
-        epochs=epochs,
+        steps=steps,
         population=population,
         seed=seed,
         cache_dir=cache,

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from ..evaluation import Evaluator
 
 SUMMARY = "summary.json"
-DEMO_STITCH_EPOCHS = 1.0  # the `demo` command's default
 
 
 def build_demo_supernet(
@@ -72,7 +71,7 @@ def run_demo(
     *,
     algorithm: str,
     budget: int,
-    epochs: float,
+    steps: int = 0,
     population: int,
     seed: int = 0,
     cache_dir: Path | None = None,
@@ -82,6 +81,7 @@ def run_demo(
 ) -> dict:
     """Run the whole pipeline into `out`; `summary.json` is written last (it marks success).
 
+    Stitches get the library's least-squares fit, then `steps` gradient steps.
     `parent_steps` overrides the parents' training length (tests use a few steps).
     `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
     small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
@@ -101,10 +101,11 @@ def run_demo(
         )
         spec = info["dataset"]
         say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
-        say("[bold]2/3[/bold] training the stitches (parents frozen)")
+        say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
         result = train_stitches(
-            net, load_dataset(spec, "train"), epochs=epochs, seed=seed, progress=progress
+            net, load_dataset(spec, "train"), steps=steps, seed=seed, progress=progress
         )
+        say(f"    {result.summary(net)}")
         net.save(out / "supernet")
         result.save(out / "supernet" / "stitch_losses.json")
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")

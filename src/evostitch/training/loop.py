@@ -1,0 +1,287 @@
+"""Stitch training: parents frozen, every stitch learns to imitate the tensor it replaces.
+
+By default each stitch is fitted in closed form (`least_squares_init`) on
+`DEFAULT_FIT_SAMPLES` images, and its loss is then measured on `HELD_OUT` images that
+were never fitted on. On real pretrained parents this fit is what makes stitches hold;
+gradient steps after it (`steps` or `epochs`) trade minutes for a little on some pairs
+and nothing on others (docs/METHOD.md section 5 has the measurements).
+
+A gradient step is the paper's (METHOD.md step 6): one forward pass trains all stitches
+at once, switches flip at random per sample, each stitch's MSE loss is backpropagated as
+soon as it is computed (inputs and targets detached, so memory holds one stitch's graph
+at a time), then AdamW steps with a cosine learning rate. Each stitch's target is the
+parent's *clean* tensor (no switch taken), not the one upstream stitches perturbed.
+Runs are reproducible from `seed`; a checkpoint resumes to the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import batches, unwrap
+from ..devices import check_amp, resolve_device
+from ..errors import SupernetError
+from ..files import user_path
+from ..progress import progress_bar
+from ..supernet import Supernet
+from .checkpoint import load_checkpoint, save_checkpoint
+from .fit import held_out_losses, least_squares_init
+from .walks import forward_random
+
+DEFAULT_FIT_SAMPLES = 2048  # images of the least-squares fit
+DEFAULT_STEPS = 0  # gradient steps after it
+HELD_OUT = 256  # images kept out of fit and training to measure each stitch
+
+
+@dataclass
+class TrainResult:
+    """How well the stitches imitate their targets, relative to the target's variance
+    (1.0: no better than predicting the target's mean; 0: exact).
+
+    `held_out_losses`: per stitch, on `held_out` images never fitted or trained on (the
+    figure to read). `stitch_losses` / `relative_losses`: MSE and relative MSE during the
+    gradient steps, mean over the last tenth (empty without gradient steps); `history`:
+    the mean relative loss per step."""
+
+    stitch_losses: dict[str, float]
+    steps: int
+    history: list[float] = field(default_factory=list)
+    relative_losses: dict[str, float] = field(default_factory=dict)
+    held_out_losses: dict[str, float] = field(default_factory=dict)
+    fit_samples: int = 0
+    held_out: int = 0
+
+    def save(self, path: str | Path) -> None:
+        user_path(path).write_text(json.dumps(vars(self), indent=1))
+
+    def summary(self, net: Supernet, worst: int = 3) -> str:
+        """One line for a person: the held-out losses' median, how many points are poor
+        (> 0.5), and the worst ones by name."""
+        losses = self.held_out_losses or self.relative_losses
+        if not losses:
+            return "stitches: no loss measured (no held-out images and no gradient steps)"
+        where = f"on {self.held_out} held-out images" if self.held_out_losses else "in training"
+        ranked = sorted(losses, key=losses.get, reverse=True)[:worst]
+        names = ", ".join(f"{point_name(net, k)} {losses[k]:.2f}" for k in ranked)
+        poor = sum(v > 0.5 for v in losses.values())
+        return (
+            f"stitches: relative loss {where} (1.0 = no better than the target's mean): "
+            f"median {statistics.median(losses.values()):.3f}, {poor} of {len(losses)} above "
+            f"0.5; worst {names}"
+        )
+
+
+def point_name(net: Supernet, key: str) -> str:
+    """A stitch as a person reads it: `A:source -> B:node`."""
+    sw = next(s for s in net.switches if s.stitch == key)
+    return f"{sw.src[0].upper()}:{sw.source} -> {sw.side.upper()}:{sw.node}"
+
+
+def _split(n: int, fit_samples: int, held_out: int, seed: int):
+    """(fit, train, held-out) indices of a seeded permutation: the held-out images are
+    its last min(held_out, n // 5), never fitted or trained on; the fit takes the first
+    `fit_samples` of the rest, gradient steps draw from all of the rest."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    keep = n - min(held_out, n // 5)
+    return order[:keep][:fit_samples], order[:keep], order[keep:]
+
+
+def _steps(n: int, batch_size: int, steps, epochs, samples) -> int:
+    """The gradient budget in steps, from at most one of steps, epochs and samples."""
+    given = {
+        k: v
+        for k, v in (("steps", steps), ("epochs", epochs), ("samples", samples))
+        if v is not None
+    }
+    if len(given) > 1:
+        raise SupernetError(f"give one gradient budget, not {' and '.join(given)}")
+    if any(v < 0 for v in given.values()):
+        raise SupernetError(f"the gradient budget must be >= 0, got {given}")
+    if steps is not None:
+        return int(steps)
+    if epochs is not None or samples is not None:
+        return math.ceil((samples if samples is not None else epochs * n) / batch_size)
+    return DEFAULT_STEPS
+
+
+def _chunks(indices: list[int], size: int = 64) -> list[list[int]]:
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Positions of batch `step`: epochs are seeded permutations, so any step is reproducible."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[k * batch_size : (k + 1) * batch_size].tolist()
+
+
+def train_stitches(
+    net: Supernet,
+    data: Dataset | DataLoader,
+    *,
+    fit_samples: int = DEFAULT_FIT_SAMPLES,
+    steps: int | None = None,
+    epochs: float | None = None,
+    samples: int | None = None,
+    held_out: int = HELD_OUT,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-5,
+    p: float = 0.5,
+    clean_targets: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    amp: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
+    workers: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
+    of (input, target) pairs or a DataLoader over one (labels are not used).
+
+    Stitches are fitted by least squares on `fit_samples` images (0: keep their weights),
+    then take gradient steps: `steps`, or `epochs` / `samples` of the training images
+    (at most one; default `DEFAULT_STEPS`). `held_out` images (at most a fifth of the
+    data) are never fitted or trained on; each stitch's relative loss there is returned.
+    `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen
+    parents run under autocast; stitches stay float32) say where and how. With
+    `checkpoint_dir`, state is saved after the fit and every `checkpoint_every` steps, and
+    a run started with the same arguments resumes from there. Batches stream from `data`
+    through a DataLoader with `workers` processes (`evostitch.data.batches`).
+    """
+    data, own_workers = unwrap(data, "stitch training")
+    workers = own_workers if workers is None else workers
+    if fit_samples < 0 or held_out < 0:
+        raise SupernetError(f"need fit_samples, held_out >= 0; got {fit_samples}, {held_out}")
+    fit, train, held = _split(len(data), fit_samples, held_out, seed)
+    steps = _steps(len(train), batch_size, steps, epochs, samples)
+    device = resolve_device(device)
+    check_amp(amp)
+    net.to(device)
+    net.parents.eval()
+    net.stitches.train()
+    opt = _StitchOptimizers(net, lr=lr, weight_decay=weight_decay)
+    plan = {"steps": steps, "fit_samples": len(fit), "batch_size": batch_size}
+    ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
+    resumed = load_checkpoint(net, opt, ckpt, plan) if ckpt is not None else None
+    start, history = resumed if resumed is not None else (0, [])
+
+    def inputs(indices: list[int]):
+        return (x for x, _ in batches(data, _chunks(indices), workers=workers))
+
+    if resumed is None and fit:
+        least_squares_init(
+            net, inputs(fit), device=device, amp=amp, total=len(fit), progress=progress
+        )
+        weights = {
+            k: float(sum(w.detach().sum() for w in s.parameters())) for k, s in net.stitches.items()
+        }
+        _check_finite(net, weights, "in the least-squares fit")
+        if ckpt is not None:
+            save_checkpoint(net, opt, ckpt, 0, plan, history)
+    sums: dict[str, float] = {}
+    relative_sums: dict[str, float] = {}
+    tail_from = steps - max(steps // 10, 1)
+    with progress_bar("training stitches", total=steps, enabled=progress and steps > 0) as bar:
+        bar.update(completed=start)
+        order = (
+            [train[i] for i in _batch_indices(len(train), batch_size, step, seed)]
+            for step in range(start, steps)
+        )
+        stream = batches(data, order, workers=workers, pin_memory=device.type == "cuda")
+        for step, (x, _) in zip(range(start, steps), stream, strict=True):
+            opt.set_lr(0.5 * lr * (1 + math.cos(math.pi * step / steps)))
+            x = x.to(device, non_blocking=True)
+            gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
+            variances: dict[str, float] = {}
+            losses = forward_random(
+                net,
+                x,
+                p=p,
+                on_loss=opt.learn,
+                generator=gen,
+                clean_targets=clean_targets,
+                variances=variances,
+                amp=amp,
+            )
+            _check_finite(net, losses, f"at step {step}")
+            relative = {k: v / max(variances[k], 1e-12) for k, v in losses.items()}
+            mean = sum(relative.values()) / max(len(relative), 1)
+            history.append(mean)
+            if step >= tail_from:
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    relative_sums[k] = relative_sums.get(k, 0.0) + relative[k]
+            bar.update(advance=1, description=f"training stitches (relative loss {mean:.3f})")
+            if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                save_checkpoint(net, opt, ckpt, step + 1, plan, history)
+    net.stitches.eval()
+    held_losses = {}
+    if held:
+        held_losses = held_out_losses(
+            net, inputs(held), device=device, amp=amp, total=len(held), progress=progress
+        )
+        _check_finite(net, held_losses, "on the held-out images")
+    n_tail = max(steps - max(tail_from, start), 1)
+    return TrainResult(
+        {k: v / n_tail for k, v in sums.items()} if sums else {},
+        steps,
+        history,
+        {k: v / n_tail for k, v in relative_sums.items()},
+        held_losses,
+        len(fit),
+        len(held),
+    )
+
+
+class _StitchOptimizers:
+    """One AdamW per stitch, stepped as soon as that stitch's loss is backpropagated and
+    its gradients then dropped: one stitch's gradients exist at a time, not all of them.
+    AdamW updates each parameter on its own, so this is one AdamW over all stitches."""
+
+    def __init__(self, net: Supernet, lr: float, weight_decay: float) -> None:
+        self.opts = {
+            key: torch.optim.AdamW(stitch.parameters(), lr=lr, weight_decay=weight_decay)
+            for key, stitch in net.stitches.items()
+        }
+        self.owner = {p: self.opts[k] for k, s in net.stitches.items() for p in s.parameters()}
+
+    def set_lr(self, lr: float) -> None:
+        for opt in self.opts.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def learn(self, key: str, loss: torch.Tensor) -> None:
+        """Backpropagate stitch `key`'s loss and step it (a non-finite loss: no step)."""
+        loss.backward()
+        if torch.isfinite(loss):
+            self.opts[key].step()
+        self.opts[key].zero_grad(set_to_none=True)
+
+    def state(self, p: torch.Tensor) -> dict:
+        return self.owner[p].state.get(p, {})
+
+    def set_state(self, p: torch.Tensor, entry: dict) -> None:
+        self.owner[p].state[p] = entry
+
+
+def _check_finite(net: Supernet, losses: dict[str, float], when: str) -> None:
+    """A stitch whose loss (or weight) is NaN or infinite stops training, named; nothing
+    is saved."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        raise SupernetError(
+            f"stitch {bad[0]} ({point_name(net, bad[0])}) diverged {when} "
+            f"(loss {losses[bad[0]]}); {len(bad)} stitch(es) in all: try a lower learning "
+            "rate or check the parents give finite outputs on this data"
+        )
