@@ -13,18 +13,20 @@ what the phase allocates is, whether torch or glibc keeps it afterwards or not.
 - stitches: each stitch in turn on a random source shaped like its input, MSE against a
   random target, backward (parameter gradients accumulate, as in training); the figure
   is the largest peak over the stitches, less that stitch's source and target;
-- train: `train_stitches` for --steps steps (no least-squares start); goal: at most
-  1.5x (parent A + parent B + stitches), each measured as above;
+- fit: `train_stitches`' default, the least-squares fit, on the batch (no gradient
+  steps, no held-out images); goal: at most 1.5x (parent A + parent B + stitches), each
+  measured as above;
+- train: `train_stitches` for --steps gradient steps (no least-squares fit); the same goal;
 - evaluate: `Evaluator.metrics` of one offspring on one batch: one crossover from A into
   B (past a quarter of A, the one running the fewest nodes; see `crossover`); goal:
   at most 1.2x the larger parent's forward;
 - evaluate, p = 0.1 (info): a seeded offspring with each switch on with p = 0.1, which
   runs most of both parents: against the merged forward of both parents;
 - information only: both parents in the supernetwork's merged order (no switch
-  taken), parent B evaluated through the supernetwork, training without clean targets,
-  training with the least-squares start (random parents may make it diverge: its peak
-  is still reported). At small sizes fixed costs (weights copied to another layout,
-  16 MiB for a 2048x2048 stitch) dominate: the goals are meant for the full setting.
+  taken), parent B evaluated through the supernetwork, training without clean targets.
+  Random parents may make the fit diverge: its peak is still reported. At small sizes
+  fixed costs (weights copied to another layout, 16 MiB for a 2048x2048 stitch) dominate:
+  the goals are meant for the full setting.
 
     python benchmarks/memory.py                              # full (~16 GiB peak, ~35 min)
     python benchmarks/memory.py --size 112 --batch 8         # quicker
@@ -190,15 +192,16 @@ def run_phase(args) -> dict:
         train_stitches(
             net,
             ds,
-            samples=args.steps * args.batch,
+            fit_samples=args.batch if args.phase == "fit" else 0,
+            steps=0 if args.phase == "fit" else args.steps,
+            held_out=0,
             batch_size=args.batch,
             device="cpu",
-            init_samples=args.batch if args.phase == "train-ls" else 0,
             clean_targets=args.phase != "train-noclean",
             progress=False,
             seed=args.seed,
         )
-    except EvostitchError as exc:  # random parents: the LS start may diverge, the peak stands
+    except EvostitchError as exc:  # random parents: the LS fit may diverge, the peak stands
         info["error"] = str(exc).split(";")[0]
     return {**info, "peak": peak_since(rss)}
 
@@ -211,9 +214,9 @@ PHASES = {  # phase: its row's label
     "evaluate": "evaluate one offspring (one crossover)",
     "evaluate-mixed": "evaluate offspring, p = 0.1 (info)",
     "evaluate-b": "evaluate parent B via supernet (info)",
-    "train": "train stitches",
+    "fit": "fit stitches (least squares)",
+    "train": "train stitches (gradient steps)",
     "train-noclean": "train, clean_targets=False (info)",
-    "train-ls": "train, LS init on the batch (info)",
 }
 
 
@@ -254,8 +257,8 @@ def main() -> None:
     peak = {k: v["peak"] / MIB for k, v in res.items()}
     base = {}
     if {"a", "b", "stitches"} <= peak.keys():
-        for k in ("train", "train-noclean", "train-ls"):
-            base[k] = (peak["a"] + peak["b"] + peak["stitches"], 1.5 if k == "train" else None)
+        for k in ("fit", "train", "train-noclean"):
+            base[k] = (peak["a"] + peak["b"] + peak["stitches"], None if "-" in k else 1.5)
     if {"a", "b"} <= peak.keys():
         base["evaluate"] = (max(peak["a"], peak["b"]), 1.2)
         base["evaluate-b"] = (peak["b"], None)
@@ -283,7 +286,7 @@ def main() -> None:
                 f"{e['nodes'][0]} nodes of A and {e['nodes'][1]} of B, "
                 f"{e['gmacs']:.2f} GMACs per image"
             )
-    t = next((res[k] for k in ("train", "train-noclean", "train-ls") if k in res), None)
+    t = next((res[k] for k in ("fit", "train", "train-noclean") if k in res), None)
     if t:
         print(
             f"training (MiB): storing every clean target would take {t['targets'] / MIB:.0f} "

