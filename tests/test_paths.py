@@ -34,9 +34,7 @@ def test_every_command_with_relative_home_and_spaced_paths(tmp_path, monkeypatch
     monkeypatch.chdir(work)
     sn, run_dir = "my sn", "~/runs/run 1"
     parents = ["--a", "demo:resnet_like", "--b", "demo:mobilenet_like", "--input-shape", "1,8,8"]
-    run(
-        monkeypatch, capsys, "stitch", *parents, "--data", "digits", "--out", sn
-    )
+    run(monkeypatch, capsys, "stitch", *parents, "--data", "digits", "--out", sn)
     assert (work / sn / "supernet.json").is_file()
 
     report = json.loads(run(monkeypatch, capsys, "inspect", sn, "--json", "--samples", "2"))

@@ -83,7 +83,7 @@ def test_finetune_stitches_only_changes_only_stitches(run, net):
     from evostitch.data import load_dataset
 
     before = {k: v.clone() for k, v in net.extract(genotype).state_dict().items()}
-    model, losses = finetune(
+    done = finetune(
         net,
         genotype,
         load_dataset("digits", "train"),
@@ -93,11 +93,47 @@ def test_finetune_stitches_only_changes_only_stitches(run, net):
         device="cpu",
         progress=False,
     )
-    after = model.state_dict()
-    assert len(losses) == 3 and before.keys() == after.keys()
+    after = done.model.state_dict()
+    assert len(done.losses) == 3 and before.keys() == after.keys() and done.kept is None
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("stitches.") for k in changed)
     assert all(torch.equal(v, net.extract(genotype).state_dict()[k]) for k, v in before.items())
+
+
+def finetune_scored(net, genotype, scores: list[float], **options):
+    """Fine-tune with a validation 'score' read from `scores` in turn; also returns the
+    state after each scored batch (0: the start)."""
+    from evostitch.data import load_dataset
+
+    states, it = {}, iter(scores)
+
+    def validate(model):
+        states[len(states)] = {k: v.clone() for k, v in model.state_dict().items()}
+        return next(it)
+
+    done = finetune(
+        net, genotype, load_dataset("digits", "train"), lr=1e-2, device="cpu",
+        progress=False, validate=validate, **options,
+    )  # fmt: skip
+    return done, list(states.values())
+
+
+def test_finetune_that_only_hurts_returns_the_starting_network(run, net):
+    genotype = find_solution(net, read_run(run)[1], stitched_front_member(run, net)).genotype
+    done, states = finetune_scored(net, genotype, [0.9, 0.5, 0.4, 0.3], max_batches=3)
+    assert done.kept == 0 and list(done.scores) == [0, 1, 2, 3]
+    kept = done.model.state_dict()
+    assert any(not torch.equal(states[0][k], states[-1][k]) for k in kept)  # it did train
+    assert all(torch.equal(v, states[0][k]) for k, v in kept.items())
+    assert all(torch.equal(v, net.extract(genotype).state_dict()[k]) for k, v in kept.items())
+
+
+def test_finetune_keeps_the_best_scored_state(run, net):
+    genotype = find_solution(net, read_run(run)[1], stitched_front_member(run, net)).genotype
+    # 6 batches, 3 checks: scored at the start and after batches 2, 4 and 6
+    done, states = finetune_scored(net, genotype, [0.5, 0.6, 0.8, 0.7], max_batches=6, checks=3)
+    assert list(done.scores) == [0, 2, 4, 6] and done.kept == 4
+    assert all(torch.equal(v, states[2][k]) for k, v in done.model.state_dict().items())
 
 
 def test_finetune_command_saves_weights_and_before_after_metrics(run, net):
@@ -112,6 +148,11 @@ def test_finetune_command_saves_weights_and_before_after_metrics(run, net):
     _, records = read_run(run)
     stored = next(r for r in records if str(r.id) == ident)
     assert summary["before"]["val"]["accuracy"] == pytest.approx(-stored.objectives[0])
+    val = summary["validation"]
+    assert val["split"] == "val" and set(val["scores"]) == {"0", "2", "4", "6", "8"}
+    assert val["scores"]["0"] == pytest.approx(summary["before"]["val"]["accuracy"])
+    kept = val["scores"][str(val["kept_batch"])]
+    assert kept == max(val["scores"].values()) == pytest.approx(summary["after"]["val"]["accuracy"])
     weights = load_file(str(folder / "weights.safetensors"))
     assert weights.keys() == net.extract(stored.canonical).state_dict().keys()
 
@@ -161,11 +202,18 @@ def test_export_of_finetuned_weights(run, net, tmp_path):
     ident = stitched_front_member(run, net)
     if not (run / "finetuned" / ident).is_dir():
         invoke("finetune", run, "--solution", ident, "--max-batches", "2", "--lr", "1e-2")
+    # fine-tuning may keep the starting weights (the best on val): make the saved ones
+    # differ, so that the export can only match them by reading them
+    saved = run / "finetuned" / ident / "weights.safetensors"
+    weights = {
+        k: v + 0.05 if k.startswith("stitches.") and v.is_floating_point() else v
+        for k, v in load_file(str(saved)).items()
+    }
+    save_file(weights, str(saved))
     out = tmp_path / "export"
     invoke("export", run, "--solution", ident, "--out", out, "--finetuned")
     meta = json.loads((out / "offspring.json").read_text())
     genotype = tuple(int(c) for c in meta["genotype"])
-    weights = load_file(str(run / "finetuned" / ident / "weights.safetensors"))
     model = offspring_module(net, genotype, weights)
     x = torch.randn(3, *net.input_shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

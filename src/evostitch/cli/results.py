@@ -88,7 +88,10 @@ def finetune(
     amp: Amp = None,
     trust_code: TrustCode = False,
 ) -> None:
-    """Fine-tune one offspring on the train split; save its weights under RUN/finetuned/."""
+    """Fine-tune one offspring on the train split; save its weights under RUN/finetuned/.
+
+    Scored on the search's validation split before, during and after: the best state is
+    kept, the starting one included, so the saved network is never worse there."""
     if epochs <= 0 or batch_size < 1 or lr <= 0 or (max_batches is not None and max_batches < 1):
         raise EvostitchError("need --epochs > 0, --batch-size >= 1, --lr > 0, --max-batches >= 1")
     summary = api.load_run(run, trust_code=trust_code).finetune(
@@ -108,7 +111,15 @@ def finetune(
             if name != "n":
                 table.add_row(split, name, f"{value:.4f}", f"{summary['after'][split][name]:.4f}")
     Console().print(table)
-    Console().print(f"{summary['batches']} batches; weights in {summary['folder']}")
+    val = summary["validation"]
+    kept = val["kept_batch"]
+    Console().print(
+        f"{summary['batches']} batches; kept "
+        + (f"batch {kept}" if kept else "the starting network (no batch scored higher)")
+        + f", the best on {val['split']} ("
+        + ", ".join(f"batch {k}: {v:.4f}" for k, v in val["scores"].items())
+        + f"); weights in {summary['folder']}"
+    )
 
 
 @app.command()

@@ -7,15 +7,22 @@ The network stays in eval mode while it trains: batch-norm statistics stay froze
 entropy (pixels with the ignore index are skipped for segmentation); AdamW with a
 constant learning rate (the paper: 1e-4, batches of 8, up to 1,000 batches).
 
+Fine-tuning never hands back a network worse than it started from: given a `validate`
+score, the offspring is scored before the first batch, at `checks` evenly spaced
+batches and after the last, and the best state (the starting one included) is kept.
+
 `finetune_solution` writes ``RUN/finetuned/<solution>/``: ``weights.safetensors``
-(the offspring's state dict) and ``finetune.json`` (options, losses, metrics before
-and after on the validation and test splits).
+(the kept state dict) and ``finetune.json`` (options, losses, the validation scores
+along the way, the batch kept, metrics before and after on the validation and test
+splits).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ from torch.utils.data import Dataset
 from ..data import dataset_info, load_dataset
 from ..devices import autocast, check_amp, resolve_device
 from ..errors import SupernetError
-from ..evaluation.metrics import evaluate, make_metric
+from ..evaluation.metrics import evaluate, make_metric, primary_metric
 from ..files import user_path
 from ..progress import progress_bar
 from ..supernet import Supernet
@@ -36,6 +43,17 @@ from .export import offspring_module
 from .run import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
 
 SUMMARY = "finetune.json"
+
+
+@dataclass
+class Finetuned:
+    """A fine-tuned offspring (eval mode, the kept state), the loss of every batch, the
+    validation score after each scored batch (0: the start) and the batch it was kept at."""
+
+    model: fx.GraphModule
+    losses: list[float]
+    scores: dict[int, float] = field(default_factory=dict)
+    kept: int | None = None
 
 
 def finetune(
@@ -51,10 +69,14 @@ def finetune(
     seed: int = 0,
     device: Any = None,
     amp: str | None = None,
+    validate: Callable[[torch.nn.Module], float] | None = None,
+    checks: int = 4,
     progress: bool = True,
-) -> tuple[fx.GraphModule, list[float]]:
-    """Train a copy of the offspring; return it (eval mode) and the loss per batch.
-    `amp` ("bf16", "fp16") runs its forward under autocast (fp16 with a gradient scaler)."""
+) -> Finetuned:
+    """Train a copy of the offspring and return it with its losses.
+    `amp` ("bf16", "fp16") runs its forward under autocast (fp16 with a gradient scaler).
+    With `validate` (higher is better), the best scored state is kept (see above);
+    without it, the state after the last batch."""
     device = resolve_device(device)
     check_amp(amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -73,8 +95,10 @@ def finetune(
     opt = torch.optim.AdamW(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     order, losses = torch.empty(0, dtype=torch.long), []
+    every = max(math.ceil(steps / max(checks, 1)), 1)
+    best = _Best(model, validate)
     with progress_bar("fine-tuning", total=steps, enabled=progress) as bar:
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             if len(order) < batch_size:
                 order = torch.cat([order, torch.randperm(n, generator=gen)])
             batch, order = order[:batch_size], order[batch_size:]
@@ -89,9 +113,35 @@ def finetune(
             scaler.update()
             losses.append(float(loss.detach()))
             bar.update(advance=1, description=f"fine-tuning (loss {losses[-1]:.4f})")
+            if step % every == 0 or step == steps:
+                best.score(model, step)
+    best.restore(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.eval(), losses
+    return Finetuned(model.eval(), losses, best.scores, best.step if validate else None)
+
+
+class _Best:
+    """The best-scoring state of a model under training, kept on the CPU; without a score
+    function, nothing is kept. A later state must score strictly higher to be kept."""
+
+    def __init__(self, model: torch.nn.Module, validate: Callable | None) -> None:
+        self.validate, self.scores, self.step, self.state = validate, {}, 0, None
+        self.score(model, 0)
+
+    def score(self, model: torch.nn.Module, step: int) -> None:
+        if self.validate is None:
+            return
+        with torch.no_grad():
+            value = float(self.validate(model))
+        self.scores[step] = value
+        if self.state is None or value > self.scores[self.step]:
+            self.step = step
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    def restore(self, model: torch.nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
 def _without_inplace(model: fx.GraphModule) -> None:
@@ -122,19 +172,24 @@ def finetune_solution(
     data = config.problem["data"]
     info = dataset_info(data)
     device = resolve_device(device)
-    splits = {s: load_dataset(data, s) for s in (config.problem.get("split", "val"), "test")}
+    searched = config.problem.get("split", "val")
+    splits = {s: load_dataset(data, s) for s in (searched, "test")}
+    metric = make_metric(net.task, info.num_classes, info.ignore_index or 255)
 
     def scores(model: torch.nn.Module) -> dict[str, dict[str, float]]:
-        metric = make_metric(net.task, info.num_classes, info.ignore_index or 255)
         return {s: evaluate(model, d, metric, device=device) for s, d in splits.items()}
 
+    def validate(model: torch.nn.Module) -> float:
+        return evaluate(model, splits[searched], metric, device=device)[primary_metric(net.task)]
+
     before = scores(net.extract(found.genotype).to(device).eval())
-    model, losses = finetune(
+    done = finetune(
         net,
         found.genotype,
         load_dataset(data, "train"),
         device=device,
         progress=progress,
+        validate=validate,
         **options,
     )
     summary = {
@@ -143,11 +198,13 @@ def finetune_solution(
         "genotype": genotype_text(found.genotype),
         "data": data,
         "options": options,
-        "batches": len(losses),
-        "losses": losses,
+        "batches": len(done.losses),
+        "losses": done.losses,
+        "validation": {"split": searched, "scores": done.scores, "kept_batch": done.kept},
         "before": before,
-        "after": scores(model),
+        "after": scores(done.model),
     }
+    model = done.model
     folder = finetuned_weights(run, found.label).parent
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
