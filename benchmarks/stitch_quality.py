@@ -12,8 +12,9 @@ of the offspring's accuracy as a fraction of the parents' mean test accuracy.
 
 Variants: `untrained` (stitches as built), `default` (the library's defaults),
 `lsN` (least squares on N images, no gradient steps), `lsN+sM` / `lsN+eE` (then M
-gradient steps / E epochs). Goal (issue 20): default median >= 0.90 at p=0.02 on both
-pairs, stitch training under 10 minutes on 2 CPU cores.
+gradient steps / E epochs), `lsNrR` (the fit's ridge R instead of the default 1e-2).
+Goal (issue 20): default median >= 0.90 at p=0.02 on both pairs, stitch training under
+10 minutes on 2 CPU cores.
 
 Run: .venv/bin/python benchmarks/stitch_quality.py [--pair demo|pretrained]
         [--variants untrained,ls256,default,ls2048+e1] [--offspring 200] [--p 0.02,0.05]
@@ -64,12 +65,14 @@ def variant_kwargs(name: str) -> dict:
         return {}
     if name == "untrained":
         return {"fit_samples": 0, "steps": 0}
-    m = re.fullmatch(r"ls(\d+)(?:\+s(\d+)|\+e([\d.]+))?", name)
+    m = re.fullmatch(r"ls(\d+)(?:r([\d.e-]+))?(?:\+s(\d+)|\+e([\d.]+))?", name)
     if m is None:
-        raise SystemExit(f"unknown variant {name!r}: untrained, default, lsN, lsN+sM, lsN+eE")
-    kwargs: dict = {"fit_samples": int(m[1]), "steps": int(m[2] or 0)}
-    if m[3]:
-        kwargs["steps"], kwargs["epochs"] = None, float(m[3])
+        raise SystemExit(f"unknown variant {name!r}: untrained, default, lsN[rR][+sM|+eE]")
+    kwargs: dict = {"fit_samples": int(m[1]), "steps": int(m[3] or 0)}
+    if m[2]:
+        kwargs["ridge"] = float(m[2])
+    if m[4]:
+        kwargs["steps"], kwargs["epochs"] = None, float(m[4])
     return kwargs
 
 

@@ -232,6 +232,23 @@ def test_held_out_losses_read_as_fractions_of_the_target_variance():
     assert all(abs(v - 1) < 1e-4 for v in losses.values()), losses
 
 
+def test_the_ridge_shrinks_the_fit_toward_the_targets_mean():
+    """Twin parents: the default ridge fits almost exactly; a huge one leaves every stitch
+    a constant (its weights ~0, the bias unpenalised: each channel's mean), far worse."""
+    torch.manual_seed(0)
+    model = load_model("demo:resnet_like")
+    data = load_dataset("digits", "train")
+    losses, largest = {}, {}
+    for ridge in (1e-2, 1e6):
+        twins = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
+        result = train_stitches(twins, data, fit_samples=256, ridge=ridge, progress=False)
+        losses[ridge] = result.held_out_losses
+        largest[ridge] = max(float(s.layer.weight.abs().max()) for s in twins.stitches.values())
+    assert largest[1e6] < 1e-4 < 0.1 < largest[1e-2]
+    assert max(losses[1e-2].values()) < 0.03
+    assert all(losses[1e6][k] > 0.1 for k in losses[1e-2]), losses[1e6]
+
+
 class Recording(torch.utils.data.Dataset):
     """Records which samples are read in which phase of a run."""
 

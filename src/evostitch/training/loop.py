@@ -4,7 +4,7 @@ By default each stitch is fitted in closed form (`least_squares_init`) on
 `DEFAULT_FIT_SAMPLES` images, and its loss is then measured on `HELD_OUT` images that
 were never fitted on. On real pretrained parents this fit is what makes stitches hold;
 gradient steps after it (`steps` or `epochs`) trade minutes for a little on some pairs
-and nothing on others (docs/METHOD.md section 5 has the measurements).
+and nothing on others (docs/METHOD.md section 4 has the measurements).
 
 A gradient step is the paper's (METHOD.md step 6): one forward pass trains all stitches
 at once, switches flip at random per sample, each stitch's MSE loss is backpropagated as
@@ -33,7 +33,7 @@ from ..files import user_path
 from ..progress import progress_bar
 from ..supernet import Supernet
 from .checkpoint import load_checkpoint, save_checkpoint
-from .fit import held_out_losses, least_squares_init
+from .fit import RIDGE, held_out_losses, least_squares_init
 from .walks import forward_random
 
 DEFAULT_FIT_SAMPLES = 2048  # images of the least-squares fit
@@ -133,6 +133,7 @@ def train_stitches(
     epochs: float | None = None,
     samples: int | None = None,
     held_out: int = HELD_OUT,
+    ridge: float = RIDGE,
     batch_size: int = 32,
     lr: float = 1e-3,
     weight_decay: float = 1e-5,
@@ -149,9 +150,10 @@ def train_stitches(
     """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
     of (input, target) pairs or a DataLoader over one (labels are not used).
 
-    Stitches are fitted by least squares on `fit_samples` images (0: keep their weights),
-    then take gradient steps: `steps`, or `epochs` / `samples` of the training images
-    (at most one; default `DEFAULT_STEPS`). `held_out` images (at most a fifth of the
+    Stitches are fitted by least squares on `fit_samples` images (0: keep their weights;
+    `ridge`: the fit's penalty relative to the mean input variance), then take gradient
+    steps: `steps`, or `epochs` / `samples` of the training images (at most one; default
+    `DEFAULT_STEPS`). `held_out` images (at most a fifth of the
     data) are never fitted or trained on; each stitch's relative loss there is returned.
     `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen
     parents run under autocast; stitches stay float32) say where and how. With
@@ -171,7 +173,7 @@ def train_stitches(
     net.parents.eval()
     net.stitches.train()
     opt = _StitchOptimizers(net, lr=lr, weight_decay=weight_decay)
-    plan = {"steps": steps, "fit_samples": len(fit), "batch_size": batch_size}
+    plan = {"steps": steps, "fit_samples": len(fit), "batch_size": batch_size, "ridge": ridge}
     ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
     resumed = load_checkpoint(net, opt, ckpt, plan) if ckpt is not None else None
     start, history = resumed if resumed is not None else (0, [])
@@ -181,8 +183,9 @@ def train_stitches(
 
     if resumed is None and fit:
         least_squares_init(
-            net, inputs(fit), device=device, amp=amp, total=len(fit), progress=progress
-        )
+            net, inputs(fit), ridge=ridge, device=device, amp=amp, total=len(fit),
+            progress=progress,
+        )  # fmt: skip
         weights = {
             k: float(sum(w.detach().sum() for w in s.parameters())) for k, s in net.stitches.items()
         }
