@@ -138,3 +138,42 @@ def test_report_compares_runs_of_one_problem_and_refuses_others(run, tmp_path):
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(EvostitchError, match="not an evostitch run"):
         invoke("report", tmp_path)
+
+
+def test_report_writes_findings_on_val_then_on_test(tmp_path_factory):
+    from evostitch.results.findings import KEYS
+
+    run = tiny_run(tmp_path_factory, "findings")
+    invoke("report", run)
+    findings = json.loads((run / "findings.json").read_text())
+    assert set(KEYS) <= set(findings) and findings["split"] == "val"
+    assert all(findings[k]["split"] == "val" and findings[k]["text"] for k in KEYS)
+    data = embedded_data((run / "report.html").read_text())
+    assert data["findings"] == [findings[k]["text"] for k in KEYS]
+    assert findings["hypervolume"]["runs"][0]["hypervolume"] == pytest.approx(data["runs"][0]["hv"])
+    _, records = read_run(run)
+    inactive = findings["inactive_variables"]
+    assert inactive["evaluations"] == 30 and inactive["proposals"] >= 30
+    changed = sum(r.genotype != r.canonical for r in records)
+    assert inactive["noncanonical_evaluations"] == changed
+    offspring = [r for r in records if not reference_name(r.canonical)]
+    assert findings["dominating_offspring"]["offspring"] == len(offspring)
+
+    invoke("reevaluate", run, "--split", "test")
+    invoke("report", run)
+    findings = json.loads((run / "findings.json").read_text())
+    reeval = json.loads((run / "reevaluation_test.json").read_text())
+    assert findings["split"] == "test" and findings["inactive_variables"]["split"] == "val"
+    rows = {row["id"]: row for row in reeval["solutions"]}
+    gap = findings["val_test_gap"]
+    assert gap["count"] == len(nondominated(records)) > 0
+    for member in gap["members"]:
+        row = rows[member["id"]]
+        assert member["gap"] == pytest.approx(row["val"]["accuracy"] - row["test"]["accuracy"])
+        assert member["ece"] == row["test"]["ece"]
+    assert gap["max_gap"] == max(m["gap"] for m in gap["members"])
+    ensemble = findings["ensemble_like"]
+    tested = [row for row in reeval["solutions"] if row["name"] is None]
+    assert ensemble["offspring"] == len(tested)
+    if ensemble["solution"] is not None:
+        assert ensemble["solution"]["metric"] >= ensemble["bar"]["metric"]

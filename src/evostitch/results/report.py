@@ -7,9 +7,10 @@
 - ``hypervolume.png``: hypervolume over evaluations, one line per run; the reference
   point comes from the reference solutions' objectives (`reference_point_from`) and the
   volume is shown as a fraction of the box between (metric 1, 0 MACs) and that point;
+- ``findings.json``: what the run shows, in numbers (`evostitch.results.findings`);
 - ``report.html``: one self-contained page (no network, data as JSON, hand-written JS)
-  with an interactive scatter, the front as a table and, for a selected offspring, the
-  two parents' graphs with the used nodes and the stitches drawn.
+  with the findings as sentences, an interactive scatter, the front as a table and, for
+  a selected offspring, the two parents' graphs with the used nodes and the stitches drawn.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from ..evolution.archive import (
     reference_point_from,
     weakly_dominates,
 )
-from ..evolution.store import EvaluationRecord, RunConfig
+from ..evolution.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
 from ..files import absolute, user_path
 from ..supernet import SIDES, Supernet
+from .findings import compute_findings, finding_texts, hypervolume_box
 from .reevaluate import load_reevaluation
 from .run import genotype_text, read_run, reference_name
 
@@ -154,7 +156,7 @@ def plot_hypervolume(
 ) -> tuple[Path, dict[str, float]]:
     """One line per run; returns the path and each run's final (normalised) hypervolume."""
     plt = _pyplot()
-    box = (ref_point[0] + 1.0) * ref_point[1] or 1.0
+    box = hypervolume_box(ref_point)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     final = {}
     for label, recs in runs:
@@ -293,7 +295,7 @@ def write_report(
     *,
     trust_code: bool = False,
 ) -> list[Path]:
-    """Write front.csv, front.png, hypervolume.png and report.html into `run`.
+    """Write front.csv, front.png, hypervolume.png, findings.json and report.html into `run`.
 
     `references` (label -> objectives) defaults to the reference solutions stored in the
     run; `others` are further runs of the same problem, compared in the plots. The page
@@ -301,10 +303,12 @@ def write_report(
     with `trust_code`).
     """
     run = user_path(run)
-    config, records = read_run(run)
+    with RunStore.open(run, readonly=True) as store:
+        config, stored, checkpoint = store.config, list(store.records()), store.load_checkpoint()
+    records = [r for r in stored if r.ok]
     if not records:
         raise RunError(f"{run} holds no successful evaluation yet")
-    runs = [(_run_label(run, config), records)]
+    runs, configs = [(_run_label(run, config), records)], [config]
     for other in map(user_path, others):
         other_config, other_records = read_run(other)
         keys = ("supernet", "data", "split")
@@ -313,6 +317,7 @@ def write_report(
         label = _run_label(other, other_config)
         label += f" #{len(runs) + 1}" if label in dict(runs) else ""
         runs.append((label, other_records))
+        configs.append(other_config)
     references = references or references_in(records)
     ref_objectives = list(references.values()) or [
         tuple(np.max([r.objectives for r in records], axis=0))
@@ -334,5 +339,17 @@ def write_report(
         "ref_point": list(ref_point),
     }
     data = html_data(config, records, _load_net(config, trust_code), reeval, summary)
+    findings = compute_findings(
+        records,
+        reeval,
+        search_split=data["split"],
+        metric=data["metric"],
+        stored=stored,
+        checkpoint=checkpoint,
+        runs=[(label, c, recs) for (label, recs), c in zip(runs, configs, strict=True)],
+        ref_point=ref_point,
+    )
+    write_json_atomic(run / "findings.json", findings)
+    data["findings"] = finding_texts(findings)
     files.append(write_html(data, run / "report.html", files[1:3]))
-    return files
+    return [*files, run / "findings.json"]

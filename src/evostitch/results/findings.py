@@ -1,0 +1,396 @@
+"""What a run shows, in numbers: ``findings.json`` and the Findings section of report.html.
+
+Findings are measured on the held-out split when the run was re-evaluated
+(``reevaluation_test.json``: its front and reference solutions only), otherwise on the
+split the search used (every evaluated solution); each finding names its `split`. The
+task metric is maximised, MACs are minimised. An offspring is any solution that is not a
+reference solution (parent-a, parent-b, ensemble, ensemble-prob).
+
+- ``dominating_offspring``: offspring with a strictly better metric than parent-a or
+  parent-b at no more MACs; their number per parent and the best of them (highest
+  metric, then fewest MACs), compared with the strongest parent it dominates;
+- ``ensemble_like``: the cheapest offspring whose metric is at least the better
+  ensemble's (ensemble or ensemble-prob), and the MACs it saves against that ensemble;
+- ``inactive_variables``: the share of the search's proposals answered by a lookup by
+  canonical genotype instead of an evaluation (the loop's cache and the algorithm's
+  memo, counted in checkpoint.json: the store keeps a row per distinct network, not per
+  proposal), and the stored rows whose proposed genotype set inactive variables;
+- ``val_test_gap``: per front member, its metric on the search split minus its metric on
+  the held-out split (both from the re-evaluation), median and max; ECE on the held-out
+  split where the re-evaluation recorded it;
+- ``hypervolume``: final hypervolume (a fraction of the box of `hypervolume_box`) and
+  evaluations of each run given to `evostitch report`, by algorithm and seed.
+
+Lists of solutions are cut to the first `MAX_LISTED` (best first); counts are complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import median
+from typing import Any
+
+from ..evolution.archive import hypervolume, nondominated
+from ..evolution.store import EvaluationRecord, RunConfig
+from .run import reference_name
+
+PARENTS = ("parent-a", "parent-b")
+ENSEMBLES = ("ensemble", "ensemble-prob")
+KEYS = (
+    "dominating_offspring",
+    "ensemble_like",
+    "inactive_variables",
+    "val_test_gap",
+    "hypervolume",
+)
+MAX_LISTED = 100
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One solution scored on one split; `name` is its reference name (None: an offspring)."""
+
+    label: str
+    id: int | None
+    name: str | None
+    metric: float
+    macs: float
+
+    def brief(self) -> dict[str, Any]:
+        return {"label": self.label, "id": self.id, "metric": self.metric, "macs": self.macs}
+
+
+def scored_solutions(
+    records: Sequence[EvaluationRecord], reeval: dict | None = None, search_split: str = "val"
+) -> tuple[str, list[Scored]]:
+    """The split the findings are measured on and the solutions scored there: the
+    re-evaluated ones on the held-out split, else every successful record on the search's."""
+    if reeval:
+        split, metric = reeval["split"], reeval["metric"]
+        return split, [
+            Scored(s["label"], s["id"], s["name"], s[split][metric], s[split]["macs"])
+            for s in reeval["solutions"]
+        ]
+    solutions = []
+    for r in records:
+        if r.ok:
+            name = reference_name(r.canonical)
+            solutions.append(
+                Scored(name or str(r.id), r.id, name, -r.objectives[0], r.objectives[1])
+            )
+    return search_split, solutions
+
+
+def _rank(s: Scored) -> tuple:
+    return (-s.metric, s.macs, s.label)
+
+
+def _labels(solutions: list[Scored]) -> list[str]:
+    return [s.label for s in solutions[:MAX_LISTED]]
+
+
+def dominating_offspring(
+    solutions: Sequence[Scored], split: str, pool: str = "evaluated"
+) -> dict[str, Any]:
+    """Offspring with a strictly better metric than a parent at no more MACs than it;
+    `pool` says which offspring were compared (for the sentence)."""
+    refs = {s.name: s for s in solutions if s.name}
+    offspring = [s for s in solutions if s.name is None]
+    by_parent, dominated = {}, {}
+    for name in PARENTS:
+        if (parent := refs.get(name)) is None:
+            continue
+        beat = sorted(
+            (o for o in offspring if o.metric > parent.metric and o.macs <= parent.macs), key=_rank
+        )
+        by_parent[name] = {"parent": parent.brief(), "count": len(beat), "solutions": _labels(beat)}
+        for o in beat:
+            dominated.setdefault(o.label, (o, []))[1].append(name)
+    winners = sorted((o for o, _ in dominated.values()), key=_rank)
+    best = None
+    if winners:
+        parents = dominated[winners[0].label][1]
+        against = max((refs[n] for n in parents), key=lambda p: (p.metric, -p.macs))
+        best = winners[0].brief() | {"dominates": parents, "against": against.name}
+    return {
+        "split": split,
+        "pool": pool,
+        "offspring": len(offspring),
+        "count": len(winners),
+        "solutions": _labels(winners),
+        "by_parent": by_parent,
+        "missing_parents": [n for n in PARENTS if n not in refs],
+        "best": best,
+    }
+
+
+def ensemble_like(
+    solutions: Sequence[Scored], split: str, pool: str = "evaluated"
+) -> dict[str, Any]:
+    """The cheapest offspring at least as good as the better ensemble, and its saving."""
+    offspring = [s for s in solutions if s.name is None]
+    ensembles = [s for s in solutions if s.name in ENSEMBLES]
+    out: dict[str, Any] = {
+        "split": split,
+        "pool": pool,
+        "offspring": len(offspring),
+        "ensembles": {e.name: e.brief() for e in ensembles},
+        "best_offspring": min(offspring, key=_rank).brief() if offspring else None,
+        "count": 0,
+        "solutions": [],
+    } | dict.fromkeys(("bar", "solution", "saving_macs", "saving_fraction"))
+    if not ensembles:
+        return out
+    bar = max(ensembles, key=lambda e: (e.metric, -e.macs))
+    reach = sorted(
+        (o for o in offspring if o.metric >= bar.metric), key=lambda o: (o.macs, *_rank(o))
+    )
+    out |= {
+        "bar": bar.brief() | {"name": bar.name},
+        "count": len(reach),
+        "solutions": _labels(reach),
+    }
+    if reach:
+        saving = bar.macs - reach[0].macs
+        out |= {
+            "solution": reach[0].brief(),
+            "saving_macs": saving,
+            "saving_fraction": saving / bar.macs if bar.macs else None,
+        }
+    return out
+
+
+def inactive_variables(
+    stored: Sequence[EvaluationRecord], checkpoint: dict | None, split: str
+) -> dict[str, Any]:
+    """Proposals answered by canonical genotype (from the checkpoint's counters, None
+    without one) and stored rows (failed ones too) proposed with inactive variables set."""
+    changed = [r for r in stored if tuple(r.genotype) != tuple(r.canonical)]
+    rows = len(stored)
+    out: dict[str, Any] = {
+        "split": split,
+        "evaluations": rows,
+        "noncanonical_evaluations": len(changed),
+        "noncanonical_share": len(changed) / rows if rows else None,
+        "solutions": [str(r.id) for r in changed[:MAX_LISTED]],
+    } | dict.fromkeys(("proposals", "cache_hits", "memo_hits", "answered_from_cache", "share"))
+    counters = (checkpoint or {}).get("counters")
+    if counters:
+        # as the loop resumes: rows stored after the checkpoint were requested too
+        requested = int(counters["requested"]) + max(0, rows - int(checkpoint.get("rows", 0)))
+        memo = int((checkpoint.get("state") or {}).get("memo_hits", 0))
+        hits = int(counters["cache_hits"])
+        proposals = requested + memo
+        out |= {
+            "proposals": proposals,
+            "cache_hits": hits,
+            "memo_hits": memo,
+            "answered_from_cache": hits + memo,
+            "share": (hits + memo) / proposals if proposals else None,
+        }
+    return out
+
+
+def val_test_gap(
+    records: Sequence[EvaluationRecord], reeval: dict | None, search_split: str = "val"
+) -> dict[str, Any]:
+    """Search-split metric minus held-out metric of every re-evaluated front member."""
+    out: dict[str, Any] = {"split": reeval["split"] if reeval else search_split}
+    out |= {"search_split": search_split, "count": 0, "median_gap": None, "max_gap": None}
+    out |= {"worst": None, "median_ece": None, "max_ece": None, "members": [], "missing": []}
+    if not reeval:
+        return out
+    split, search, metric = reeval["split"], reeval["search_split"], reeval["metric"]
+    rows = {s["id"]: s for s in reeval["solutions"] if s["id"] is not None}
+    for r in sorted(nondominated(records), key=lambda r: r.objectives[1]):
+        if (row := rows.get(r.id)) is None:
+            out["missing"].append(str(r.id))
+            continue
+        val, test = row.get(search, {}).get(metric, -r.objectives[0]), row[split][metric]
+        member = {"label": row["label"], "id": r.id, "val": val, "test": test}
+        out["members"].append(member | {"gap": val - test, "ece": row[split].get("ece")})
+    members = out["members"]
+    if members:
+        gaps = [m["gap"] for m in members]
+        eces = [m["ece"] for m in members if m["ece"] is not None]
+        worst = max(members, key=lambda m: m["gap"])
+        out |= {"count": len(members), "median_gap": median(gaps), "max_gap": worst["gap"]}
+        out["worst"] = worst["label"]
+        if eces:
+            out |= {"median_ece": median(eces), "max_ece": max(eces)}
+    return out
+
+
+def hypervolume_box(ref_point: Sequence[float]) -> float:
+    """The volume between (metric 1, 0 MACs) and the reference point (1.0 if that is 0)."""
+    return (ref_point[0] + 1.0) * ref_point[1] or 1.0
+
+
+def hypervolume_by_run(
+    runs: Sequence[tuple[str, RunConfig, Sequence[EvaluationRecord]]],
+    ref_point: Sequence[float] | None,
+    split: str = "val",
+) -> dict[str, Any]:
+    """Final hypervolume (fraction of `hypervolume_box`) and evaluations of each run
+    (no run without a reference point)."""
+    entries = []
+    for label, config, records in runs if ref_point else ():
+        box = hypervolume_box(ref_point)
+        front = [r.objectives for r in nondominated(records)]
+        volume = hypervolume(front, ref_point) / box if front else 0.0
+        entries.append(
+            {
+                "label": label,
+                "algorithm": config.algorithm,
+                "seed": config.seed,
+                "evaluations": len(records),
+                "hypervolume": volume,
+            }
+        )
+    by_algorithm: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        group = by_algorithm.setdefault(e["algorithm"], {"seeds": [], "hypervolumes": []})
+        group["seeds"].append(e["seed"])
+        group["hypervolumes"].append(e["hypervolume"])
+    for group in by_algorithm.values():
+        group["median_hypervolume"] = median(group["hypervolumes"])
+    return {
+        "split": split,
+        "ref_point": list(ref_point) if ref_point else None,
+        "runs": entries,
+        "by_algorithm": by_algorithm,
+    }
+
+
+def compute_findings(
+    records: Sequence[EvaluationRecord],
+    reeval: dict | None = None,
+    *,
+    search_split: str = "val",
+    metric: str = "metric",
+    stored: Sequence[EvaluationRecord] | None = None,
+    checkpoint: dict | None = None,
+    runs: Sequence[tuple[str, RunConfig, Sequence[EvaluationRecord]]] = (),
+    ref_point: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Every finding of a run (`KEYS`), each with a one-sentence `text`.
+
+    `records`: the run's successful evaluations; `stored`: all its rows, failed ones too
+    (default `records`); `runs` (label, config, records) with `ref_point`: the runs whose
+    hypervolumes are compared (none without a reference point).
+    """
+    split, solutions = scored_solutions(records, reeval, search_split)
+    pool = "re-evaluated" if reeval else "evaluated"
+    findings = {
+        "dominating_offspring": dominating_offspring(solutions, split, pool),
+        "ensemble_like": ensemble_like(solutions, split, pool),
+        "inactive_variables": inactive_variables(
+            records if stored is None else stored, checkpoint, search_split
+        ),
+        "val_test_gap": val_test_gap(records, reeval, search_split),
+        "hypervolume": hypervolume_by_run(runs, ref_point, search_split),
+    }
+    for key, finding in findings.items():
+        finding["text"] = _TEXTS[key](finding, metric)
+    return {"split": split, "search_split": search_split, "metric": metric, **findings}
+
+
+def finding_texts(findings: dict[str, Any]) -> list[str]:
+    """The findings' sentences, in the order of `KEYS`."""
+    return [findings[key]["text"] for key in KEYS]
+
+
+def _m(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _mmacs(macs: float) -> str:
+    return f"{macs / 1e6:.3g} MMACs"
+
+
+def _pool(f: dict) -> str:
+    return f"{f['offspring']} {f['pool']} offspring"
+
+
+def _named(label: str) -> str:
+    return f"#{label}" if label.isdigit() else label
+
+
+def _dominating_text(f: dict, metric: str) -> str:
+    if not f["by_parent"]:
+        return f"No parent was evaluated on {f['split']}: no offspring to compare with them."
+    counts = ", ".join(f"{p['count']} {name}" for name, p in f["by_parent"].items())
+    if not f["count"]:
+        return f"No offspring dominates a parent on {f['split']} ({_pool(f)} compared)."
+    best = f["best"]
+    parent = f["by_parent"][best["against"]]["parent"]
+    verb = "dominates" if f["count"] == 1 else "dominate"
+    return (
+        f"{f['count']} of {_pool(f)} {verb} a parent on {f['split']} ({counts}); the best,"
+        f" #{best['label']}, reaches {metric} {_m(best['metric'])} at {_mmacs(best['macs'])}"
+        f" against {best['against']}'s {_m(parent['metric'])} at {_mmacs(parent['macs'])}."
+    )
+
+
+def _ensemble_text(f: dict, metric: str) -> str:
+    if f["bar"] is None:
+        return f"No ensemble was evaluated on {f['split']}: no ensemble-like offspring."
+    bar = f["bar"]
+    ens = f"the {bar['name']} ({metric} {_m(bar['metric'])} at {_mmacs(bar['macs'])})"
+    if f["solution"] is None:
+        best = f["best_offspring"]
+        reached = f"; the best offspring reaches {_m(best['metric'])}" if best else ""
+        return f"No offspring is as good as {ens} on {f['split']}{reached}."
+    s, verb = f["solution"], "reaches" if f["count"] == 1 else "reach"
+    return (
+        f"{f['count']} offspring {verb} {ens} on {f['split']}; the cheapest,"
+        f" #{s['label']}, reaches {_m(s['metric'])} at {_mmacs(s['macs'])}:"
+        f" {_mmacs(f['saving_macs'])} ({f['saving_fraction']:.0%}) less."
+    )
+
+
+def _inactive_text(f: dict, metric: str) -> str:
+    rows = (
+        f"{f['noncanonical_evaluations']} of the {f['evaluations']} evaluated networks were"
+        " proposed with inactive variables set"
+    )
+    if f["proposals"] is None:
+        return f"The run has no checkpoint: its cache hits are unknown; {rows}."
+    share = f"{f['share']:.0%}" if f["share"] is not None else "none"
+    return (
+        f"{share} of {f['proposals']} proposals were answered by canonical genotype without"
+        f" an evaluation ({f['cache_hits']} by the run's cache, {f['memo_hits']} by the"
+        f" algorithm's memo); {rows}."
+    )
+
+
+def _gap_text(f: dict, metric: str) -> str:
+    if f["split"] == f["search_split"]:
+        return "Not re-evaluated: no validation -> test gap (`evostitch reevaluate RUN`)."
+    if not f["count"]:
+        return f"No front member was re-evaluated on {f['split']}."
+    text = (
+        f"Validation -> test gap of {f['count']} front members ({metric} on"
+        f" {f['search_split']} minus on {f['split']}): median {f['median_gap']:+.4f},"
+        f" max {f['max_gap']:+.4f} ({_named(f['worst'])})"
+    )
+    if f["median_ece"] is not None:
+        text += f"; ECE on {f['split']}: median {f['median_ece']:.4f}, max {f['max_ece']:.4f}"
+    return text + "."
+
+
+def _hypervolume_text(f: dict, metric: str) -> str:
+    if not f["runs"]:
+        return "No hypervolume: no reference point."
+    parts = [f"{r['label']}: {r['hypervolume']:.4f} after {r['evaluations']}" for r in f["runs"]]
+    return "Final hypervolume (fraction of the box) after evaluations: " + "; ".join(parts) + "."
+
+
+_TEXTS = {
+    "dominating_offspring": _dominating_text,
+    "ensemble_like": _ensemble_text,
+    "inactive_variables": _inactive_text,
+    "val_test_gap": _gap_text,
+    "hypervolume": _hypervolume_text,
+}
