@@ -70,13 +70,15 @@ def finetune(
     device: Any = None,
     amp: str | None = None,
     validate: Callable[[torch.nn.Module], float] | None = None,
+    start_score: float | None = None,
     checks: int = 4,
     progress: bool = True,
 ) -> Finetuned:
     """Train a copy of the offspring and return it with its losses.
     `amp` ("bf16", "fp16") runs its forward under autocast (fp16 with a gradient scaler).
     With `validate` (higher is better), the best scored state is kept (see above);
-    without it, the state after the last batch."""
+    without it, the state after the last batch. `start_score`: the starting network's
+    score when the caller already has it (saves one validation pass)."""
     device = resolve_device(device)
     check_amp(amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -96,7 +98,7 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     order, losses = torch.empty(0, dtype=torch.long), []
     every = max(math.ceil(steps / max(checks, 1)), 1)
-    best = _Best(model, validate)
+    best = _Best(model, validate, start_score)
     with progress_bar("fine-tuning", total=steps, enabled=progress) as bar:
         for step in range(1, steps + 1):
             if len(order) < batch_size:
@@ -125,15 +127,16 @@ class _Best:
     """The best-scoring state of a model under training, kept on the CPU; without a score
     function, nothing is kept. A later state must score strictly higher to be kept."""
 
-    def __init__(self, model: torch.nn.Module, validate: Callable | None) -> None:
+    def __init__(self, model: torch.nn.Module, validate: Callable | None, start) -> None:
         self.validate, self.scores, self.step, self.state = validate, {}, 0, None
-        self.score(model, 0)
+        self.score(model, 0, start)
 
-    def score(self, model: torch.nn.Module, step: int) -> None:
+    def score(self, model: torch.nn.Module, step: int, value: float | None = None) -> None:
         if self.validate is None:
             return
-        with torch.no_grad():
-            value = float(self.validate(model))
+        if value is None:
+            with torch.no_grad():
+                value = float(self.validate(model))
         self.scores[step] = value
         if self.state is None or value > self.scores[self.step]:
             self.step = step
@@ -190,6 +193,7 @@ def finetune_solution(
         device=device,
         progress=progress,
         validate=validate,
+        start_score=before[searched][primary_metric(net.task)],
         **options,
     )
     summary = {
