@@ -31,9 +31,16 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     best = summary["best"]
     assert 0 <= best["metric"] <= 1 and best["macs"] > 0
     assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
+    assert (out / "run" / "reevaluation_test.json").exists()  # the findings are on test
+    findings = json.loads((out / "run" / "findings.json").read_text())
+    assert findings["split"] == "test"
+    assert summary["findings"] and all(summary["findings"].values())
+    hold = json.loads((out / "supernet" / "stitches_hold.json").read_text())
+    assert [row["p"] for row in hold["p"]] == [0.02, 0.1] and hold["samples"] == 16
     print_summary(summary)
     printed = capsys.readouterr().out
     assert "parent A" in printed and "best offspring" in printed and "front.csv" in printed
+    assert summary["findings"]["dominating_offspring"].split()[0] in printed
     with pytest.raises(EvostitchError, match="already holds a finished demo"):
         run_demo("classification", out, algorithm="rs", budget=2, population=2, **tiny)
 

@@ -20,9 +20,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import dataset_info, format_spec, load_dataset, parse_spec
+from .data import check_input_shape, dataset_info, format_spec, load_dataset, parse_spec
 from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
+from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
 from .evolution.algorithms import ALGORITHMS, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
@@ -62,20 +63,10 @@ def input_batches(
     return list(images.split(batch))
 
 
-def check_data_shape(data: str, input_shape: Sequence[int]) -> None:
-    """DataError unless `data` gives inputs of `input_shape` (checked before any work)."""
-    info = dataset_info(data)
-    if tuple(info.input_shape) != tuple(input_shape):
-        raise DataError(
-            f"{data} gives inputs of shape {tuple(info.input_shape)}, not the input shape "
-            f"{tuple(input_shape)}: pass that input shape or resize the data (?size=...)"
-        )
-
-
 def check_data(net: Supernet, data: str) -> None:
     """DataError unless `data`'s inputs, task and classes fit the supernetwork's parents."""
     info = dataset_info(data)
-    check_data_shape(data, net.input_shape)
+    check_input_shape(data, net.input_shape)
     if info.task != net.task:
         raise DataError(f"{data} is a {info.task} dataset, the parents do {net.task}")
     graph = net.graphs["a"]
@@ -180,10 +171,12 @@ def stitch(
     seed: int = 0,
     device: str | torch.device | None = None,
     amp: str | None = None,
+    hold_samples: int = HOLD_SAMPLES,
     progress: bool = True,
 ) -> Supernet:
     """Build a supernetwork, fit its stitches on `data`'s train split and save it into
-    `out` (`evostitch stitch`). Without `data` the stitches stay untrained.
+    `out` (`evostitch stitch`). Without `data` the stitches stay untrained. `hold_samples`
+    random offspring per p are scored before and after (0: none; `evaluation.holding`).
 
     `fit_samples` images fit the stitches by least squares, then `steps` (or `epochs`)
     gradient steps train them; None takes the library's defaults
@@ -197,7 +190,7 @@ def stitch(
         raise SupernetError(f"{folder} already holds a finished result: choose another folder")
     data = resolve_data(data, a, b, input_shape, progress)
     if data is not None:
-        check_data_shape(data, input_shape)
+        check_input_shape(data, input_shape)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
     net = Supernet.build(
         a,
@@ -215,23 +208,31 @@ def stitch(
     net.data = data  # what `search` evaluates on unless told otherwise
     say(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
     if data is not None:
-        result = train_stitches(
-            net,
-            load_dataset(data, "train"),
-            fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
-            steps=steps,
-            epochs=epochs,
-            batch_size=batch_size,
+        val = load_dataset(data, "val")
+        result, hold = measured(
+            lambda: train_stitches(
+                net,
+                load_dataset(data, "train"),
+                fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
+                steps=steps,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                device=device,
+                amp=amp,
+                checkpoint_dir=folder / "checkpoints" if folder is not None else None,
+                progress=progress,
+            ),
+            hold_evaluator(net, val, dataset_info(data).num_classes, device=device, amp=amp),
+            samples=hold_samples,
             seed=seed,
-            device=device,
-            amp=amp,
-            checkpoint_dir=folder / "checkpoints" if folder is not None else None,
-            progress=progress,
         )
-        say(result.summary(net))
+        say(result.summary(net) + (f"\n{hold['text']}" if hold else ""))
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             result.save(folder / "stitch_losses.json")
+            if hold:
+                save_hold_figure(hold, folder)
     else:
         say("[yellow]no data: stitches are untrained[/yellow]")
     if folder is not None:

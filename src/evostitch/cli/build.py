@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import api
+from ..errors import EvostitchError
 from ..files import expand_user
 from ..training import DEFAULT_FIT_SAMPLES
 from .app import (
@@ -116,10 +117,19 @@ def stitch(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
+    hold_samples: Annotated[
+        int,
+        typer.Option(
+            help="Random offspring per p (0.02, 0.1) scored on 256 val images before and "
+            "after fitting, to show the stitches hold (0: skip)."
+        ),
+    ] = 16,
     device: Device = None,
     amp: Amp = None,
 ) -> None:
     """Build a supernetwork (match, insert stitches, train them on --data) and save it."""
+    if hold_samples < 0:
+        raise EvostitchError("need --hold-samples >= 0")
     api.stitch(
         a,
         b,
@@ -138,6 +148,7 @@ def stitch(
         seed=seed,
         device=device,
         amp=amp,
+        hold_samples=hold_samples,
     )
 
 

@@ -80,7 +80,12 @@ def print_summary(summary: dict) -> None:
     out.print(
         f"front: {summary['front_size']} networks, {summary['front_stitched']} of them "
         f"stitched offspring; {summary['evaluations']} evaluations; "
-        f"{summary['seconds']:.0f} s in all. Files:"
+        f"{summary['seconds']:.0f} s in all."
     )
+    if summary.get("findings"):
+        out.print("[bold]findings[/bold] (test split; the search saw only validation):")
+        for text in summary["findings"].values():
+            out.print(f"  - {text}", soft_wrap=True, highlight=False)
+    out.print("files:")
     for name, path in summary["files"].items():
         out.print(f"  {name}: {path}", soft_wrap=True, highlight=False)

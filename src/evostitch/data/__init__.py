@@ -30,6 +30,7 @@ halved (seeded) into val and test.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ __all__ = [
     "ArrayDataset",
     "DatasetInfo",
     "batches",
+    "check_input_shape",
     "dataset_info",
     "format_spec",
     "default_workers",
@@ -124,6 +126,16 @@ def _need_path(kind: str, path: str | None) -> Path:
     if not p.is_dir():
         raise DataError(f"dataset folder not found: {p}")
     return p
+
+
+def check_input_shape(spec: str, input_shape: Sequence[int]) -> None:
+    """DataError unless `spec` gives inputs of `input_shape` (checked before any work)."""
+    shape = tuple(dataset_info(spec).input_shape)
+    if shape != tuple(input_shape):
+        raise DataError(
+            f"{spec} gives inputs of shape {shape}, not the input shape "
+            f"{tuple(input_shape)}: pass that input shape or resize the data (?size=...)"
+        )
 
 
 def dataset_info(spec: str) -> DatasetInfo:

@@ -15,8 +15,11 @@ from ..api import search as search_supernet
 from ..data import load_dataset
 from ..devices import torch_threads
 from ..errors import RunError
+from ..evaluation.holding import hold_evaluator, measured, save_hold_figure
 from ..evolution.stitching import make_evaluator
 from ..files import user_path
+from ..results.findings import KEYS as FINDINGS
+from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
 from ..results.run import reference_name
 from ..supernet import Supernet
@@ -102,12 +105,17 @@ def run_demo(
         spec = info["dataset"]
         say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
         say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
-        result = train_stitches(
-            net, load_dataset(spec, "train"), steps=steps, seed=seed, progress=progress
+        result, hold = measured(
+            lambda: train_stitches(
+                net, load_dataset(spec, "train"), steps=steps, seed=seed, progress=progress
+            ),
+            hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes),
+            seed=seed,
         )
-        say(f"    {result.summary(net)}")
+        say(f"    {result.summary(net)}\n    {hold['text']}")
         net.save(out / "supernet")
         result.save(out / "supernet" / "stitch_losses.json")
+        save_hold_figure(hold, out / "supernet")
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
         run = search_supernet(
             out / "supernet",
@@ -124,7 +132,9 @@ def run_demo(
         search, records = run.result, run.records
         by_name = {reference_name(r.canonical): r for r in records}
         refs = {label: by_name[k] for k, label in LABELS.items() if k in by_name}
+        reevaluate(out / "run", "test")  # the findings on held-out data
         files = write_report(out / "run")  # its references: those stored in the run
+        findings = json.loads((out / "run" / "findings.json").read_text())
         reference_set = set(net.reference_genotypes)
         front = {r.canonical for r in search.front}
         best = _best_offspring(records, reference_set, front)
@@ -145,6 +155,7 @@ def run_demo(
             "front_size": len(search.front),
             "front_stitched": sum(r.canonical not in reference_set for r in search.front),
             "evaluations": search.performed,
+            "findings": {k: findings[k]["text"] for k in FINDINGS if k in findings},
             "seconds": time.perf_counter() - start,
             "files": {
                 "summary": str(folder / SUMMARY),

@@ -1,0 +1,179 @@
+"""Do the stitches hold? Random offspring scored as a fraction of their parents.
+
+The method's promise is offspring that switch a few stitches on and keep most of the
+parents' metric. `HoldCheck` draws offspring as a search starts them (each switch on with
+probability p, any output choice), scores them with the parents on a few validation
+images, once with the stitches as built (untrained) and once fitted, and `hold_figure`
+turns both into the figure stored beside the supernetwork (``stitches_hold.json``)::
+
+    {"split": "val", "images": 256, "samples": 16, "metric": "accuracy",
+     "parents": [0.97, 0.95],
+     "p": [{"p": 0.02, "trained": {"median": 0.99, "q1": 0.97, "q3": 1.0},
+            "untrained": {"median": 0.37, ...}}, ...],
+     "text": "..."}
+
+Fractions are of the parents' mean metric on the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch.utils.data import Dataset
+
+from ..data import subset
+from ..supernet import Supernet
+from .evaluator import Evaluator
+
+T = TypeVar("T")
+
+HOLD_PS = (0.02, 0.1)
+HOLD_SAMPLES = 16
+HOLD_IMAGES = 256
+HOLD_FILE = "stitches_hold.json"
+
+
+def sample_offspring(net: Supernet, n: int, p: float, seed: int) -> list[tuple[int, ...]]:
+    """`n` canonical offspring: any output choice, each switch on with probability `p`."""
+    rng = random.Random(seed)
+    draws = [
+        [rng.randrange(net.genotype_spec[0])] + [int(rng.random() < p) for _ in net.switches]
+        for _ in range(n)
+    ]
+    return [net.canonical(g) for g in draws]
+
+
+class HoldCheck:
+    """The same random offspring, scored whenever `measure` is called (before and after
+    fitting the stitches)."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        *,
+        ps: Sequence[float] = HOLD_PS,
+        samples: int = HOLD_SAMPLES,
+        seed: int = 0,
+    ) -> None:
+        self.evaluator, self.samples = evaluator, samples
+        net = evaluator.net
+        self.genotypes = {p: sample_offspring(net, samples, p, seed + i) for i, p in enumerate(ps)}
+        self.parents = net.reference_genotypes[:2]
+
+    def measure(self) -> dict[str, Any]:
+        """{"parents": [metric A, metric B], p: [fraction of the parents' mean, ...]}."""
+        self.evaluator.net.eval()  # training may have left it in train mode
+        unique = sorted({*self.parents, *(g for gs in self.genotypes.values() for g in gs)})
+        name = self.evaluator.metric_name
+        scores = self.evaluator.metrics_many(unique)
+        metric = {g: m[name] for g, m in zip(unique, scores, strict=True)}
+        parents = [metric[g] for g in self.parents]
+        base = statistics.fmean(parents) or 1.0
+        return {
+            "parents": parents,
+            **{p: [metric[g] / base for g in gs] for p, gs in self.genotypes.items()},
+        }
+
+
+def hold_evaluator(
+    net: Supernet,
+    dataset: Dataset,
+    num_classes: int,
+    *,
+    images: int = HOLD_IMAGES,
+    seed: int = 0,
+    **options: Any,
+) -> Evaluator:
+    """An evaluator on a seeded subset of `images` samples, decoded in this process."""
+    return Evaluator(net, subset(dataset, images, seed=seed), num_classes, workers=0, **options)
+
+
+def measured(
+    train: Callable[[], T], evaluator: Evaluator, *, samples: int = HOLD_SAMPLES, seed: int = 0
+) -> tuple[T, dict[str, Any] | None]:
+    """`train()`'s result and the figure of random offspring scored before and after it
+    (None when `samples` is 0)."""
+    if samples < 1:
+        return train(), None
+    check = HoldCheck(evaluator, samples=samples, seed=seed)
+    before = check.measure()
+    result = train()
+    return result, hold_figure(
+        check.measure(),
+        before,
+        metric=evaluator.metric_name,
+        images=len(evaluator.dataset),
+        samples=samples,
+    )
+
+
+def _quartiles(values: Sequence[float]) -> dict[str, float]:
+    if len(values) == 1:
+        return {"median": values[0], "q1": values[0], "q3": values[0]}
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": median, "q1": q1, "q3": q3}
+
+
+def hold_figure(
+    trained: dict[str, Any],
+    untrained: dict[str, Any] | None,
+    *,
+    metric: str,
+    images: int,
+    samples: int,
+    split: str = "val",
+) -> dict[str, Any]:
+    """The stored figure from two `HoldCheck.measure` results (untrained may be None)."""
+    rows = []
+    for p in (k for k in trained if k != "parents"):
+        row: dict[str, Any] = {"p": p, "trained": _quartiles(trained[p])}
+        if untrained is not None:
+            row["untrained"] = _quartiles(untrained[p])
+        rows.append(row)
+    figure = {
+        "split": split,
+        "images": images,
+        "samples": samples,
+        "metric": metric,
+        "parents": trained["parents"],
+        "p": rows,
+    }
+    figure["text"] = hold_text(figure)
+    return figure
+
+
+def hold_text(figure: dict[str, Any]) -> str:
+    """One sentence: median fraction kept per p, trained against untrained."""
+    parts = []
+    for row in figure["p"]:
+        t = row["trained"]
+        part = f"p={row['p']:g}: {t['median']:.3f} [{t['q1']:.3f}, {t['q3']:.3f}]"
+        if "untrained" in row:
+            part += f" (untrained {row['untrained']['median']:.3f})"
+        parts.append(part)
+    return (
+        f"Random offspring keep a median of {'; '.join(parts)} of the parents' mean "
+        f"{figure['metric']} ({figure['samples']} offspring per p, {figure['images']} "
+        f"{figure['split']} images)."
+    )
+
+
+def save_hold_figure(figure: dict[str, Any], folder: str | Path) -> Path:
+    """Write the figure as ``stitches_hold.json`` into a supernetwork folder."""
+    path = Path(folder) / HOLD_FILE
+    path.write_text(json.dumps(figure, indent=1), encoding="utf-8")
+    return path
+
+
+def load_hold_figure(folder: str | Path) -> dict[str, Any] | None:
+    """The stored figure of a supernetwork folder, None if absent or unreadable."""
+    try:
+        figure = json.loads((Path(folder) / HOLD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return figure if isinstance(figure, dict) and "p" in figure else None
