@@ -2,14 +2,17 @@
 
 - ``front.csv``: the front (and the reference solutions), with test metrics when the
   run was re-evaluated (`evostitch reevaluate`);
-- ``front.png``: metric against MACs, every offspring faded, the front highlighted,
-  parents and ensembles marked (other runs' fronts as lines);
+- ``front.png``: metric against MACs in the region that matters (the front, the parents
+  and ensembles, the offspring near them; those below counted), offspring faded, the
+  front highlighted, parents and ensembles marked (other runs' fronts as lines);
+  ``front_full.png`` the same with every offspring (`evostitch.results.plots`);
 - ``hypervolume.png``: hypervolume over evaluations, one line per run; the reference
   point comes from the reference solutions' objectives (`reference_point_from`) and the
   volume is shown as a fraction of the box between (metric 1, 0 MACs) and that point;
 - ``findings.json``: what the run shows, in numbers (`evostitch.results.findings`);
 - ``report.html``: one self-contained page (no network, data as JSON, hand-written JS)
-  with the findings as sentences, an interactive scatter, the front as a table and, for
+  with the findings as sentences, an interactive scatter (zoomed as front.png, every
+  offspring one click away), the front as a table and, for
   a selected offspring, the two parents' graphs with the used nodes and the stitches drawn.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -26,17 +30,12 @@ from rich.console import Console
 
 from ..errors import EvostitchError, RunError
 from ..evaluation.metrics import primary_metric
-from ..evolution.archive import (
-    dominates,
-    hypervolume,
-    nondominated,
-    reference_point_from,
-    weakly_dominates,
-)
+from ..evolution.archive import nondominated, reference_point_from
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
 from ..files import absolute, user_path
 from ..supernet import SIDES, Supernet
-from .findings import compute_findings, finding_texts, hypervolume_box
+from .findings import compute_findings, finding_texts
+from .plots import front_view, plot_front, plot_hypervolume
 from .reevaluate import load_reevaluation
 from .run import genotype_text, read_run, reference_name
 
@@ -47,7 +46,6 @@ LABELS = {
     "ensemble-prob": "ensemble (probabilities)",
 }
 MAX_POINTS = 4000  # offspring drawn in report.html (the front and references always)
-HV_POINTS = 300  # evaluations at which the hypervolume is computed
 
 
 def references_in(records: list[EvaluationRecord]) -> dict[str, tuple[float, ...]]:
@@ -88,92 +86,6 @@ def write_front_csv(
             cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
             writer.writerow([*cells, genotype_text(r.canonical)])
     return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_front(
-    records: list[EvaluationRecord],
-    references: dict[str, tuple],
-    path: Path,
-    others: list[tuple[str, list[EvaluationRecord]]] = (),
-) -> Path:
-    """Every evaluated offspring (faded), the front (highlighted), the references marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    ax.scatter(
-        [r.objectives[1] / 1e6 for r in records],
-        [-r.objectives[0] for r in records],
-        s=8,
-        alpha=0.25,
-        color="grey",
-        label="offspring",
-    )
-    for (label, recs), color in zip(
-        [("front", records), *others], plt.cm.tab10.colors, strict=False
-    ):
-        front = sorted(nondominated(recs), key=lambda r: r.objectives[1])
-        xs, ys = [r.objectives[1] / 1e6 for r in front], [-r.objectives[0] for r in front]
-        ax.step(xs, ys, where="post", color=color, marker="o", ms=4, label=label)
-    for (name, objectives), marker in zip(references.items(), "s^Dv", strict=False):
-        ax.scatter(objectives[1] / 1e6, -objectives[0], marker=marker, s=60, zorder=3, label=name)
-    ax.set_xlabel("MMACs per input")
-    ax.set_ylabel("validation metric")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def hypervolume_trace(
-    records: list[EvaluationRecord], ref_point: tuple[float, ...], points: int = HV_POINTS
-) -> tuple[list[int], list[float]]:
-    """Hypervolume of the front after each of up to `points` evaluation counts (row ids)."""
-    marks = set(np.linspace(0, len(records) - 1, min(len(records), points)).round().astype(int))
-    front: list[tuple[float, ...]] = []
-    xs, ys = [], []
-    for k, r in enumerate(records):
-        f = r.objectives
-        if not any(weakly_dominates(q, f) for q in front):
-            front = [q for q in front if not dominates(f, q)] + [f]
-        if k in marks:
-            xs.append(r.id)
-            ys.append(hypervolume(front, ref_point))
-    return xs, ys
-
-
-def plot_hypervolume(
-    runs: list[tuple[str, list[EvaluationRecord]]], ref_point: tuple[float, ...], path: Path
-) -> tuple[Path, dict[str, float]]:
-    """One line per run; returns the path and each run's final (normalised) hypervolume."""
-    plt = _pyplot()
-    box = hypervolume_box(ref_point)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    final = {}
-    for label, recs in runs:
-        xs, ys = hypervolume_trace(recs, ref_point)
-        ax.plot(xs, [y / box for y in ys], label=label, drawstyle="steps-post")
-        final[label] = ys[-1] / box if ys else 0.0
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("hypervolume (fraction of box)")
-    ax.set_title(
-        f"reference point: metric {-ref_point[0]:.4g}, {ref_point[1] / 1e6:.4g} MMACs", fontsize=9
-    )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path, final
 
 
 def _hex(bits: list[bool]) -> str:
@@ -295,7 +207,8 @@ def write_report(
     *,
     trust_code: bool = False,
 ) -> list[Path]:
-    """Write front.csv, front.png, hypervolume.png, findings.json and report.html into `run`.
+    """Write front.csv, front.png, hypervolume.png, front_full.png, findings.json and
+    report.html into `run`.
 
     `references` (label -> objectives) defaults to the reference solutions stored in the
     run; `others` are further runs of the same problem, compared in the plots. The page
@@ -329,7 +242,10 @@ def write_report(
         plot_front(records, references, run / "front.png", runs[1:]),
     ]
     hv_path, final = plot_hypervolume(runs, ref_point, run / "hypervolume.png")
-    files.append(hv_path)
+    files += [
+        hv_path,
+        plot_front(records, references, run / "front_full.png", runs[1:], zoom=False),
+    ]
     summary = {
         "title": f"evostitch report: {absolute(run).name}",
         "runs": [
@@ -337,6 +253,7 @@ def write_report(
         ],
         "data": config.problem.get("data"),
         "ref_point": list(ref_point),
+        "view": asdict(front_view(records, references)),  # the scatter's default region
     }
     data = html_data(config, records, _load_net(config, trust_code), reeval, summary)
     findings = compute_findings(
