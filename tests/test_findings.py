@@ -184,6 +184,23 @@ def test_the_gap_of_the_front_from_val_to_test():
     assert gap["missing"] == []
 
 
+def test_the_gap_shows_ece_before_and_after_temperature_scaling():
+    records = hand_made()
+    reeval = reevaluation(records)
+    assert val_test_gap(records, reeval)["median_ece_calibrated"] is None  # not calibrated
+    for row in reeval["solutions"]:  # calibration halves every ECE on test
+        row["test"]["ece_calibrated"] = row["test"]["ece"] / 2
+    gap = val_test_gap(records, reeval)
+    # front #10, #5, #9, #7, #8 on test: ECE .05 .03 .04 .08 .02 -> .025 .015 .02 .04 .01
+    assert gap["median_ece"] == pytest.approx(0.04)
+    assert gap["median_ece_calibrated"] == pytest.approx(0.02)
+    assert [m["ece_calibrated"] for m in gap["members"]] == pytest.approx(
+        [0.025, 0.015, 0.02, 0.04, 0.01]
+    )
+    text = compute_findings(records, reeval, metric="accuracy")["val_test_gap"]["text"]
+    assert "median ECE 0.0400 -> 0.0200 after temperature scaling fitted on val." in text
+
+
 def test_front_members_not_reevaluated_are_named():
     records = hand_made()
     test = {k: v for k, v in TEST.items() if k != 8}

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evostitch.errors import EvostitchError
+from evostitch.evaluation.metrics import TEMPERATURES
 from evostitch.evolution.archive import nondominated
 from evostitch.results.export import offspring_module
 from evostitch.results.finetune import finetune
@@ -62,6 +63,23 @@ def test_reevaluate_scores_front_and_references_and_report_shows_the_gap(run, ne
     assert html["test_split"] == "test" and all("t" in p and "ece" in p["t"] for p in shown)
     header = (run / "front.csv").read_text().splitlines()[0]
     assert header == "id,solution,metric,macs,test_accuracy,gap,val_ece,test_ece,genotype"
+
+
+def test_reevaluate_calibrate_records_temperature_and_ece_before_and_after(run):
+    output = invoke("reevaluate", run, "--split", "test", "--calibrate").output
+    assert "ECE (test)" in output and "before -> after" in output
+    data = json.loads((run / "reevaluation_test.json").read_text())
+    assert data["calibrated"] is True and data["version"] == 1
+    for s in data["solutions"]:
+        assert s["temperature"] in TEMPERATURES
+        val, test = s["val"], s["test"]
+        assert "by_temperature" not in val and "by_temperature" not in test
+        # T is the grid's least NLL on val, and T = 1 is on the grid
+        assert val["cross_entropy_calibrated"] <= val["cross_entropy"]
+        for scores in (val, test):
+            assert 0 <= scores["ece_calibrated"] <= 1 and scores["cross_entropy_calibrated"] > 0
+    first = data["solutions"][0]
+    assert f"{first['test']['ece']:.4f} -> {first['test']['ece_calibrated']:.4f}" in output
 
 
 def test_reevaluate_refuses_the_search_split(run):

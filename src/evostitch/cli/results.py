@@ -47,23 +47,38 @@ def reevaluate(
     device: Device = None,
     amp: Amp = None,
     trust_code: TrustCode = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Also temperature-scale each solution (T fitted on the search split by"
+            " NLL; classifiers only, else exit 2) and show its ECE before -> after.",
+        ),
+    ] = False,
 ) -> None:
     """Score the front and the reference solutions on a held-out split (with ECE)."""
     if batch_size < 1:
         raise EvostitchError("need --batch-size >= 1")
     data = api.load_run(run, trust_code=trust_code).reevaluate(
-        split, batch_size=batch_size, device=device, amp=amp
+        split, batch_size=batch_size, device=device, amp=amp, calibrate=calibrate
     )
     metric, searched = data["metric"], data["search_split"]
     columns = ["solution", f"{metric} ({searched})", f"{metric} ({split})", "gap"]
-    if data["task"] == "classification":
+    if calibrate:  # the held-out ECE before -> after, at T fitted on the search split
+        columns += [f"ECE ({split})\nbefore -> after", f"T ({searched})"]
+    elif data["task"] == "classification":
         columns += [f"ECE ({searched})", f"ECE ({split})"]
     table = Table(*columns, "MMACs", title=f"re-evaluated on {split}")
+    if calibrate:
+        table.columns[4].no_wrap = True  # "before -> after" on one line
     for row in data["solutions"]:
         val, test = row[searched], row[split]
         cells = [row["label"], f"{val[metric]:.4f}", f"{test[metric]:.4f}"]
         cells.append(f"{test[metric] - val[metric]:+.4f}")
-        if data["task"] == "classification":
+        if calibrate:
+            cells += [f"{test['ece']:.4f} -> {test['ece_calibrated']:.4f}"]
+            cells.append(f"{row['temperature']:.3g}")
+        elif data["task"] == "classification":
             cells += [f"{val['ece']:.4f}", f"{test['ece']:.4f}"]
         table.add_row(*cells, f"{test['macs'] / 1e6:.3f}")
     Console().print(table)

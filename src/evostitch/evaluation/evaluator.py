@@ -7,6 +7,7 @@ One at a time (`metrics`, `objectives`), or a population at once (`metrics_many`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -112,9 +113,12 @@ class Evaluator:
             )
         return self._shared
 
-    def metrics_many(self, genotypes: Sequence[Sequence[int]]) -> list[dict[str, float]]:
-        """`metrics` of each genotype, computing what they share only once."""
-        return self.shared.metrics(genotypes)
+    def metrics_many(
+        self, genotypes: Sequence[Sequence[int]], *, calibrate: bool = False
+    ) -> list[dict[str, Any]]:
+        """`metrics` of each genotype, computing what they share only once; `calibrate`
+        adds each one's cross-entropy and ECE per temperature ("by_temperature")."""
+        return self.shared.metrics(genotypes, calibrate=calibrate)
 
     def objectives_many(self, genotypes: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
         """`objectives` of each genotype, computing what they share only once."""

@@ -251,14 +251,18 @@ class SharedEvaluator:
                     held -= sizes.pop(sig)
                     del cache[sig]
 
-    def metrics(self, genotypes: Sequence[Sequence[int]]) -> list[dict[str, float]]:
-        """Metrics, MACs and parameters of each genotype, as `Evaluator.metrics` gives them."""
+    def metrics(
+        self, genotypes: Sequence[Sequence[int]], *, calibrate: bool = False
+    ) -> list[dict[str, Any]]:
+        """Metrics, MACs and parameters of each genotype, as `Evaluator.metrics` gives them;
+        `calibrate` (classifiers): also "by_temperature", the metric's `temperature_curves`."""
         self._ids, self._recipes = {}, []
         self._macs, self.runs, self.peak_cached_bytes = 0.0, Counter(), 0
         traced = [self._trace(g) for g in genotypes]
         outs = sorted({out: order for out, order in traced}.items(), key=lambda kv: kv[1])
         outs = [out for out, _ in outs]  # similar offspring next to each other
-        metric = {out: make_metric(self.net.task, self.num_classes) for out in outs}
+        task = self.net.task
+        metric = {out: make_metric(task, self.num_classes, calibrate=calibrate) for out in outs}
         seen = 0
         with self._context():
             for x, y in self.data:
@@ -270,7 +274,10 @@ class SharedEvaluator:
         if seen == 0:
             raise DataError("cannot evaluate on an empty split")
         self.computed_macs = self._macs / seen
-        scores = {out: m.compute() for out, m in metric.items()}
+        scores: dict[int, dict[str, Any]] = {out: m.compute() for out, m in metric.items()}
+        if calibrate:
+            for out, m in metric.items():
+                scores[out]["by_temperature"] = m.temperature_curves()
         pairs = zip(genotypes, traced, strict=True)
         return [{**scores[out], **self.net.cost(g)} for g, (out, _) in pairs]
 

@@ -17,7 +17,8 @@ reference solution (parent-a, parent-b, ensemble, ensemble-prob).
   proposal), and the stored rows whose proposed genotype set inactive variables;
 - ``val_test_gap``: per front member, its metric on the search split minus its metric on
   the held-out split (both from the re-evaluation), median and max; ECE on the held-out
-  split where the re-evaluation recorded it;
+  split where the re-evaluation recorded it, and its median after temperature scaling
+  where it was calibrated (``reevaluate --calibrate``);
 - ``hypervolume``: final hypervolume (a fraction of the box of `hypervolume_box`) and
   evaluations of each run given to `evostitch report`, by algorithm and seed.
 
@@ -198,7 +199,8 @@ def val_test_gap(
     """Search-split metric minus held-out metric of every re-evaluated front member."""
     out: dict[str, Any] = {"split": reeval["split"] if reeval else search_split}
     out |= {"search_split": search_split, "count": 0, "median_gap": None, "max_gap": None}
-    out |= {"worst": None, "median_ece": None, "max_ece": None, "members": [], "missing": []}
+    out |= {"worst": None, "median_ece": None, "max_ece": None, "median_ece_calibrated": None}
+    out |= {"members": [], "missing": []}
     if not reeval:
         return out
     split, search, metric = reeval["split"], reeval["search_split"], reeval["metric"]
@@ -209,7 +211,8 @@ def val_test_gap(
             continue
         val, test = row.get(search, {}).get(metric, -r.objectives[0]), row[split][metric]
         member = {"label": row["label"], "id": r.id, "val": val, "test": test}
-        out["members"].append(member | {"gap": val - test, "ece": row[split].get("ece")})
+        member |= {"gap": val - test, "ece": row[split].get("ece")}
+        out["members"].append(member | {"ece_calibrated": row[split].get("ece_calibrated")})
     members = out["members"]
     if members:
         gaps = [m["gap"] for m in members]
@@ -219,6 +222,8 @@ def val_test_gap(
         out["worst"] = worst["label"]
         if eces:
             out |= {"median_ece": median(eces), "max_ece": max(eces)}
+        if all(m["ece_calibrated"] is not None for m in members):
+            out["median_ece_calibrated"] = median([m["ece_calibrated"] for m in members])
     return out
 
 
@@ -377,6 +382,9 @@ def _gap_text(f: dict, metric: str) -> str:
     )
     if f["median_ece"] is not None:
         text += f"; ECE on {f['split']}: median {f['median_ece']:.4f}, max {f['max_ece']:.4f}"
+    if f.get("median_ece_calibrated") is not None:
+        text += f"; median ECE {f['median_ece']:.4f} -> {f['median_ece_calibrated']:.4f} after"
+        text += f" temperature scaling fitted on {f['search_split']}"
     return text + "."
 
 

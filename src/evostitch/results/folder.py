@@ -64,10 +64,11 @@ class Run:
         batch_size: int = 256,
         device: Any = None,
         amp: str | None = None,
+        calibrate: bool = False,
     ) -> dict[str, Any]:
-        """Score the front and the references on a held-out split (`evostitch reevaluate`);
-        returns what RUN/reevaluation_<split>.json holds."""
-        options = {"batch_size": batch_size, "device": device, "amp": amp}
+        """Score the front and the references on a held-out split (`evostitch reevaluate`;
+        `calibrate`: also temperature-scaled); returns what RUN/reevaluation_<split>.json holds."""
+        options = {"batch_size": batch_size, "device": device, "amp": amp, "calibrate": calibrate}
         reevaluate(self.path, split, trust_code=self.trust_code, **options)
         return load_reevaluation(self.path, split)
 

@@ -6,11 +6,21 @@ the search's own split again with every metric of the task (ECE with 15 bins for
 classifiers), then writes ``RUN/reevaluation_<split>.json`` atomically::
 
     {"format": "evostitch-reevaluation", "version": 1, "split": "test", "search_split": "val",
-     "data": "digits", "task": "classification", "metric": "accuracy", "created": "...",
-     "solutions": [{"label": "7", "id": 7, "name": null, "genotype": "2000100...",
+     "data": "digits", "task": "classification", "metric": "accuracy", "calibrated": false,
+     "created": "...", "solutions": [{"label": "7", "id": 7, "name": null, "genotype": "2000100...",
                     "val": {"accuracy": ..., "ece": ..., "macs": ...}, "test": {...}}]}
 
 Solutions are named as in `evostitch.results.run`.
+
+With ``calibrate`` (classifiers only) each solution is also temperature-scaled: its
+logits divided by the temperature T that minimises its cross-entropy (NLL) on the search
+split, chosen on the log-spaced grid `evostitch.evaluation.metrics.TEMPERATURES` (1/4 to
+16 in steps of 2^(1/16)) whose curves both splits accumulate in their one pass. The file
+then says ``"calibrated": true`` and each row adds ``"temperature": T`` and, per split,
+``"ece_calibrated"`` and ``"cross_entropy_calibrated"`` (those of logits / T; on the search
+split they are in-sample; a T at the grid's end means the best one lies beyond it).
+Accuracy is the same at every temperature. Without it the rows are as before: readers
+treat these fields as optional (the version stays 1). Other tasks refuse ``calibrate``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..evaluation.metrics import fit_temperature
 from ..evolution.store import write_json_atomic
 from ..files import user_path
 from .run import genotype_text, load_supernet, read_run, run_solutions
@@ -36,10 +47,11 @@ def reevaluate(
     device: Any = None,
     amp: str | None = None,
     trust_code: bool = False,
+    calibrate: bool = False,
 ) -> Path:
     """Score the front and the reference solutions on `split` and on the whole split the
     run searched on (all of it, also when the search used a subset); write and return
-    the file."""
+    the file. `calibrate`: also temperature-scaled, T fitted on the search split."""
     from ..evolution.stitching import make_evaluator
 
     run = user_path(run)
@@ -48,6 +60,8 @@ def reevaluate(
     if split == search_split:
         raise RunError(f"the run was searched on {split!r}: re-evaluate on another split")
     net = load_supernet(config, trust_code=trust_code)
+    if calibrate and net.task != "classification":
+        raise RunError(f"--calibrate (temperature scaling) applies to classifiers, not {net.task}")
     data = config.problem["data"]
     options = {"batch_size": batch_size, "device": device, "amp": amp}
     held_out = make_evaluator(net, data, split, **options)
@@ -55,20 +69,16 @@ def reevaluate(
     solutions = run_solutions(net, records)
     genotypes = [s.genotype for s in solutions]  # scored together: shared prefixes once
     scores = {
-        search_split: searched.metrics_many(genotypes),
-        split: held_out.metrics_many(genotypes),
+        search_split: searched.metrics_many(genotypes, calibrate=calibrate),
+        split: held_out.metrics_many(genotypes, calibrate=calibrate),
     }
-    rows = [
-        {
-            "label": s.label,
-            "id": s.id,
-            "name": s.name,
-            "genotype": genotype_text(s.genotype),
-            search_split: scores[search_split][i],
-            split: scores[split][i],
-        }
-        for i, s in enumerate(solutions)
-    ]
+    rows = []
+    for i, s in enumerate(solutions):
+        row = {"label": s.label, "id": s.id, "name": s.name, "genotype": genotype_text(s.genotype)}
+        row |= {search_split: scores[search_split][i], split: scores[split][i]}
+        if calibrate:
+            row |= temperature_scaled(row[search_split], row[split])
+        rows.append(row)
     result = {
         "format": FORMAT,
         "version": 1,
@@ -77,12 +87,24 @@ def reevaluate(
         "data": data,
         "task": net.task,
         "metric": held_out.metric_name,
+        "calibrated": calibrate,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "solutions": rows,
     }
     path = run / f"reevaluation_{split}.json"
     write_json_atomic(path, result)
     return path
+
+
+def temperature_scaled(searched: dict[str, Any], held_out: dict[str, Any]) -> dict[str, float]:
+    """Fit T on the search split's curves ("by_temperature", removed from both score
+    dicts) and add each split's ECE and cross-entropy at T; returns {"temperature": T}."""
+    curves = searched.pop("by_temperature"), held_out.pop("by_temperature")
+    i = fit_temperature(curves[0])
+    for scores, curve in zip((searched, held_out), curves, strict=True):
+        scores["ece_calibrated"] = curve["ece"][i]
+        scores["cross_entropy_calibrated"] = curve["cross_entropy"][i]
+    return {"temperature": curves[0]["temperature"][i]}
 
 
 def load_reevaluation(run: str | Path, split: str = "test") -> dict | None:
