@@ -33,7 +33,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
     assert (out / "run" / "reevaluation_test.json").exists()  # the findings are on test
     findings = json.loads((out / "run" / "findings.json").read_text())
-    assert findings["split"] == "test"
+    assert findings["split"] == "test" and findings["stitches_hold"]["measured"]
     assert summary["findings"] and all(summary["findings"].values())
     hold = json.loads((out / "supernet" / "stitches_hold.json").read_text())
     assert [row["p"] for row in hold["p"]] == [0.02, 0.1] and hold["samples"] == 16

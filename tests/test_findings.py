@@ -283,3 +283,20 @@ def test_every_finding_has_a_split_and_a_sentence():
     assert findings["inactive_variables"]["split"] == "val"  # proposals are the search's
     assert finding_texts(findings) == [findings[k]["text"] for k in KEYS]
     assert all(text.endswith(".") for text in finding_texts(findings))
+
+
+def test_stitches_hold_is_the_figure_stored_at_stitch_time():
+    from evostitch.evaluation.holding import hold_figure
+
+    trained = {"parents": [0.9, 0.8], 0.02: [1.0, 0.9, 0.8], 0.1: [0.5, 0.6, 0.7]}
+    untrained = {"parents": [0.9, 0.8], 0.02: [0.3, 0.2, 0.1], 0.1: [0.1, 0.1, 0.1]}
+    figure = hold_figure(trained, untrained, metric="accuracy", images=64, samples=3)
+    found = compute_findings(hand_made(), metric="accuracy", hold=figure)["stitches_hold"]
+    assert found["measured"] and found["split"] == "val"
+    assert [(r["p"], r["trained"]["median"], r["untrained"]["median"]) for r in found["p"]] == [
+        (0.02, 0.9, 0.2),
+        (0.1, 0.6, 0.1),
+    ]
+    assert "p=0.02: 0.900 [0.850, 0.950] (untrained 0.200)" in found["text"]
+    missing = compute_findings(hand_made(), metric="accuracy")["stitches_hold"]
+    assert not missing["measured"] and "not measured" in missing["text"]

@@ -41,6 +41,7 @@ ENSEMBLES = ("ensemble", "ensemble-prob")
 KEYS = (
     "dominating_offspring",
     "ensemble_like",
+    "stitches_hold",
     "inactive_variables",
     "val_test_gap",
     "hypervolume",
@@ -278,18 +279,21 @@ def compute_findings(
     checkpoint: dict | None = None,
     runs: Sequence[tuple[str, RunConfig, Sequence[EvaluationRecord]]] = (),
     ref_point: Sequence[float] | None = None,
+    hold: dict | None = None,
 ) -> dict[str, Any]:
     """Every finding of a run (`KEYS`), each with a one-sentence `text`.
 
     `records`: the run's successful evaluations; `stored`: all its rows, failed ones too
     (default `records`); `runs` (label, config, records) with `ref_point`: the runs whose
-    hypervolumes are compared (none without a reference point).
+    hypervolumes are compared (none without a reference point); `hold`: the supernetwork's
+    stored "stitches hold" figure (`evaluation.holding`), None if it has none.
     """
     split, solutions = scored_solutions(records, reeval, search_split)
     pool = "re-evaluated" if reeval else "evaluated"
     findings = {
         "dominating_offspring": dominating_offspring(solutions, split, pool),
         "ensemble_like": ensemble_like(solutions, split, pool),
+        "stitches_hold": {"measured": hold is not None, "split": "val", **(hold or {})},
         "inactive_variables": inactive_variables(
             records if stored is None else stored, checkpoint, search_split
         ),
@@ -395,9 +399,16 @@ def _hypervolume_text(f: dict, metric: str) -> str:
     return "Final hypervolume (fraction of the box) after evaluations: " + "; ".join(parts) + "."
 
 
+def _hold_text(f: dict, metric: str) -> str:
+    if f["measured"]:
+        return f"Stitches hold (stored at stitch time): {f['text']}"
+    return "Stitches hold: not measured for this supernetwork (`evostitch stitch --hold-samples`)."
+
+
 _TEXTS = {
     "dominating_offspring": _dominating_text,
     "ensemble_like": _ensemble_text,
+    "stitches_hold": _hold_text,
     "inactive_variables": _inactive_text,
     "val_test_gap": _gap_text,
     "hypervolume": _hypervolume_text,

@@ -29,6 +29,7 @@ import numpy as np
 from rich.console import Console
 
 from ..errors import EvostitchError, RunError
+from ..evaluation.holding import load_hold_figure
 from ..evaluation.metrics import primary_metric
 from ..evolution.archive import nondominated, reference_point_from
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
@@ -265,6 +266,7 @@ def write_report(
         checkpoint=checkpoint,
         runs=[(label, c, recs) for (label, recs), c in zip(runs, configs, strict=True)],
         ref_point=ref_point,
+        hold=load_hold_figure(config.problem["supernet"]) if "supernet" in config.problem else None,
     )
     write_json_atomic(run / "findings.json", findings)
     data["findings"] = finding_texts(findings)
