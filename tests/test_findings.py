@@ -279,6 +279,7 @@ def test_every_finding_has_a_split_and_a_sentence():
     records = hand_made()
     findings = compute_findings(records, reevaluation(records), metric="accuracy")
     assert set(KEYS) <= set(findings)
+    assert (findings["format"], findings["version"]) == ("evostitch-findings", 1)
     assert all(findings[k]["split"] in ("val", "test") for k in KEYS)
     assert findings["inactive_variables"]["split"] == "val"  # proposals are the search's
     assert finding_texts(findings) == [findings[k]["text"] for k in KEYS]

@@ -302,7 +302,8 @@ def compute_findings(
     }
     for key, finding in findings.items():
         finding["text"] = _TEXTS[key](finding, metric)
-    return {"split": split, "search_split": search_split, "metric": metric, **findings}
+    head = {"format": "evostitch-findings", "version": 1, "split": split}
+    return {**head, "search_split": search_split, "metric": metric, **findings}
 
 
 def finding_texts(findings: dict[str, Any]) -> list[str]:
