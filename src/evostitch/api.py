@@ -24,10 +24,12 @@ from .data import check_input_shape, dataset_info, format_spec, load_dataset, pa
 from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
 from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
+from .evaluation.racing import DEFAULT_CONFIDENCE
 from .evolution.algorithms import ALGORITHMS, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
-from .evolution.stitching import problem_from_spec, problem_spec
+from .evolution.racing import save_race_counts
+from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, make_backend
 from .files import absolute, user_path
@@ -279,20 +281,6 @@ def load_run(run: str | Path, *, trust_code: bool = False) -> Run:
         return Run(path, store.config, trust_code=trust_code)
 
 
-def supernet_data(supernet: str | Path) -> str:
-    """The dataset spec a saved supernetwork's stitches were trained on."""
-    import json
-
-    meta_path = user_path(supernet) / "supernet.json"
-    try:
-        data = json.loads(meta_path.read_text()).get("data")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise SupernetError(f"{supernet} is not a saved supernetwork") from exc
-    if not data:
-        raise DataError(f"{supernet} records no dataset: pass data (--data)")
-    return data
-
-
 def _checkpoint_every(budget: int) -> int:
     """Checkpoint every 100 evaluations, or every tenth of a smaller budget."""
     return max(1, min(100, budget // 10))
@@ -316,6 +304,8 @@ def search(
     device: str | None = None,
     amp: str | None = None,
     val_subset: int | None = None,
+    fidelity: str = DEFAULT_FIDELITY,
+    confidence: float = DEFAULT_CONFIDENCE,
     **backend_options: Any,
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
@@ -324,7 +314,8 @@ def search(
     rebuilds a parent named by `package.module:factory`; `device` and `amp` ("bf16",
     "fp16": evaluation under autocast, recorded in the run) say how offspring run;
     `val_subset` searches on a seeded subset of that many validation samples (the
-    reference searched on 1,000 ImageNet-V2 images), recorded in the run."""
+    reference searched on 1,000 ImageNet-V2 images), recorded in the run; `fidelity`
+    "race" stops offspring early at `confidence` (`evostitch.evaluation.racing`)."""
     if algorithm not in ALGORITHMS:
         raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
     device, amp = resolve_device(device), check_amp(amp)
@@ -335,7 +326,9 @@ def search(
     if val_subset is not None and val_subset < 1:
         raise SearchError(f"need val_subset >= 1, got {val_subset}")
     data = data or supernet_data(supernet)
-    spec = problem_spec(supernet, data, amp=amp, subset=val_subset)
+    spec = problem_spec(
+        supernet, data, amp=amp, subset=val_subset, fidelity=fidelity, confidence=confidence
+    )
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
@@ -349,6 +342,7 @@ def search(
         device=device,
         amp=amp,
         subset=val_subset,
+        race=spec,
         **backend_options,
     )
     try:
@@ -368,6 +362,7 @@ def search(
     run = load_run(out, trust_code=trust_code)
     run.result = result
     run.write_front_csv()
+    save_race_counts(run.path, run.records)
     return run
 
 
@@ -396,6 +391,7 @@ def resume(
         device=device,
         amp=spec.get("amp"),
         subset=spec.get("subset"),
+        race=spec,
         **backend_options,
     )
     try:
@@ -411,4 +407,5 @@ def resume(
         runner.close()
     opened.result = result
     opened.write_front_csv()
+    save_race_counts(opened.path, opened.records)
     return opened

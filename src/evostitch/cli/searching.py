@@ -42,6 +42,17 @@ def search(
             "reevaluate scores the front on all of test). Default: the whole split."
         ),
     ] = None,
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            help="full: every offspring on the whole split; race: stop an offspring after "
+            "64, 128, 256, ... images once a confidence bound shows it can enter neither the "
+            "front nor above the steering floor (front members always see every image)."
+        ),
+    ] = api.DEFAULT_FIDELITY,
+    confidence: Annotated[
+        float, typer.Option(help="Racing: the chance an offspring is not stopped wrongly.")
+    ] = api.DEFAULT_CONFIDENCE,
     algorithm: Annotated[str, typer.Option(help=ALGORITHM_HELP)] = api.DEFAULT_ALGORITHM,
     budget: Annotated[
         int, typer.Option(help="Evaluations to perform (cache hits are free).")
@@ -90,9 +101,10 @@ def search(
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        if amp is not None or val_subset is not None:
+        if amp is not None or val_subset is not None or fidelity != api.DEFAULT_FIDELITY:
             raise EvostitchError(
-                "--amp and --val-subset are the run's own on --resume (they change the metrics)"
+                "--amp, --val-subset and --fidelity are the run's own on --resume"
+                " (they change the metrics)"
             )
         run = api.resume(resume, **options)
     else:
@@ -112,6 +124,8 @@ def search(
             steer_to=steer_to,
             amp=amp,
             val_subset=val_subset,
+            fidelity=fidelity,
+            confidence=confidence,
             **options,
         )
     print_search(run)
@@ -126,6 +140,11 @@ def print_search(run: api.Run) -> None:
         f"{result.cache_hits} by the run's cache), {result.failed} failed; "
         f"stopped: {result.stopped}; run in {run.path}"
     )
+    if result.raced:
+        out.print(
+            f"racing: {result.raced_stopped} of {result.raced} offspring stopped early, "
+            f"{result.images_saved:,} images saved"
+        )
     table = Table("metric", "MMACs", "genotype (stitched switches)", title="front")
     for r in sorted(result.front, key=lambda r: r.objectives[1]):
         on = [i for i, v in enumerate(r.canonical) if v and i > 0]

@@ -252,20 +252,28 @@ class SharedEvaluator:
                     del cache[sig]
 
     def metrics(
-        self, genotypes: Sequence[Sequence[int]], *, calibrate: bool = False
+        self,
+        genotypes: Sequence[Sequence[int]],
+        *,
+        calibrate: bool = False,
+        data: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        make: Any = None,
     ) -> list[dict[str, Any]]:
         """Metrics, MACs and parameters of each genotype, as `Evaluator.metrics` gives them;
-        `calibrate` (classifiers): also "by_temperature", the metric's `temperature_curves`."""
+        `calibrate` (classifiers): also "by_temperature", the metric's `temperature_curves`.
+        `data`: other batches than the split's (a racing chunk); `make`: a zero-argument
+        factory of the metric accumulator instead of the task's (per-image statistics)."""
         self._ids, self._recipes = {}, []
         self._macs, self.runs, self.peak_cached_bytes = 0.0, Counter(), 0
         traced = [self._trace(g) for g in genotypes]
         outs = sorted({out: order for out, order in traced}.items(), key=lambda kv: kv[1])
         outs = [out for out, _ in outs]  # similar offspring next to each other
         task = self.net.task
-        metric = {out: make_metric(task, self.num_classes, calibrate=calibrate) for out in outs}
+        fresh = make or (lambda: make_metric(task, self.num_classes, calibrate=calibrate))
+        metric = {out: fresh() for out in outs}
         seen = 0
         with self._context():
-            for x, y in self.data:
+            for x, y in self.data if data is None else data:
                 if not seen:  # sized by the first (largest) batch
                     self._keep, self._drop = self._schedule(outs, len(x))
                 seen += len(x)

@@ -37,8 +37,10 @@ R = TypeVar("R")
 
 def nondominated(records: Iterable[R]) -> list[R]:
     """The records (anything with `.ok` and `.objectives`, e.g. stored evaluations) that are
-    ok and that no other dominates (minimisation; equal objectives are all kept)."""
-    ranked = sorted((r for r in records if r.ok), key=lambda r: r.objectives)
+    ok, not stopped early by racing, and that no other dominates (minimisation; equal
+    objectives are all kept)."""
+    full = (r for r in records if r.ok and not getattr(r, "stopped", False))
+    ranked = sorted(full, key=lambda r: r.objectives)
     front: list[R] = []
     for r in ranked:  # lexicographic order: only an earlier record can dominate a later one
         if not any(dominates(f.objectives, r.objectives) for f in front):

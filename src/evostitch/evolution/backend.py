@@ -5,6 +5,11 @@ complete. Workers are built from a picklable *evaluator factory*, a zero-argumen
 callable returning the evaluate function (e.g. a `functools.partial` of a top-level
 function). It is called once per worker, so a worker loads its model and data once and
 then evaluates many genotypes.
+
+Racing (`evostitch.evaluation.racing`): the loop sets `Backend.context` (the front and the
+steering floor) before it submits; a backend hands the context current when a batch
+leaves to `evaluate_batch`, which races the batch when the evaluator has `race_many`. A
+stopped offspring's Result carries the images it saw and the upper bound on its metric.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from evostitch.errors import SearchError
 from evostitch.evolution.base import Genotype, Objectives
@@ -36,12 +42,16 @@ class Result:
     worker: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
+    images: int | None = None  # a raced offspring stopped after this many images
+    bound: float | None = None  # ... with this upper bound on its metric
 
 
 class Backend(ABC):
-    """Runs evaluations. `capacity` is how many it wants in flight to keep its workers busy."""
+    """Runs evaluations. `capacity` is how many it wants in flight to keep its workers busy.
+    `context`: what a racing evaluator races against (None: evaluate in full)."""
 
     capacity: int = 1
+    context: dict | None = None
 
     @abstractmethod
     def submit(self, ticket: int, genotype: Genotype) -> None:
@@ -87,14 +97,29 @@ def evaluate_one(evaluate: Evaluator, ticket: int, genotype: Genotype, worker: s
 
 
 def evaluate_batch(
-    evaluate: Evaluator, items: list[tuple[int, Genotype]], worker: str
+    evaluate: Evaluator, items: list[tuple[int, Genotype]], worker: str, context: Any = None
 ) -> list[Result]:
     """Evaluate `(ticket, genotype)` items together through `evaluate.evaluate_many`, if the
-    evaluator has one (each Result gets an equal share of the time), else one at a time.
+    evaluator has one (each Result gets an equal share of the time), else one at a time;
+    raced against `context` through `evaluate.race_many` when both are there.
 
     If the batch call fails, the items are evaluated one at a time, so that a failure is
     reported for its own genotype only.
     """
+    race = getattr(evaluate, "race_many", None)
+    if race is not None and context is not None:
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            outcomes = list(race([g for _, g in items], context))
+        except Exception:
+            outcomes = []
+        if len(outcomes) == len(items):
+            seconds, now = (time.perf_counter() - t0) / len(items), time.time()
+            return [
+                Result(t, g, tuple(map(float, o.objectives)), None, seconds, worker, started,
+                       now, o.images, o.bound)
+                for (t, g), o in zip(items, outcomes, strict=True)
+            ]  # fmt: skip
     many = getattr(evaluate, "evaluate_many", None)
     if many is not None and len(items) > 1:
         started, t0 = time.time(), time.perf_counter()
@@ -136,13 +161,13 @@ class SerialBackend(Backend):
     def results(self, timeout: float | None = None) -> list[Result]:
         if not self._queue:
             return []
-        return self._run(self._take())
+        return self._run(self._take(), self.context)
 
     def _take(self) -> list[tuple[int, Genotype]]:
         batch, self._queue = sorted(self._queue), []
         return batch
 
-    def _run(self, batch: list[tuple[int, Genotype]]) -> list[Result]:
+    def _run(self, batch: list[tuple[int, Genotype]], context: Any = None) -> list[Result]:
         if self._evaluate is None:
             self._evaluate = self._factory()
-        return evaluate_batch(self._evaluate, batch, self._worker)
+        return evaluate_batch(self._evaluate, batch, self._worker, context)

@@ -79,8 +79,15 @@ class EvaluationCache:
         return record
 
     def told(self, record: EvaluationRecord) -> Objectives:
-        """The objectives an algorithm is told for a record (failed: all +inf)."""
-        return record.objectives if record.ok else worst(self.problem.n_objectives)
+        """The objectives an algorithm is told for a record (failed: all +inf; stopped by
+        racing: its metric's upper bound, `evolution.racing`)."""
+        if not record.ok:
+            return worst(self.problem.n_objectives)
+        if record.stopped and self.problem.metric_index is not None:
+            told = list(record.objectives)
+            told[self.problem.metric_index] = -float(record.bound)
+            return tuple(told)
+        return record.objectives
 
     def records(self) -> list[EvaluationRecord]:
         return list(self._entries.values())

@@ -45,6 +45,7 @@ from evostitch.evolution.archive import nondominated
 from evostitch.evolution.backend import Backend, Result, SerialBackend
 from evostitch.evolution.base import Algorithm, Genotype, Problem
 from evostitch.evolution.cache import CacheCounters, EvaluationCache
+from evostitch.evolution.racing import RaceFront, race_counts
 from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
 
 CHECKPOINT_FORMAT = "evostitch-checkpoint"
@@ -69,6 +70,9 @@ class SearchResult:
     archive: Any = None
     front: list[EvaluationRecord] = field(default_factory=list)
     memo_hits: int = 0
+    raced: int = 0  # racing (evolution.racing): evaluations raced, of them stopped early,
+    raced_stopped: int = 0  # and the images that saved against scoring them all in full
+    images_saved: int = 0
 
 
 def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
@@ -121,6 +125,7 @@ def run_search(
     waiting: dict[Genotype, list[int]] = {}  # canonical genotype in flight -> tickets
     asked, hits_in_a_row, stopped = 0, 0, ""
     last_checkpoint = cache.counters.performed
+    racing = RaceFront(problem.metric_index, cache.records()) if _races(problem) else None
     view = _View(progress, budget, backend.capacity, algorithm, cache)
 
     def remaining() -> int:
@@ -128,6 +133,8 @@ def run_search(
 
     try:
         while True:
+            if racing is not None:  # the front and floor as they are now (evolution.racing)
+                backend.context = racing.context(getattr(algorithm, "floor", None))
             while not stopped and len(submitted) < backend.capacity and remaining() > 0:
                 candidate = algorithm.ask()
                 if candidate is None:
@@ -157,6 +164,8 @@ def run_search(
             for result in backend.results(timeout=poll_seconds):
                 canonical = submitted.pop(result.ticket)
                 record = cache.add(_record(result, canonical, problem.n_objectives))
+                if racing is not None:
+                    racing.add(record)
                 if not record.ok:
                     view.failure(record)
                 for ticket in waiting.pop(canonical):
@@ -183,6 +192,9 @@ def run_search(
         archive=getattr(algorithm, "archive", None),
         front=nondominated(cache.records()),
         memo_hits=algorithm.memo_hits,
+        raced=(counts := race_counts(cache.records()))["raced"],
+        raced_stopped=counts["stopped"],
+        images_saved=counts["saved"],
     )
 
 
@@ -221,7 +233,14 @@ def _record(result: Result, canonical: Genotype, n_objectives: int) -> Evaluatio
         worker=result.worker,
         started_at=result.started_at,
         finished_at=result.finished_at,
+        images=result.images if objectives is not None else None,
+        bound=result.bound if objectives is not None else None,
     )
+
+
+def _races(problem: Problem) -> bool:
+    """Whether the problem's evaluator races (`evostitch.evaluation.racing`)."""
+    return bool(getattr(problem.evaluate, "races", False))
 
 
 def _checkpoint(

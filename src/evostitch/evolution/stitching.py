@@ -16,11 +16,29 @@ from typing import Any
 
 from evostitch.data import dataset_info, load_dataset
 from evostitch.data import subset as data_subset
-from evostitch.errors import DataError, RunError
+from evostitch.errors import DataError, RunError, SearchError, SupernetError
 from evostitch.evaluation import DEFAULT_BUDGET, Evaluator
+from evostitch.evaluation.racing import DEFAULT_CONFIDENCE, RacingEvaluator
 from evostitch.evolution.base import Genotype, Objectives, Problem
-from evostitch.files import absolute
+from evostitch.files import absolute, user_path
 from evostitch.supernet import Supernet
+
+FIDELITIES = ("full", "race")  # every offspring on the whole split, or raced (racing.py)
+DEFAULT_FIDELITY = "full"
+
+
+def supernet_data(supernet: str | Path) -> str:
+    """The dataset spec a saved supernetwork's stitches were trained on."""
+    import json
+
+    meta_path = user_path(supernet) / "supernet.json"
+    try:
+        data = json.loads(meta_path.read_text()).get("data")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SupernetError(f"{supernet} is not a saved supernetwork") from exc
+    if not data:
+        raise DataError(f"{supernet} records no dataset: pass data (--data)")
+    return data
 
 
 def make_evaluator(
@@ -51,19 +69,34 @@ def make_evaluator(
 
 
 def load_objectives(
-    supernet: str, data: str, split: str = "val", *, trust_code: bool = False, **options: Any
+    supernet: str,
+    data: str,
+    split: str = "val",
+    *,
+    trust_code: bool = False,
+    fidelity: str = "full",
+    confidence: float = DEFAULT_CONFIDENCE,
+    **options: Any,
 ) -> Callable[[Genotype], Objectives]:
     """Load a saved supernetwork and a split; return its objective function (an `Evaluator`:
-    call it on one genotype, or `evaluate_many` on several). `options`: `make_evaluator`'s."""
+    call it on one genotype, or `evaluate_many` on several; with `fidelity="race"` a
+    `RacingEvaluator` around it). `options`: `make_evaluator`'s."""
     net = Supernet.load(supernet, trust_code=trust_code)
-    return make_evaluator(net, data, split, **options)
+    return _fidelity(make_evaluator(net, data, split, **options), fidelity, confidence)
+
+
+def _fidelity(evaluator: Evaluator, fidelity: str, confidence: float) -> Any:
+    """The evaluator itself (`full`) or racing with it (`race`)."""
+    _fidelity_check(fidelity, confidence)
+    return evaluator if fidelity == "full" else RacingEvaluator(evaluator, confidence)
 
 
 def evaluator_factory(
     supernet: str | Path, data: str, split: str = "val", *, trust_code: bool = False, **options
 ):
     """A picklable zero-argument factory of the objective function (for backends);
-    `options`: `make_evaluator`'s (batch_size, device, budget_bytes, amp)."""
+    `options`: `load_objectives`'s (fidelity, confidence) and `make_evaluator`'s
+    (batch_size, device, budget_bytes, amp)."""
     path = str(absolute(supernet))
     return functools.partial(load_objectives, path, data, split, trust_code=trust_code, **options)
 
@@ -87,10 +120,12 @@ def problem_spec(
     split: str = "val",
     amp: str | None = None,
     subset: int | None = None,
+    fidelity: str = "full",
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict[str, Any]:
     """What a run config records to rebuild the problem on resume (the precision and the
     validation subset too: they change the metrics; the device does not, and may differ
-    on resume)."""
+    on resume; racing and its confidence, which change what is evaluated)."""
     spec = {
         "kind": "stitching",
         "supernet": str(absolute(supernet)),
@@ -100,7 +135,17 @@ def problem_spec(
     }
     if subset is not None:
         spec["subset"] = subset
+    if fidelity != "full":
+        _fidelity_check(fidelity, confidence)
+        spec.update(fidelity=fidelity, confidence=confidence)
     return spec
+
+
+def _fidelity_check(fidelity: str, confidence: float) -> None:
+    if fidelity not in FIDELITIES:
+        raise SearchError(f"unknown fidelity {fidelity!r}: {' or '.join(FIDELITIES)}")
+    if not 0.5 <= confidence < 1:
+        raise SearchError(f"need 0.5 <= confidence < 1, got {confidence}")
 
 
 def problem_from_spec(
@@ -116,4 +161,5 @@ def problem_from_spec(
     evaluator = make_evaluator(
         net, spec["data"], split, device=device, amp=spec.get("amp"), subset=spec.get("subset")
     )
-    return stitching_problem(net, evaluator), net
+    fidelity, confidence = spec.get("fidelity", "full"), spec.get("confidence", DEFAULT_CONFIDENCE)
+    return stitching_problem(net, _fidelity(evaluator, fidelity, confidence)), net

@@ -29,9 +29,7 @@ import contextlib
 import json
 import os
 import platform
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +40,7 @@ from typing import Any
 
 from evostitch.errors import RunError
 from evostitch.evolution.base import Genotype, Objectives
+from evostitch.evolution.writer import Writer
 from evostitch.files import user_path, write_text_atomic
 
 try:  # POSIX only; without it the run is simply not locked.
@@ -70,9 +69,12 @@ CREATE TABLE IF NOT EXISTS evaluations (
     worker      TEXT NOT NULL,
     started_at  REAL NOT NULL,
     finished_at REAL NOT NULL,
-    stored_at   REAL NOT NULL
+    stored_at   REAL NOT NULL,
+    images      INTEGER,
+    bound       REAL
 )
 """
+_RACE = {"images": "INTEGER", "bound": "REAL"}  # added to old databases when written to
 _COLUMNS = (
     "id, genotype, canonical, objectives, status, error, seconds, worker, started_at, finished_at"
 )
@@ -109,10 +111,17 @@ class EvaluationRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     id: int | None = None
+    images: int | None = None  # racing: images scored (None: not raced, all of them)
+    bound: float | None = None  # racing, stopped early: the upper bound on its metric
 
     @property
     def ok(self) -> bool:
         return self.objectives is not None
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped early by racing: scored on `images` images only, never on the front."""
+        return self.bound is not None
 
 
 def genotype_key(genotype: Sequence[int]) -> str:
@@ -158,7 +167,9 @@ class RunStore:
         self.config = config
         self._conn = conn
         self._lock = lock
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
+        have = {row[1] for row in conn.execute("PRAGMA table_info(evaluations)")}
+        self._race = ", ".join(c if c in have else "NULL" for c in _RACE)  # old, read only
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -205,6 +216,7 @@ class RunStore:
                 conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                _add_race_columns(conn)
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
@@ -248,7 +260,7 @@ class RunStore:
 
     def _queue(self, write: Callable[..., Any], *args: Any) -> None:
         if self._writer is None:
-            self._writer = _Writer(self.path)
+            self._writer = Writer(self.path)
         self._writer.put(write, *args)
 
     def __enter__(self) -> RunStore:
@@ -270,8 +282,8 @@ class RunStore:
         canonical = key if record.canonical == record.genotype else genotype_key(record.canonical)
         cur = self._conn.execute(
             "INSERT OR IGNORE INTO evaluations (genotype, canonical, objectives, status, error,"
-            " seconds, worker, started_at, finished_at, stored_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " seconds, worker, started_at, finished_at, stored_at, images, bound)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 canonical,
@@ -283,6 +295,8 @@ class RunStore:
                 float(record.started_at),
                 float(record.finished_at),
                 time.time(),
+                record.images,
+                record.bound,
             ),
         )
         return cur.rowcount == 1
@@ -290,8 +304,9 @@ class RunStore:
     def records(self) -> Iterator[EvaluationRecord]:
         """Every stored evaluation, in the order they were stored."""
         self.flush()
-        for row in self._conn.execute(f"SELECT {_COLUMNS} FROM evaluations ORDER BY id"):
-            rid, g, c, obj, _status, err, sec, worker, t0, t1 = row
+        sql = f"SELECT {_COLUMNS}, {self._race} FROM evaluations ORDER BY id"
+        for row in self._conn.execute(sql):
+            rid, g, c, obj, _status, err, sec, worker, t0, t1, images, bound = row
             yield EvaluationRecord(
                 genotype=tuple(json.loads(g)),
                 canonical=tuple(json.loads(c)),
@@ -302,6 +317,8 @@ class RunStore:
                 started_at=t0,
                 finished_at=t1,
                 id=rid,
+                images=images,
+                bound=bound,
             )
 
     def count(self, status: str | None = None) -> int:
@@ -347,6 +364,14 @@ def _read_config(root: Path) -> RunConfig:
         raise RunError(f"{file} is not an evostitch run config: {e}") from None
 
 
+def _add_race_columns(conn: sqlite3.Connection) -> None:
+    """Racing's columns in a database written before they existed (NULL: full)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(evaluations)")}
+    for name, kind in _RACE.items():
+        if have and name not in have:
+            conn.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
+
+
 def _lock(root: Path) -> Any:
     if fcntl is None:  # pragma: no cover
         return None
@@ -362,47 +387,3 @@ def _lock(root: Path) -> Any:
 def _unlock(lock: Any) -> None:
     if lock is not None:
         lock.close()  # closing the file releases the flock
-
-
-class _Writer:
-    """A thread that runs writes one at a time, in the order they were queued. After a
-    write fails, the later ones are dropped (a checkpoint must not get ahead of the
-    rows), and `put()` and `flush()` raise it as one line naming the run folder (a full
-    disk must not end a search in a traceback)."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-        self._queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None]
-        self._queue = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="evostitch-store", daemon=True)
-        self._thread.start()
-
-    def put(self, write: Callable[..., Any], *args: Any) -> None:
-        self._raise()
-        self._queue.put((write, args))
-
-    def flush(self) -> None:
-        self._queue.join()
-        self._raise()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            e = self._error
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise RunError(f"could not write to the run folder {self._root}: {why}") from e
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                if self._error is None:
-                    item[0](*item[1])
-            except BaseException as e:  # handed to the caller by flush() or put()
-                self._error = e
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()

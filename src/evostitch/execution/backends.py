@@ -30,10 +30,13 @@ def make_backend(
     device: Any = None,
     amp: str | None = None,
     subset: int | None = None,
+    race: dict[str, Any] | None = None,
 ) -> Backend:
     """A backend by name: "inprocess" (pipelined, `batch` offspring at a time, evaluating
     `problem` when given) or "ray" (`workers` actors, `batch` offspring each); `subset`:
-    evaluate on that many seeded validation samples."""
+    evaluate on that many seeded validation samples; `race`: a problem spec whose
+    "fidelity" and "confidence" say whether and how offspring are raced."""
+    fidelity = {k: race[k] for k in ("fidelity", "confidence") if k in race} if race else {}
     if isinstance(backend, Backend):
         return backend
     if backend not in BACKENDS:
@@ -42,12 +45,18 @@ def make_backend(
         raise SearchError("need batch >= 1")
     if backend == "inprocess":
         if problem is None:
-            spec = problem_spec(supernet, data, amp=amp, subset=subset)
+            spec = problem_spec(supernet, data, amp=amp, subset=subset, **fidelity)
             problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
     return RayBackend(
         evaluator_factory(
-            supernet, data, trust_code=trust_code, device=device, amp=amp, subset=subset
+            supernet,
+            data,
+            trust_code=trust_code,
+            device=device,
+            amp=amp,
+            subset=subset,
+            **fidelity,
         ),
         num_workers=workers,
         num_gpus=gpus_per_worker,

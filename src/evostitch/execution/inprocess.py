@@ -15,6 +15,7 @@ import queue
 import threading
 from collections import deque
 from concurrent.futures import Future
+from typing import Any
 
 from ..evolution.backend import EvaluatorFactory, Result, SerialBackend
 from ..evolution.base import Genotype
@@ -35,7 +36,8 @@ class InProcessBackend(SerialBackend):
         self.capacity = 2 * batch_size if pipeline else batch_size
         self._running: deque[Future] = deque()
         self._thread: threading.Thread | None = None
-        self._todo: queue.Queue[tuple[Future, list[tuple[int, Genotype]]] | None] = queue.Queue()
+        self._todo: queue.Queue[tuple[Future, list[tuple[int, Genotype]], Any] | None]
+        self._todo = queue.Queue()
         if pipeline:  # a daemon: Ctrl-C does not wait for the batch it is evaluating
             self._thread = threading.Thread(target=self._serve, name="evostitch-eval", daemon=True)
             self._thread.start()
@@ -67,15 +69,15 @@ class InProcessBackend(SerialBackend):
     def _start(self) -> None:
         future: Future = Future()
         self._running.append(future)
-        self._todo.put((future, self._take()))
+        self._todo.put((future, self._take(), self.context))  # the context as it leaves
 
     def _serve(self) -> None:
         """The evaluation thread: batches in the order they were started."""
         while (item := self._todo.get()) is not None:
-            future, batch = item
+            future, batch, context = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(self._run(batch))
+                future.set_result(self._run(batch, context))
             except BaseException as exc:  # handed to results()
                 future.set_exception(exc)

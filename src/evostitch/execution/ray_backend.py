@@ -49,8 +49,8 @@ class _Worker:
     def evaluate(self, ticket: int, genotype: Genotype) -> Result:
         return evaluate_one(self._evaluate, ticket, genotype, self._name)
 
-    def evaluate_many(self, items: list[tuple[int, Genotype]]) -> list[Result]:
-        return evaluate_batch(self._evaluate, items, self._name)
+    def evaluate_many(self, items: list[tuple[int, Genotype]], context: Any = None) -> list[Result]:
+        return evaluate_batch(self._evaluate, items, self._name, context)
 
     def name(self) -> str:
         return self._name
@@ -139,10 +139,10 @@ class RayBackend(Backend):
                     break
                 held.append(self._queue.popleft())
             actor = self._idle.pop()
-            if len(held) == 1:
+            if len(held) == 1 and self.context is None:
                 ref = actor.evaluate.remote(*held[0][:2])
-            else:
-                ref = actor.evaluate_many.remote([(t, g) for t, g, _ in held])
+            else:  # a race, or a batch: the context as it leaves
+                ref = actor.evaluate_many.remote([(t, g) for t, g, _ in held], self.context)
             self._running[ref] = (actor, held)
 
     def results(self, timeout: float | None = None) -> list[Result]:
