@@ -64,6 +64,11 @@ BAD_INPUT = {
         "disagree on their output shape",
         "supernet.json",
     ),
+    "negative hold samples": (
+        [*STITCH, "--b", "demo:mobilenet_like", "--hold-samples", "-1"],
+        "--hold-samples >= 0",
+        "supernet.json",
+    ),
     "unknown task": (["demo", "--task", "detection"], "unknown --task", SUMMARY),
 }
 
