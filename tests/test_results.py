@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import subprocess
@@ -62,7 +63,8 @@ def test_reevaluate_scores_front_and_references_and_report_shows_the_gap(run, ne
     shown = [p for p in html["points"] if p["f"] or p["ref"]]
     assert html["test_split"] == "test" and all("t" in p and "ece" in p["t"] for p in shown)
     header = (run / "front.csv").read_text().splitlines()[0]
-    assert header == "id,solution,metric,macs,test_accuracy,gap,val_ece,test_ece,genotype"
+    columns = "id,solution,metric,macs,test_accuracy,test_minus_val,val_ece,test_ece,genotype"
+    assert header == columns
 
 
 def test_reevaluate_calibrate_records_temperature_and_ece_before_and_after(run):
@@ -80,6 +82,13 @@ def test_reevaluate_calibrate_records_temperature_and_ece_before_and_after(run):
             assert 0 <= scores["ece_calibrated"] <= 1 and scores["cross_entropy_calibrated"] > 0
     first = data["solutions"][0]
     assert f"{first['test']['ece']:.4f} -> {first['test']['ece_calibrated']:.4f}" in output
+    invoke("report", run)
+    rows = list(csv.DictReader((run / "front.csv").read_text().splitlines()))
+    by_id = {str(s["id"]): s for s in data["solutions"]}
+    for row in rows:
+        s = by_id[row["id"]]
+        assert float(row["test_ece_calibrated"]) == s["test"]["ece_calibrated"]
+        assert float(row["temperature"]) == s["temperature"]
 
 
 def test_reevaluate_refuses_the_search_split(run):

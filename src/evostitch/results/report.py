@@ -68,10 +68,12 @@ def write_front_csv(
     rows = _test_rows(reeval)
     extra = []
     if reeval:
-        split, metric = reeval["split"], reeval["metric"]
-        extra = [f"{split}_{metric}", "gap"]
+        split, metric, searched = reeval["split"], reeval["metric"], reeval["search_split"]
+        extra = [f"{split}_{metric}", f"{split}_minus_{searched}"]  # the sign in the name
         if reeval["task"] == "classification":
-            extra += [f"{reeval['search_split']}_ece", f"{split}_ece"]
+            extra += [f"{searched}_ece", f"{split}_ece"]
+        if reeval.get("calibrated"):
+            extra += [f"{split}_ece_calibrated", "temperature"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "solution", "metric", "macs", *extra, "genotype"])
@@ -81,7 +83,9 @@ def write_front_csv(
                 test = row[split][metric]
                 values = [test, test - (-r.objectives[0])]
                 if len(extra) > 2:
-                    values += [row[reeval["search_split"]]["ece"], row[split]["ece"]]
+                    values += [row[searched]["ece"], row[split]["ece"]]
+                if len(extra) > 4:
+                    values += [row[split]["ece_calibrated"], row["temperature"]]
             values += [""] * (len(extra) - len(values))
             name = reference_name(r.canonical) or ""
             cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
