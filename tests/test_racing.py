@@ -63,6 +63,27 @@ def test_miou_bound_is_exact_at_the_whole_split_and_above_the_estimate():
     assert miou_upper(per_image[:10], 40, 0.01) >= miou_of(per_image[:10].sum(0).reshape(2, 2))
 
 
+def test_per_image_counts_sum_to_the_metrics_own():
+    import torch
+
+    from evostitch.evaluation.metrics import SegmentationMetric
+    from evostitch.evaluation.racing import PerImage
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, 5, 4, generator=gen)
+    masks = torch.randint(0, 3, (6, 5, 4), generator=gen)
+    masks[0, 0] = 255  # ignored pixels
+    own, per = SegmentationMetric(3), PerImage("segmentation", 3)
+    for part in (slice(0, 4), slice(4, 6)):
+        own.update(logits[part], masks[part])
+        per.update(logits[part], masks[part])
+    stats = per.compute()["per_image"]
+    assert stats.shape == (6, 9) and miou_of(stats.sum(0).reshape(3, 3)) == own.compute()["miou"]
+    cls = PerImage("classification", 3)
+    cls.update(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]), torch.tensor([1, 2]))
+    assert cls.compute()["per_image"].tolist() == [1, 0]
+
+
 def test_stop_only_when_the_front_dominates_every_metric_under_the_bound():
     ctx = {"front": [[-0.9, 10.0]], "floor": None, "metric_index": 0}
     assert should_stop(0.85, (-0.85, 12.0), ctx)  # worse and dearer
