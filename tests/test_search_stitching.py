@@ -179,3 +179,19 @@ def test_val_subset_is_searched_and_recorded(supernet, tmp_path):
     assert cli("search", "--resume", run_dir, "--val-subset", "40") == 2  # the run's own
     assert cli("search", folder, "--out", tmp_path / "run2", "--budget", "1",
                "--val-subset", "0") == 2  # fmt: skip
+
+
+def test_auto_picks_the_algorithm_by_the_number_of_variables(supernet, tmp_path):
+    """The default (`auto`): NSGA-II up to 50 variables, LK-GOMEA above; the run records
+    the algorithm it ran (what --resume rebuilds)."""
+    import evostitch
+    from evostitch.evolution.algorithms import default_algorithm
+
+    assert [default_algorithm(n) for n in (1, 33, 50, 51, 111)] == [
+        "nsga2", "nsga2", "nsga2", "lk-gomea", "lk-gomea"
+    ]  # fmt: skip
+    folder, net = supernet
+    assert len(net.genotype_spec) == 111
+    run_dir = tmp_path / "run"
+    assert cli("search", folder, "--out", run_dir, "--budget", "3", "--population", "4") == 0
+    assert evostitch.load_run(run_dir).config.algorithm == "lk-gomea"

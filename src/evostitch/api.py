@@ -25,7 +25,7 @@ from .devices import check_amp, resolve_device
 from .errors import DataError, SearchError, SupernetError
 from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
 from .evaluation.racing import DEFAULT_CONFIDENCE
-from .evolution.algorithms import ALGORITHMS, make_algorithm
+from .evolution.algorithms import ALGORITHMS, AUTO, default_algorithm, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
 from .evolution.racing import save_race_counts
@@ -40,7 +40,7 @@ from .models import load_model
 from .results.folder import Run
 from .supernet import Supernet
 
-DEFAULT_ALGORITHM = "lk-gomea"
+DEFAULT_ALGORITHM = AUTO  # by the number of variables: `default_algorithm`
 
 
 def _say(progress: bool):
@@ -316,8 +316,8 @@ def search(
     `val_subset` searches on a seeded subset of that many validation samples (the
     reference searched on 1,000 ImageNet-V2 images), recorded in the run; `fidelity`
     "race" stops offspring early at `confidence` (`evostitch.evaluation.racing`)."""
-    if algorithm not in ALGORITHMS:
-        raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)}")
+    if algorithm not in (*ALGORITHMS, AUTO):
+        raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)} or auto")
     device, amp = resolve_device(device), check_amp(amp)
     if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
         raise SearchError(
@@ -330,6 +330,8 @@ def search(
         supernet, data, amp=amp, subset=val_subset, fidelity=fidelity, confidence=confidence
     )
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
+    if algorithm == AUTO:
+        algorithm = default_algorithm(len(problem.cardinalities))
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
     runner = make_backend(

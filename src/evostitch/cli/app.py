@@ -63,7 +63,10 @@ Amp = Annotated[
     str | None,
     typer.Option("--amp", help="bf16 or fp16: run the networks in mixed precision (autocast)."),
 ]
-ALGORITHM_HELP = "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
+ALGORITHM_HELP = (
+    "auto (nsga2 up to 50 variables, else lk-gomea; measured in docs/METHOD.md), "
+    "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
+)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

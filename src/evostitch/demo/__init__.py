@@ -16,6 +16,7 @@ from ..data import load_dataset
 from ..devices import torch_threads
 from ..errors import RunError
 from ..evaluation.holding import hold_evaluator, measured, save_hold_figure
+from ..evolution.algorithms import AUTO, default_algorithm
 from ..evolution.stitching import make_evaluator
 from ..files import user_path
 from ..results.findings import KEYS as FINDINGS
@@ -116,6 +117,8 @@ def run_demo(
         net.save(out / "supernet")
         result.save(out / "supernet" / "stitch_losses.json")
         save_hold_figure(hold, out / "supernet")
+        if algorithm == AUTO:
+            algorithm = default_algorithm(len(net.genotype_spec))
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
         run = search_supernet(
             out / "supernet",

@@ -24,6 +24,18 @@ ALGORITHMS: dict[str, type[SteadyState]] = {
 }
 
 
+AUTO = "auto"
+AUTO_NSGA2_MAX_VARIABLES = 50
+
+
+def default_algorithm(variables: int) -> str:
+    """What `auto` runs on a genotype of `variables` variables: NSGA-II up to 50 (best on
+    the 33-variable demo segmentation supernetwork at 250 and 2,000 evaluations, 5 seeds),
+    LK-GOMEA above (tied with random search at 250 on 111 variables; more is unmeasured).
+    The table behind it: docs/METHOD.md, "Search algorithms on stitching problems"."""
+    return "nsga2" if variables <= AUTO_NSGA2_MAX_VARIABLES else "lk-gomea"
+
+
 def make_algorithm(name: str, problem: Problem, seed: int = 0, **params: Any) -> SteadyState:
     """Build a registered algorithm. Shared params: pop_size, budget, steer_to, p_stitch;
     ga: crossover, mutation_rate; lk-gomea: neighbours."""
