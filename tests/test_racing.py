@@ -110,7 +110,9 @@ def test_a_stopped_row_keeps_its_images_and_bound_and_is_never_on_the_front(tmp_
     assert nondominated([*rows, cheap_stopped]) == [rows[0]]
     problem = Problem([2, 2], lambda g: (0.0, 0.0), metric_index=0)
     cache = EvaluationCache(problem)
-    assert cache.told(rows[1]) == (-0.6, 20.0)  # the upper bound, as the metric
+    assert cache.told(rows[1]) == (-0.5, 20.0)  # its estimate, at most the bound
+    capped = EvaluationRecord((1, 1), (1, 1), (-0.7, 20.0), images=64, bound=0.6)
+    assert cache.told(capped) == (-0.6, 20.0)
     assert cache.told(rows[0]) == (-0.7, 10.0)
 
 

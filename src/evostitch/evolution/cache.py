@@ -80,12 +80,13 @@ class EvaluationCache:
 
     def told(self, record: EvaluationRecord) -> Objectives:
         """The objectives an algorithm is told for a record (failed: all +inf; stopped by
-        racing: its metric's upper bound, `evolution.racing`)."""
+        racing: its metric on the images it saw, at most its upper bound, which the
+        front dominates: `evolution.racing`)."""
         if not record.ok:
             return worst(self.problem.n_objectives)
         if record.stopped and self.problem.metric_index is not None:
-            told = list(record.objectives)
-            told[self.problem.metric_index] = -float(record.bound)
+            told, i = list(record.objectives), self.problem.metric_index
+            told[i] = max(told[i], -float(record.bound))  # objective i is -metric
             return tuple(told)
         return record.objectives
 
