@@ -23,7 +23,6 @@ Run: .venv/bin/python benchmarks/stitch_quality.py [--pair demo|pretrained]
 from __future__ import annotations
 
 import argparse
-import random
 import re
 import statistics
 import tempfile
@@ -34,17 +33,9 @@ import torch
 
 from evostitch.data import load_dataset
 from evostitch.evaluation import Evaluator
+from evostitch.evaluation.holding import sample_offspring
 from evostitch.supernet import Supernet
 from evostitch.training import train_stitches
-
-
-def random_offspring(net: Supernet, n: int, p: float, seed: int) -> list[tuple[int, ...]]:
-    rng = random.Random(seed)
-    draw = [
-        [rng.randrange(net.genotype_spec[0])] + [int(rng.random() < p) for _ in net.switches]
-        for _ in range(n)
-    ]
-    return [net.canonical(g) for g in draw]
 
 
 def scores(ev: Evaluator, genotypes: list[tuple[int, ...]]) -> list[float]:
@@ -115,7 +106,7 @@ def main() -> None:
         )
         train, test = load_dataset(data, "train"), load_dataset(data, "test")
         probs = [float(v) for v in args.p.split(",")]
-        draws = {p: random_offspring(net, args.offspring, p, args.seed) for p in probs}
+        draws = {p: sample_offspring(net, args.offspring, p, args.seed) for p in probs}
         base = None
         results: dict[str, dict[float, list[float]]] = {}
         for name in variants:
