@@ -20,9 +20,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import check_input_shape, dataset_info, format_spec, load_dataset, parse_spec
+from .data import check_input_shape, dataset_info, load_dataset
 from .devices import check_amp, resolve_device
-from .errors import DataError, SearchError, SupernetError
+from .errors import SearchError, SupernetError
 from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
 from .evaluation.racing import DEFAULT_CONFIDENCE
 from .evolution.algorithms import ALGORITHMS, AUTO, default_algorithm, make_algorithm
@@ -32,8 +32,9 @@ from .evolution.racing import save_race_counts
 from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, make_backend
-from .files import absolute, user_path
+from .files import user_path
 from .graph import Graph, example_input, trace
+from .inputs import check_data, input_batches, resolve_data
 from .matching import MatchResult
 from .matching import match as match_graphs
 from .models import load_model
@@ -46,69 +47,6 @@ DEFAULT_ALGORITHM = AUTO  # by the number of variables: `default_algorithm`
 def _say(progress: bool):
     console = Console(stderr=True, highlight=False)
     return console.print if progress else (lambda *_, **__: None)
-
-
-def input_batches(
-    data: str | None, shape: Sequence[int], n: int = 32, batch: int = 16, progress: bool = True
-) -> list[torch.Tensor]:
-    """`n` inputs in batches: from a dataset's training split, else random (with a note)."""
-    if data is None:
-        _say(progress)("[yellow]no data given: using random inputs[/yellow]")
-        gen = torch.Generator().manual_seed(0)
-        return [torch.randn(batch, *shape, generator=gen) for _ in range(n // batch)]
-    dataset = load_dataset(data, "train")
-    images = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
-    if tuple(images.shape[1:]) != tuple(shape):
-        raise DataError(
-            f"{data} gives inputs of shape {tuple(images.shape[1:])}, not {tuple(shape)}"
-        )
-    return list(images.split(batch))
-
-
-def check_data(net: Supernet, data: str) -> None:
-    """DataError unless `data`'s inputs, task and classes fit the supernetwork's parents."""
-    info = dataset_info(data)
-    check_input_shape(data, net.input_shape)
-    if info.task != net.task:
-        raise DataError(f"{data} is a {info.task} dataset, the parents do {net.task}")
-    graph = net.graphs["a"]
-    classes = graph[graph.output].shape[1]
-    if classes != info.num_classes:
-        raise DataError(
-            f"{data} has {info.num_classes} classes, the parents output {classes}: "
-            "give them a head for this dataset (e.g. ?num_classes=...)"
-        )
-
-
-def resolve_data(
-    data: str | None, a: Any, b: Any, input_shape: Sequence[int], progress: bool = True
-) -> str | None:
-    """The dataset spec a supernetwork records: its folder absolute (a later search may
-    run elsewhere); an image folder completed with the parents' own preprocessing
-    (resize, mean, std, interpolation of their pretrained weights) and the input side,
-    unless the spec sets them; parents that disagree get parent A's, said in one line."""
-    from .models import preprocessing
-
-    if data is None:
-        return None
-    kind, path, opts = parse_spec(data)
-    if path:
-        path = str(absolute(path))
-    if kind != "imagefolder":
-        return format_spec(kind, path, opts)
-    opts.setdefault("size", str(input_shape[-1]))
-    if not {"resize", "mean", "std", "interpolation"} & opts.keys():
-        own = {side: preprocessing(spec) for side, spec in (("A", a), ("B", b))}
-        chosen = own["A"] or own["B"]
-        if chosen is not None:
-            opts = {**chosen.options(int(opts["size"])), **opts}
-            if None not in own.values() and own["A"] != own["B"]:
-                _say(progress)(
-                    f"[yellow]the parents preprocess differently (A: {own['A'].describe()}; "
-                    f"B: {own['B'].describe()}): using A's; set resize/mean/std/interpolation "
-                    "in the data spec to choose[/yellow]"
-                )
-    return format_spec(kind, path, opts)
 
 
 def match(

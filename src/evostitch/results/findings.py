@@ -11,6 +11,9 @@ reference solution (parent-a, parent-b, ensemble, ensemble-prob).
   metric, then fewest MACs), compared with the strongest parent it dominates;
 - ``ensemble_like``: the cheapest offspring whose metric is at least the better
   ensemble's (ensemble or ensemble-prob), and the MACs it saves against that ensemble;
+- ``stitches_hold``: the figure stored beside the supernetwork when its stitches were
+  fitted (`evaluation.holding`): random offspring at p = 0.02 and 0.1 against the same
+  offspring with untrained stitches, as a fraction of the parents' mean;
 - ``inactive_variables``: the share of the search's proposals answered by a lookup by
   canonical genotype instead of an evaluation (the loop's cache and the algorithm's
   memo, counted in checkpoint.json: the store keeps a row per distinct network, not per
@@ -34,6 +37,7 @@ from typing import Any
 
 from ..evolution.archive import hypervolume, nondominated
 from ..evolution.store import EvaluationRecord, RunConfig
+from .findings_text import TEXTS
 from .run import reference_name
 
 PARENTS = ("parent-a", "parent-b")
@@ -301,7 +305,7 @@ def compute_findings(
         "hypervolume": hypervolume_by_run(runs, ref_point, search_split),
     }
     for key, finding in findings.items():
-        finding["text"] = _TEXTS[key](finding, metric)
+        finding["text"] = TEXTS[key](finding, metric)
     head = {"format": "evostitch-findings", "version": 1, "split": split}
     return {**head, "search_split": search_split, "metric": metric, **findings}
 
@@ -309,108 +313,3 @@ def compute_findings(
 def finding_texts(findings: dict[str, Any]) -> list[str]:
     """The findings' sentences, in the order of `KEYS`."""
     return [findings[key]["text"] for key in KEYS]
-
-
-def _m(value: float) -> str:
-    return f"{value:.4g}"
-
-
-def _mmacs(macs: float) -> str:
-    return f"{macs / 1e6:.3g} MMACs"
-
-
-def _pool(f: dict) -> str:
-    return f"{f['offspring']} {f['pool']} offspring"
-
-
-def _named(label: str) -> str:
-    return f"#{label}" if label.isdigit() else label
-
-
-def _dominating_text(f: dict, metric: str) -> str:
-    if not f["by_parent"]:
-        return f"No parent was evaluated on {f['split']}: no offspring to compare with them."
-    counts = ", ".join(f"{p['count']} {name}" for name, p in f["by_parent"].items())
-    if not f["count"]:
-        return f"No offspring dominates a parent on {f['split']} ({_pool(f)} compared)."
-    best = f["best"]
-    parent = f["by_parent"][best["against"]]["parent"]
-    verb = "dominates" if f["count"] == 1 else "dominate"
-    return (
-        f"{f['count']} of {_pool(f)} {verb} a parent on {f['split']} ({counts}); the best,"
-        f" #{best['label']}, reaches {metric} {_m(best['metric'])} at {_mmacs(best['macs'])}"
-        f" against {best['against']}'s {_m(parent['metric'])} at {_mmacs(parent['macs'])}."
-    )
-
-
-def _ensemble_text(f: dict, metric: str) -> str:
-    if f["bar"] is None:
-        return f"No ensemble was evaluated on {f['split']}: no ensemble-like offspring."
-    bar = f["bar"]
-    ens = f"the {bar['name']} ({metric} {_m(bar['metric'])} at {_mmacs(bar['macs'])})"
-    if f["solution"] is None:
-        best = f["best_offspring"]
-        reached = f"; the best offspring reaches {_m(best['metric'])}" if best else ""
-        return f"No offspring is as good as {ens} on {f['split']}{reached}."
-    s, verb = f["solution"], "reaches" if f["count"] == 1 else "reach"
-    return (
-        f"{f['count']} offspring {verb} {ens} on {f['split']}; the cheapest,"
-        f" #{s['label']}, reaches {_m(s['metric'])} at {_mmacs(s['macs'])}:"
-        f" {_mmacs(f['saving_macs'])} ({f['saving_fraction']:.0%}) less."
-    )
-
-
-def _inactive_text(f: dict, metric: str) -> str:
-    rows = (
-        f"{f['noncanonical_evaluations']} of the {f['evaluations']} evaluated networks were"
-        " proposed with inactive variables set"
-    )
-    if f["proposals"] is None:
-        return f"The run has no checkpoint: its cache hits are unknown; {rows}."
-    share = f"{f['share']:.0%}" if f["share"] is not None else "none"
-    return (
-        f"{share} of {f['proposals']} proposals were answered by canonical genotype without"
-        f" an evaluation ({f['cache_hits']} by the run's cache, {f['memo_hits']} by the"
-        f" algorithm's memo); {rows}."
-    )
-
-
-def _gap_text(f: dict, metric: str) -> str:
-    if f["split"] == f["search_split"]:
-        return "Not re-evaluated: no validation -> test gap (`evostitch reevaluate RUN`)."
-    if not f["count"]:
-        return f"No front member was re-evaluated on {f['split']}."
-    text = (
-        f"Validation -> test gap of {f['count']} front members ({metric} on"
-        f" {f['search_split']} minus on {f['split']}): median {f['median_gap']:+.4f},"
-        f" max {f['max_gap']:+.4f} ({_named(f['worst'])})"
-    )
-    if f["median_ece"] is not None:
-        text += f"; ECE on {f['split']}: median {f['median_ece']:.4f}, max {f['max_ece']:.4f}"
-    if f.get("median_ece_calibrated") is not None:
-        text += f"; median ECE {f['median_ece']:.4f} -> {f['median_ece_calibrated']:.4f} after"
-        text += f" temperature scaling fitted on {f['search_split']}"
-    return text + "."
-
-
-def _hypervolume_text(f: dict, metric: str) -> str:
-    if not f["runs"]:
-        return "No hypervolume: no reference point."
-    parts = [f"{r['label']}: {r['hypervolume']:.4f} after {r['evaluations']}" for r in f["runs"]]
-    return "Final hypervolume (fraction of the box) after evaluations: " + "; ".join(parts) + "."
-
-
-def _hold_text(f: dict, metric: str) -> str:
-    if f["measured"]:
-        return f"Stitches hold (stored at stitch time): {f['text']}"
-    return "Stitches hold: not measured for this supernetwork (`evostitch stitch --hold-samples`)."
-
-
-_TEXTS = {
-    "dominating_offspring": _dominating_text,
-    "ensemble_like": _ensemble_text,
-    "stitches_hold": _hold_text,
-    "inactive_variables": _inactive_text,
-    "val_test_gap": _gap_text,
-    "hypervolume": _hypervolume_text,
-}
