@@ -20,7 +20,7 @@ SHAPES = {
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("name", list(zoo.DEMO_MODELS))
+@pytest.mark.parametrize("name", list(SHAPES))  # the CNNs; vit_like: test_vit_like.py
 def test_models_trace_with_three_resolutions(name):
     in_shape, out_shape = SHAPES[name]
     model = zoo.build_demo_model(name).eval()

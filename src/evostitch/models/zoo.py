@@ -1,19 +1,23 @@
-"""Small demo architectures (`demo:NAME` specs): two classifiers and two segmenters.
+"""Small demo architectures (`demo:NAME` specs): three classifiers and two segmenters.
 
-All four are torch.fx traceable, have three resolution stages and differ in
-architecture, so that stitching them is not trivial. `evostitch.demo.parents` trains
-and caches them.
+All are torch.fx traceable. The CNNs have three resolution stages and differ in
+architecture, so that stitching them is not trivial; `vit_like` (in `vit.py`) is a small
+Vision Transformer whose blocks pass tokens [N, T, C], for stitching CNNs with
+transformers. `evostitch.demo.parents` trains and caches them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .vit import ViTLike
 
 
 def conv_bn(
@@ -164,13 +168,25 @@ DEMO_MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_like": MobileNetLike,
     "unet_like": UNetLike,
     "fcn_like": FCNLike,
+    "vit_like": ViTLike,
 }
 
 
-def build_demo_model(name: str, in_channels: int = 1, num_classes: int | None = None) -> nn.Module:
+def build_demo_model(
+    name: str, in_channels: int = 1, num_classes: int | None = None, **options: Any
+) -> nn.Module:
     """An untrained demo model by registry name (see DEMO_MODELS); `num_classes` defaults
-    to 10 for the classifiers and 2 for the segmenters."""
+    to 10 for the classifiers and 2 for the segmenters. `options` go to the model's
+    constructor (e.g. `image_size`, `patch_size` of `vit_like`)."""
     if name not in DEMO_MODELS:
         raise ModelError(f"unknown demo model {name!r}: use {', '.join(DEMO_MODELS)}")
+    builder = DEMO_MODELS[name]
+    known = set(inspect.signature(builder).parameters) - {"in_channels", "num_classes"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ModelError(
+            f"demo model {name!r} has no option {', '.join(unknown)}"
+            + (f" (options: {', '.join(sorted(known))})" if known else "")
+        )
     extra = {} if num_classes is None else {"num_classes": num_classes}
-    return DEMO_MODELS[name](in_channels=in_channels, **extra)
+    return builder(in_channels=in_channels, **extra, **options)
