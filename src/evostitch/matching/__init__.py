@@ -39,6 +39,7 @@ from ..errors import DataError, MatchingError
 from .bnb import bnb_match
 from .brute import brute_force_match, is_acyclic_merge
 from .dp import DP_LIMITS, dp_match, past
+from .multi import MultiMatchResult, brute_force_match_k, is_acyclic_merge_k, match_parents
 from .reach import Reach, topological_order
 from .result import Matching, MatchResult
 from .similarity import Pair, cka_weights, compatible_pairs, uniform_weights
@@ -46,10 +47,14 @@ from .similarity import Pair, cka_weights, compatible_pairs, uniform_weights
 __all__ = [
     "MatchResult",
     "Matching",
+    "MultiMatchResult",
     "brute_force_match",
+    "brute_force_match_k",
     "is_acyclic_merge",
+    "is_acyclic_merge_k",
     "match",
     "match_dags",
+    "match_parents",
 ]
 
 
