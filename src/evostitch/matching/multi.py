@@ -24,12 +24,11 @@ out of the groups and aligning it again against the others' merged DAG while tha
 the best is kept. Guarantees: valid; for K = 2 exactly `match_dags`; at least the best
 pairwise matching (itself a K-matching), while the optimum is at most the sum of the
 pairwise optima (a K-matching restricted to two parents is valid): so at least
-2 / (K (K - 1)) of the optimum. Not optimal in general (benchmarks/multi_matching.py).
-
-Exact (`method="dp"`): `dp` over K-tuples of order ideals, whose number is the product
-of the parents' ideal counts: "auto" uses it up to `DP_K_LIMITS["auto"]` (three small
-ResNet-like graphs: seconds), progressive alignment beyond (real networks have hundreds
-of ideals each). `brute_force_match_k`, exhaustive, is the tests' reference.
+2 / (K (K - 1)) of the optimum, and proven optimal when it reaches that sum. Not optimal
+in general (benchmarks/multi_matching.py). Exact (`method="dp"`): `dp` over K-tuples of
+order ideals, used by "auto" up to `DP_K_LIMITS["auto"]` states (the product of the
+parents' ideal counts; three small ResNet-like graphs: seconds). `brute_force_match_k`,
+exhaustive, is the tests' reference.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ class MultiMatchResult:
     groups: list[Group]
     weights: list[float]  # per group
     total: float
-    optimal: bool  # proven optimal: K = 2, the DP, or the brute force
+    optimal: bool  # proven: K = 2, DP, brute force, or the pairwise bound reached
     method: str  # "match_dags", "dp", "progressive" or "brute"
     seconds: float
 
@@ -149,10 +148,9 @@ def brute_force_match_k(
 ) -> MultiMatchResult:
     """Reference optimum by exhaustive enumeration (exponential: tiny graphs only).
 
-    Nodes are taken parent by parent; each starts a group or joins an earlier one that has
-    no member of its parent and is compatible with all members. A partial matching whose
-    group graph has a cycle is dropped (adding members never removes a cycle); a branch is
-    cut when even the heaviest pairs left (bounded per pair of parents) cannot beat the best.
+    Nodes are taken parent by parent; each starts a group or joins a compatible earlier one.
+    A partial matching with a cycle is dropped (adding members never removes a cycle); a
+    branch is cut when even the heaviest pairs left cannot beat the best.
     """
     start = time.perf_counter()
     weights, fixed = _prepare(dags, weights, fixed)
@@ -217,10 +215,10 @@ def brute_force_match_k(
     return _sorted(dags, weights, best["groups"], fixed, "brute", True, start)
 
 
-def _align(dags, weights, vertices, p, fixed, depths) -> list[Group]:
+def _align(dags, weights, vertices, p, fixed, depths) -> tuple[list[Group], float]:
     """Parent p matched exactly (`match_dags`) against the merged DAG of `vertices` (groups
     and single nodes covering the parents aligned so far, None at p); p's unmatched nodes
-    are added as single nodes."""
+    are added as single nodes. Also returns the matching's weight."""
     from . import match_dags
 
     where = {m: vert for vert in vertices for m in _members(vert)}
@@ -253,32 +251,36 @@ def _align(dags, weights, vertices, p, fixed, depths) -> list[Group]:
     matched = {vert: v for vert, v, _ in result.pairs}
     out = [_put(vert, p, matched[vert]) if vert in matched else vert for vert in vertices]
     taken = set(matched.values())
-    return out + [_put((None,) * len(dags), p, v) for v in dags[p] if v not in taken]
+    singles = [_put((None,) * len(dags), p, v) for v in dags[p] if v not in taken]
+    return out + singles, result.total
 
 
 def _value(weights, vertices, fixed) -> float:
     return sum(group_weight(weights, g, g in fixed) for g in vertices if len(_members(g)) > 1)
 
 
-def _progressive(dags, weights, fixed, depths, orders, refine) -> list[Group]:
+def _progressive(dags, weights, fixed, depths, orders, refine) -> tuple[list[Group], bool]:
     """Best progressive alignment over the parent orders, each refined: parents realigned in
-    turn until each is aligned as well as it can be against the others (idle = k)."""
-    k, best, best_value = len(dags), None, -math.inf
+    turn until each is aligned as well as it can be against the others (idle = k). Proven
+    optimal when every pair came first and it reaches the sum of their optima."""
+    k, best, best_value, bound = len(dags), None, -math.inf, 0.0
     for order in orders:
         vertices = [_put((None,) * k, order[0], v) for v in dags[order[0]]]
         for p in order[1:]:
-            vertices = _align(dags, weights, vertices, p, fixed, depths)
+            vertices, weight = _align(dags, weights, vertices, p, fixed, depths)
+            bound += weight if p == order[1] else 0.0
         value, idle, p = _value(weights, vertices, fixed), 1, order[-1]
         while refine and idle < k:
             p = (p + 1) % k
             others = [_put(v, p, None) for v in vertices if _members(_put(v, p, None))]
-            again = _align(dags, weights, others, p, fixed, depths)
+            again, _ = _align(dags, weights, others, p, fixed, depths)
             new = _value(weights, again, fixed)
             gained = new > value + 1e-9 * max(1.0, abs(value))
             vertices, value, idle = (again, new, 1) if gained else (vertices, value, idle + 1)
         if best is None or value > best_value + 1e-9 * max(1.0, abs(best_value)):
             best, best_value = vertices, value
-    return [g for g in best if len(_members(g)) > 1]
+    proven = len(orders) == k * (k - 1) // 2 and best_value >= bound - 1e-9 * max(1.0, bound)
+    return [g for g in best if len(_members(g)) > 1], proven
 
 
 def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
@@ -296,12 +298,9 @@ def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
         below = np.zeros((len(mine), len(mine)), dtype=bool)
         for v in mine:
             below[pos[v], [pos[d] for d in nx.descendants(dag, v) if d in pos]] = True
-        lat = _ideal_lattice(below, max(1, min(budget, cap[1])))
-        if lat is None:
+        if (lat := _ideal_lattice(below, max(1, min(budget, cap[1])))) is None:
             return None
-        budget //= lat[2].size
-        nodes.append(mine)
-        lats.append(lat)
+        budget, nodes, lats = budget // lat[2].size, [*nodes, mine], [*lats, lat]
     idx = [{v: i for i, v in enumerate(mine)} for mine in nodes]
     values = np.array([w for table in weights.values() for w in table.values()])
     unit = _grid_unit(values) if values.size else None
@@ -413,5 +412,5 @@ def match_parents(
             raise MatchingError("the graphs are too wide for method='dp': use 'progressive'")
     firsts = list(itertools.combinations(range(k), 2)) if orders == "all" else [(0, 1)]
     sequences = [f + tuple(p for p in range(k) if p not in f) for f in firsts]
-    groups = _progressive(dags, kept, fixed, full, sequences, refine)
-    return _sorted(dags, kept, groups, set(fixed), "progressive", False, start)
+    groups, proven = _progressive(dags, kept, fixed, full, sequences, refine)
+    return _sorted(dags, kept, groups, set(fixed), "progressive", proven, start)
