@@ -9,6 +9,7 @@ Node names are torch.fx node names, so results map back onto the traced module.
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,34 @@ class Node:
         if self.kind == TOKENS:
             return (self.shape[1],)
         return ()
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """The positions as an image grid: a map's (H, W); for tokens, (g, g) when all but
+        `prefix` of them fill a square of side g >= 2 (a ViT's patches in raster order);
+        else None."""
+        if self.kind == MAP:
+            return (self.shape[2], self.shape[3])
+        if self.kind == TOKENS:
+            side = _token_side(self.shape[1])
+            return None if side is None else (side[0], side[0])
+        return None
+
+    @property
+    def prefix(self) -> int:
+        """Tokens before the patch grid (a class token, a distillation token): 0 to 2."""
+        side = _token_side(self.shape[1]) if self.kind == TOKENS else None
+        return 0 if side is None else side[1]
+
+
+def _token_side(tokens: int) -> tuple[int, int] | None:
+    """(g, k): `tokens` = k + g * g with g >= 2 and the fewest prefix tokens k <= 2.
+    At most one k fits (two squares >= 4 differ by at least 5)."""
+    for k in (0, 1, 2):
+        g = math.isqrt(max(tokens - k, 0))
+        if g >= 2 and g * g == tokens - k:
+            return g, k
+    return None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Which pairs of points can be stitched, and how much each pair weighs.
 
 Compatible pairs: same kind of tensor (vector, tokens, feature map) and the same
-spatial size, or, with `max_ratio > 1`, feature maps whose sizes differ by the same
-integer factor in both dimensions (the stitch then resamples).
+spatial size, or a feature map and tokens whose patches fill the map's grid; with
+`max_ratio > 1`, also grids that differ by the same integer factor in both dimensions
+(the stitch then resamples).
 
 Weights: `uniform` (every compatible pair weighs 1; the paper's setting) or linear
 CKA computed on real data. CKA memory stays bounded: each point's activation is
@@ -19,18 +20,29 @@ import torch
 from torch import fx
 
 from ..errors import DataError
-from ..graph import MAP, Graph, Node
+from ..graph import MAP, TOKENS, Graph, Node
 
 Pair = tuple[str, str]
 
 
 def size_ratio(a: Node, b: Node) -> int | None:
-    """Integer r >= 1 with a's spatial size = r x b's (or the reverse, given as -r), else None."""
-    sa, sb = a.spatial, b.spatial
+    """Integer r >= 1 with a's spatial size = r x b's (or the reverse, given as -r), else None.
+
+    Points of one kind compare their sizes; a feature map and tokens compare their grids
+    (`Node.grid`), so a stitch can lay tokens out as the map's positions or the reverse.
+    """
+    if a.kind == b.kind:
+        sa, sb = a.spatial, b.spatial
+        if sa == sb:
+            return 1
+        if a.kind != MAP:
+            return None
+    elif {a.kind, b.kind} == {MAP, TOKENS} and a.grid and b.grid:
+        sa, sb = a.grid, b.grid
+    else:
+        return None
     if sa == sb:
         return 1
-    if a.kind != MAP or len(sa) != len(sb):
-        return None
     for big, small, sign in ((sa, sb, 1), (sb, sa, -1)):
         if all(s > 0 and g % s == 0 for g, s in zip(big, small, strict=True)):
             ratios = {g // s for g, s in zip(big, small, strict=True)}
@@ -48,10 +60,9 @@ def compatible_pairs(graph_a: Graph, graph_b: Graph, max_ratio: int = 1) -> list
             continue
         na = graph_a[a]
         for b in graph_b.candidates():
-            nb = graph_b[b]
-            if b in ends_b or na.kind != nb.kind:
+            if b in ends_b:
                 continue
-            r = size_ratio(na, nb)
+            r = size_ratio(na, graph_b[b])
             if r is not None and abs(r) <= max_ratio:
                 pairs.append((a, b))
     return pairs

@@ -83,13 +83,14 @@ def least_squares_init(
     """
     device = resolve_device(device)
     net.to(device)
-    normal: dict[str, _Normal] = {}
+    normal: dict[tuple[str, int], _Normal] = {}  # (stitch, its linear map) -> equations
 
     def accumulate(sw: Switch, source: torch.Tensor, target: torch.Tensor) -> None:
-        x, y = net.stitches[sw.stitch].rows(source.float(), target.float())
-        if sw.stitch not in normal:
-            normal[sw.stitch] = _Normal(x, y, dtype)
-        normal[sw.stitch].add(x, y)
+        rows = net.stitches[sw.stitch].rows(source.float(), target.float())
+        for i, (x, y) in enumerate(rows):
+            if (sw.stitch, i) not in normal:
+                normal[sw.stitch, i] = _Normal(x, y, dtype)
+            normal[sw.stitch, i].add(x, y)
 
     if isinstance(images, torch.Tensor):
         images, total = images.split(batch_size), len(images)
@@ -103,8 +104,8 @@ def least_squares_init(
         description="fitting stitches (least squares)",
         progress=progress,
     )
-    for key, eq in normal.items():
-        net.stitches[key].set_linear(*eq.solve(ridge))
+    for (key, i), eq in normal.items():
+        net.stitches[key].set_linear(*eq.solve(ridge), index=i)
 
 
 def held_out_losses(
