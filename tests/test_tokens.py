@@ -133,3 +133,31 @@ def test_least_squares_fits_cnn_vit_stitches_to_their_optimum(cnn_vit):
         assert grad.abs().max() < 1e-3 * (float(loss.detach().sqrt()) + 1e-3), key
         checked += 1
     assert checked >= 4
+
+
+def test_cnn_x_vit_supernet_saves_loads_and_exports_through_token_stitches(tmp_path):
+    from evostitch.results.export import check, export_offspring
+
+    torch.manual_seed(0)
+    vit = "demo:vit_like?image_size=28&patch_size=4&width=32&depth=2&heads=2"
+    net = Supernet.build("demo:resnet_like", vit, (1, 28, 28), max_ratio=4)
+    x = torch.randn(4, 1, 28, 28)
+    least_squares_init(net, x, device="cpu")
+    kinds = {sw.index: net.stitches[sw.stitch].kind for sw in net.switches}
+    into_vit = next(i for i, k in kinds.items() if k == "map->tokens")
+    into_cnn = next(i for i, k in kinds.items() if k == "tokens->map")
+    genotypes = []
+    for i, out in ((into_vit, 1), (into_cnn, 0)):
+        g = [0] * len(net.structure.genotype_spec)
+        g[0], g[i] = out, 1
+        genotypes.append(tuple(g))
+    net.save(tmp_path / "sn")
+    again = Supernet.load(tmp_path / "sn")
+    with torch.no_grad():
+        for g in genotypes:
+            assert torch.equal(net(x, g), again(x, g))
+            assert not torch.equal(net(x, g), net(x, (g[0],) + (0,) * (len(g) - 1)))
+    files = export_offspring(again, genotypes[0], tmp_path / "export")
+    with torch.no_grad():
+        expected = again(x, genotypes[0])
+    assert check(next(p for p in files if p.suffix == ".py"), x, expected) <= 1e-5
