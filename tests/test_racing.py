@@ -336,5 +336,9 @@ def test_search_fidelity_race_through_the_cli(supernet, tmp_path, one_thread):
     assert all(not r.stopped for r in nondominated(records))
     counts = json.loads((run / "racing.json").read_text())
     assert counts["raced"] == len(records) and counts["stopped"] == sum(r.stopped for r in records)
+    assert cli("report", run) == 0  # the findings and the report count them too
+    racing = json.loads((run / "findings.json").read_text())["racing"]
+    assert {k: racing[k] for k in counts} == counts
+    assert f"{counts['stopped']} of {counts['raced']} raced" in (run / "report.html").read_text()
     assert cli("search", "--resume", run, "--fidelity", "race") == 2  # the run's own
     assert cli("search", "--resume", run) == 0

@@ -23,7 +23,10 @@ reference solution (parent-a, parent-b, ensemble, ensemble-prob).
   split where the re-evaluation recorded it, and its median after temperature scaling
   where it was calibrated (``reevaluate --calibrate``);
 - ``hypervolume``: final hypervolume (a fraction of the box of `hypervolume_box`) and
-  evaluations of each run given to `evostitch report`, by algorithm and seed.
+  evaluations of each run given to `evostitch report`, by algorithm and seed;
+- ``racing``: of a raced search (`search --fidelity race`), the offspring raced, those
+  stopped early, the images scored and the images saved against scoring every raced
+  offspring on the whole split (zeros for a run not raced).
 
 Lists of solutions are cut to the first `MAX_LISTED` (best first); counts are complete.
 """
@@ -36,6 +39,7 @@ from statistics import median
 from typing import Any
 
 from ..evolution.archive import hypervolume, nondominated
+from ..evolution.racing import race_counts
 from ..evolution.store import EvaluationRecord, RunConfig
 from .findings_text import TEXTS
 from .run import reference_name
@@ -49,6 +53,7 @@ KEYS = (
     "inactive_variables",
     "val_test_gap",
     "hypervolume",
+    "racing",
 )
 MAX_LISTED = 100
 
@@ -303,6 +308,7 @@ def compute_findings(
         ),
         "val_test_gap": val_test_gap(records, reeval, search_split),
         "hypervolume": hypervolume_by_run(runs, ref_point, search_split),
+        "racing": {**race_counts(records if stored is None else stored), "split": search_split},
     }
     for key, finding in findings.items():
         finding["text"] = TEXTS[key](finding, metric)

@@ -98,6 +98,17 @@ def _hold_text(f: dict, metric: str) -> str:
     return "Stitches hold: not measured for this supernetwork (`evostitch stitch --hold-samples`)."
 
 
+def _racing_text(f: dict, metric: str) -> str:
+    if not f["raced"]:
+        return "Racing: off (every offspring scored on the whole split)."
+    full = f["images"] + f["saved"]
+    share = f["saved"] / full if full else 0.0
+    return (
+        f"Racing: {f['stopped']} of {f['raced']} raced offspring stopped early, "
+        f"{f['saved']:,} images saved ({share:.0%} of scoring all of them in full)."
+    )
+
+
 TEXTS = {
     "dominating_offspring": _dominating_text,
     "ensemble_like": _ensemble_text,
@@ -105,4 +116,5 @@ TEXTS = {
     "inactive_variables": _inactive_text,
     "val_test_gap": _gap_text,
     "hypervolume": _hypervolume_text,
+    "racing": _racing_text,
 }
