@@ -2,10 +2,11 @@
 stops as soon as a confidence bound shows it cannot matter.
 
 The split is put in a seeded order, one per batch of offspring raced together (seeded by
-their canonical genotypes); chunk k holds the images up to 64, 128, 256, ... and the
-last one the rest, so after each chunk an offspring has been scored on a uniform random
-subset of n of the N images (nested: every chunk extends the last), and the offspring of
-a batch share their computation on each chunk (`SharedEvaluator`). One order for every
+their canonical genotypes); chunk k holds the images up to 64, 128, 256, ... (from a
+quarter of the split when it has under 256 images, at least 8) and the last one the
+rest, so after each chunk an offspring has been scored on a uniform random subset of n
+of the N images (nested: every chunk extends the last), and the offspring of a batch
+share their computation on each chunk (`SharedEvaluator`). One order for every
 offspring of a search would make their errors move together: when its first images
 happen to be hard, every good offspring is underestimated at once (measured: 3 bound
 violations among 41 stopped offspring with one order, benchmarks/time_to_front.py).
@@ -46,19 +47,27 @@ from .metrics import SegmentationMetric
 
 DEFAULT_CONFIDENCE = 0.99
 FIRST_CHUNK = 64
+MIN_FIRST_CHUNK = 8
 BOOTSTRAP = 4000  # resamples of the mIoU bootstrap
 
 
-def boundaries(n_total: int, first: int = FIRST_CHUNK) -> list[int]:
-    """Images seen after each chunk: first, 2 first, 4 first, ... then n_total."""
-    out, n = [], first
+def first_chunk(n_total: int) -> int:
+    """The first chunk: 64 images, or a quarter of a smaller split (at least 8), so that a
+    split of a few dozen images (the reference searched VOC on 64) is raced too."""
+    return max(MIN_FIRST_CHUNK, min(FIRST_CHUNK, n_total // 4))
+
+
+def boundaries(n_total: int, first: int | None = None) -> list[int]:
+    """Images seen after each chunk: first, 2 first, 4 first, ... then n_total
+    (`first` defaults to `first_chunk`)."""
+    out, n = [], first or first_chunk(n_total)
     while n < n_total:
         out.append(n)
         n *= 2
     return out + [n_total]
 
 
-def look_alpha(confidence: float, n_total: int, first: int = FIRST_CHUNK) -> float:
+def look_alpha(confidence: float, n_total: int, first: int | None = None) -> float:
     """The level of each look: (1 - confidence) over the looks before the last chunk."""
     return (1.0 - confidence) / max(1, len(boundaries(n_total, first)) - 1)
 
@@ -174,7 +183,7 @@ class RacingEvaluator:
         confidence: float = DEFAULT_CONFIDENCE,
         *,
         seed: int = 0,
-        first: int = FIRST_CHUNK,
+        first: int | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
