@@ -148,7 +148,7 @@ def per_stitch(net: Any, evaluator: Any, base: float, held: dict[str, float]) ->
     for sw in net.switches:
         g = [0] * len(net.genotype_spec)
         g[0] = net.output_choices.index(sw.side)  # the parent whose tensor is replaced
-        g[1 + sw.index] = 1
+        g[sw.index] = 1  # its genotype position (0 is the output switch)
         genotypes.append(net.canonical(g))
     scores = evaluator.metrics_many(genotypes)
     by_kind: dict[str, list[float]] = defaultdict(list)
