@@ -88,3 +88,24 @@ def test_the_figure_holds_hand_computed_quartiles(tmp_path):
     save_hold_figure(figure, tmp_path)
     assert load_hold_figure(tmp_path) == figure
     assert load_hold_figure(tmp_path / "nowhere") is None
+
+
+def test_untrained_stitches_are_seeded_so_the_untrained_figure_reproduces():
+    from evostitch import api
+
+    def built(seed: int, noise: int) -> dict:
+        torch.manual_seed(noise)  # the global random state must not matter
+        net = api.stitch("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), seed=seed,
+                         progress=False)  # fmt: skip
+        return net.stitches.state_dict()
+
+    state = torch.random.get_rng_state()
+    first, again, other = built(0, noise=1), built(0, noise=2), built(1, noise=1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    api.stitch("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), seed=0, progress=False)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is left alone
+    torch.random.set_rng_state(state)

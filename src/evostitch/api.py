@@ -117,6 +117,7 @@ def stitch(
     """Build a supernetwork, fit its stitches on `data`'s train split and save it into
     `out` (`evostitch stitch`). Without `data` the stitches stay untrained. `hold_samples`
     random offspring per p are scored before and after (0: none; `evaluation.holding`).
+    `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 
     `fit_samples` images fit the stitches by least squares, then `steps` (or `epochs`)
     gradient steps train them; None takes the library's defaults
@@ -132,17 +133,19 @@ def stitch(
     if data is not None:
         check_input_shape(data, input_shape)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
-    net = Supernet.build(
-        a,
-        b,
-        input_shape,
-        weights_a=weights_a,
-        weights_b=weights_b,
-        similarity=similarity,
-        data=batches,
-        max_ratio=max_ratio,
-        leaf_modules=leaf_modules,
-    )
+    with torch.random.fork_rng(devices=[]):  # untrained stitches seeded, global RNG kept
+        torch.manual_seed(seed)
+        net = Supernet.build(
+            a,
+            b,
+            input_shape,
+            weights_a=weights_a,
+            weights_b=weights_b,
+            similarity=similarity,
+            data=batches,
+            max_ratio=max_ratio,
+            leaf_modules=leaf_modules,
+        )
     if data is not None:
         check_data(net, data)
     net.data = data  # what `search` evaluates on unless told otherwise
