@@ -26,7 +26,7 @@ as never; how many reached it).
 
 Run: .venv/bin/python benchmarks/search_stitching.py [--problems classification@250,segmentation]
         [--budgets 250,2000] [--seeds 5] [--algorithms rs,ga,gomea,lk-gomea,nsga2]
-        [--population 16] [--p-stitch 0.02]
+        [--population 16] [--p-stitch 0.02] [--tag NAME]
 """
 
 from __future__ import annotations
@@ -222,6 +222,12 @@ def main() -> None:
     ap.add_argument("--p-stitch", type=float, default=0.02)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
+        "--tag",
+        default="",
+        help="appended to the run folders' names: runs of a changed algorithm are made anew"
+        " instead of read back from the folders of its earlier version",
+    )
+    ap.add_argument(
         "--report-only", action="store_true", help="tabulate the finished runs, start none"
     )
     args = ap.parse_args()
@@ -268,6 +274,7 @@ def main() -> None:
             for seed in range(args.seeds):  # seeds outer: a run cut short has every algorithm
                 for algorithm in algorithms:
                     tag = f"{algorithm}-b{budget}-p{args.population}-ps{args.p_stitch:g}-s{seed}"
+                    tag += f"-{args.tag}" if args.tag else ""
                     run = folder / "runs" / tag
                     if args.report_only and not (run / "done.json").is_file():
                         continue
