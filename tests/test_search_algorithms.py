@@ -391,6 +391,22 @@ def test_a_converged_gomea_restarts_without_two_idle_passes(name: str) -> None:
     assert finished.count(0) == 8 // 4  # not 2 * 8
 
 
+@pytest.mark.parametrize("name", ["gomea", "lk-gomea"])
+def test_a_gomea_restart_keeps_archived_solutions(name: str) -> None:
+    """Up to `restart_elites` (default half) of a restarted population are archived
+    solutions, distinct (known: no evaluation), the rest random."""
+    problem = problems.lotz(8)
+    alg = make_algorithm(name, problem, 0, pop_size=8, p_stitch=None)
+    drive(alg, problem, 60)
+    archived = {s.genotype for s in alg.archive}
+    alg._restart()
+    kept = [g for g in alg.pop_g if g in archived]
+    assert len(kept) == min(4, len(archived)) and len(set(kept)) == len(kept)
+    assert alg.state_dict()["params"]["restart_elites"] == 0.5
+    with pytest.raises(SearchError):
+        make_algorithm(name, problem, 0, restart_elites=1.5)
+
+
 # ------------------------------------------------------------------- asynchronous use
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_out_of_order_tells(name: str) -> None:

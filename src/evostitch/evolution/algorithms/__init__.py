@@ -38,7 +38,7 @@ def default_algorithm(variables: int) -> str:
 
 def make_algorithm(name: str, problem: Problem, seed: int = 0, **params: Any) -> SteadyState:
     """Build a registered algorithm. Shared params: pop_size, budget, steer_to, p_stitch;
-    ga: crossover, mutation_rate; lk-gomea: neighbours."""
+    ga: crossover, mutation_rate; gomea, lk-gomea: restart_elites; lk-gomea: neighbours."""
     if name not in ALGORITHMS:
         raise SearchError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
     return ALGORITHMS[name](problem, seed, **params)
