@@ -39,13 +39,19 @@ HOLD_FILE = "stitches_hold.json"
 
 
 def sample_offspring(net: Supernet, n: int, p: float, seed: int) -> list[tuple[int, ...]]:
-    """`n` canonical offspring: any output choice, each switch on with probability `p`."""
+    """`n` canonical offspring: any output choice, each switch on with probability `p`
+    (a switch with several sources then takes one of them uniformly)."""
     rng = random.Random(seed)
-    draws = [
-        [rng.randrange(net.genotype_spec[0])] + [int(rng.random() < p) for _ in net.switches]
-        for _ in range(n)
-    ]
+    spec = net.genotype_spec
+    draws = [[rng.randrange(spec[0])] + [_draw(rng, p, c) for c in spec[1:]] for _ in range(n)]
     return [net.canonical(g) for g in draws]
+
+
+def _draw(rng: random.Random, p: float, choices: int) -> int:
+    """0, or with probability `p` one of the values 1..choices - 1."""
+    if not rng.random() < p:
+        return 0
+    return 1 if choices == 2 else rng.randrange(1, choices)
 
 
 class HoldCheck:

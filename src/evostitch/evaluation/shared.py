@@ -29,7 +29,7 @@ from torch import fx
 from ..devices import autocast
 from ..errors import DataError
 from ..graph import example_input
-from ..supernet import Executor, Key, Supernet, Switch, combine
+from ..supernet import Executor, Key, Supernet, Switch, combine_outputs
 from .metrics import make_metric
 
 DEFAULT_BUDGET = 1 << 30  # bytes of values kept for later offspring
@@ -205,8 +205,8 @@ class SharedEvaluator:
     def _compute(self, sig: int, args: list[Any], x: torch.Tensor) -> Any:
         kind, item, _ = self._recipes[sig]
         if kind == "out":
-            outputs = dict(zip(_sides(item), args, strict=True))
-            return combine(item, outputs.get("a"), outputs.get("b"))
+            outputs = dict(zip(_sides(item, self.net.sides), args, strict=True))
+            return combine_outputs(item, outputs)
         self.runs[(kind, item)] += 1
         table = self.net.cost_table
         if table is not None:
@@ -290,9 +290,9 @@ class SharedEvaluator:
         return [{**scores[out], **self.net.cost(g)} for g, (out, _) in pairs]
 
 
-def _sides(choice: str) -> tuple[str, ...]:
-    """The parents whose outputs an output choice reads."""
-    return tuple(s for s in ("a", "b") if choice in (s, "mean", "mean-prob"))
+def _sides(choice: str, sides: Sequence[str]) -> tuple[str, ...]:
+    """The parents (of `sides`) whose outputs an output choice reads."""
+    return tuple(s for s in sides if choice in (s, "mean", "mean-prob"))
 
 
 class _Sizes(Executor):
@@ -335,4 +335,5 @@ class _Signatures(Executor):
         return sig
 
     def output(self, choice: str, outputs: dict[str, int]) -> int:
-        return self.intern("out", choice, tuple(outputs[s] for s in _sides(choice)))
+        sides = _sides(choice, self.net.sides)
+        return self.intern("out", choice, tuple(outputs[s] for s in sides))

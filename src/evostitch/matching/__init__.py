@@ -54,6 +54,7 @@ __all__ = [
     "is_acyclic_merge_k",
     "match",
     "match_dags",
+    "match_many",
     "match_parents",
 ]
 
@@ -240,4 +241,42 @@ def match(
         **vars(result),
         weight_seconds=weight_seconds,
         candidates=(len(graph_a.candidates()), len(graph_b.candidates())),
+    )
+
+
+def match_many(
+    graphs: Sequence,
+    *,
+    similarity: str = "uniform",
+    data=None,
+    max_ratio: int = 1,
+    method: str = "auto",
+) -> MultiMatchResult:
+    """Match the stitching points of K >= 2 traced networks into groups (`match_parents`).
+
+    Weights per pair of parents as in `match` (`similarity` "uniform" or "cka" on `data`,
+    batches read once per pair); inputs are grouped with inputs, outputs with outputs.
+    """
+    if similarity not in ("uniform", "cka"):
+        raise MatchingError(f"unknown similarity {similarity!r}: use uniform or cka")
+    if similarity == "cka":
+        if data is None:
+            raise DataError("CKA weights need data: pass --data (or data=batches)")
+        data = list(data)
+    weights = {}
+    for p in range(len(graphs)):
+        for q in range(p + 1, len(graphs)):
+            pairs = compatible_pairs(graphs[p], graphs[q], max_ratio)
+            weights[(p, q)] = (
+                uniform_weights(pairs)
+                if similarity == "uniform"
+                else cka_weights(graphs[p], graphs[q], pairs, data)
+            )
+    fixed = [tuple(g.input for g in graphs), tuple(g.output for g in graphs)]
+    return match_parents(
+        [g.dag for g in graphs],
+        weights,
+        fixed,
+        depths=[{n: g[n].depth for n in g.nodes} for g in graphs],
+        method=method,
     )

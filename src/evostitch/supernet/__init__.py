@@ -8,9 +8,9 @@ safetensors), `module` (`Supernet`, the nn.Module tying them together).
 
 from ..graph import example_input
 from .cost import CostTable, count_macs
-from .executor import Executor, combine, log_probs
+from .executor import Executor, combine, combine_outputs, log_probs
 from .module import Supernet
-from .plan import OTHER, SIDES, Key, Plan, Structure, Switch
+from .plan import OTHER, SIDES, Key, Plan, Structure, Switch, side_names
 from .stitches import Stitch
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "Supernet",
     "Switch",
     "combine",
+    "combine_outputs",
     "count_macs",
     "example_input",
     "log_probs",
+    "side_names",
 ]

@@ -7,8 +7,8 @@ and hands every step to a method a subclass may override:
 - `switch(sw, on, own, source)`: what the switched point holds: `own` (the parent's
   value, None if the plan does not need it) or something computed from `source` (the
   other parent's raw value); default: the stitch if `on`, else `own`;
-- `output(choice, outputs)`: the offspring's output from the parents' (default: A, B,
-  their mean or the log of their mean probabilities).
+- `output(choice, outputs)`: the offspring's output from the parents' (default: one
+  parent's, their mean or the log of their mean probabilities).
 
 Eager evaluation, stitch training, profiling, extraction to torch.fx and the shared
 evaluator's signatures are such subclasses (values: tensors, fx nodes, ints).
@@ -16,6 +16,8 @@ evaluator's signatures are such subclasses (values: tensors, fx nodes, ints).
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,14 +37,20 @@ def log_probs(probs: torch.Tensor) -> torch.Tensor:
 
 
 def combine(choice: str, out_a: Any, out_b: Any) -> Any:
-    """An output switch on tensors: A, B, their mean, or log of their mean softmax."""
-    if choice == "a":
-        return out_a
-    if choice == "b":
-        return out_b
+    """An output switch on two parents' tensors: A, B, their mean, or log of their mean
+    softmax."""
+    return combine_outputs(choice, {"a": out_a, "b": out_b})
+
+
+def combine_outputs(choice: str, outputs: Mapping[str, Any]) -> Any:
+    """An output switch on tensors: one parent's (`choice` its side), the mean of all
+    `outputs` ("mean"), or the log of their mean softmax ("mean-prob"); summed in order."""
+    if choice in outputs and choice not in ("mean", "mean-prob"):
+        return outputs[choice]
+    values = list(outputs.values())
     if choice == "mean":
-        return (out_a + out_b) / 2
-    return log_probs((out_a.softmax(1) + out_b.softmax(1)) / 2)
+        return functools.reduce(operator.add, values) / len(values)
+    return log_probs(functools.reduce(operator.add, [v.softmax(1) for v in values]) / len(values))
 
 
 def run_fx_node(
@@ -80,7 +88,7 @@ class Executor:
         inputs = self.structure.inputs
         on = plan.on
         env: dict[Key, Any] = {}
-        raw: dict[Key, Any] = {}  # the pair's own values, while its switches replace them
+        raw: dict[Key, Any] = {}  # the group's own values, while its switches replace them
         for step, release in zip(plan.steps, plan.release, strict=True):
             kind, item = step
             if kind == "node":
@@ -108,4 +116,4 @@ class Executor:
         return self.net.stitches[sw.stitch](source) if on else own
 
     def output(self, choice: str, outputs: Mapping[str, Any]) -> Any:
-        return combine(choice, outputs["a"], outputs["b"])
+        return combine_outputs(choice, outputs)

@@ -42,18 +42,19 @@ class _Builder(Executor):
         return self.graph.call_module(f"stitches.{sw.stitch}", (source,)) if on else own
 
     def output(self, choice: str, outputs: Mapping[str, fx.Node]) -> fx.Node:
-        graph, out_a, out_b = self.graph, outputs["a"], outputs["b"]
-        if choice in ("a", "b"):
+        graph = self.graph
+        if choice not in ("mean", "mean-prob"):
             result = outputs[choice]
-        elif choice == "mean":
-            result = graph.call_function(
-                torch.div, (graph.call_function(torch.add, (out_a, out_b)), 2)
-            )
         else:
-            pa = graph.call_method("softmax", (out_a, 1))
-            pb = graph.call_method("softmax", (out_b, 1))
-            probs = graph.call_function(torch.div, (graph.call_function(torch.add, (pa, pb)), 2))
-            result = graph.call_function(log_probs, (probs,))
+            values = list(outputs.values())
+            if choice == "mean-prob":
+                values = [graph.call_method("softmax", (v, 1)) for v in values]
+            total = values[0]
+            for v in values[1:]:
+                total = graph.call_function(torch.add, (total, v))
+            result = graph.call_function(torch.div, (total, len(values)))
+            if choice == "mean-prob":
+                result = graph.call_function(log_probs, (result,))
         graph.output(result)
         return result
 

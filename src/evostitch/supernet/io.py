@@ -2,13 +2,18 @@
 
 A saved supernetwork is a folder with `supernet.json` (parent specs, input shape,
 matching, cost table, the sha256 of each weights file), `stitches.safetensors` and
-`parents.safetensors` (both parents' weights, whatever they were built from: a later
+`parents.safetensors` (every parent's weights, whatever they were built from: a later
 load, a Ray worker or another machine never downloads them again nor needs the file
 they came from). `supernet.json` is written last, so a folder without it is an
 interrupted save. Reading checks every file before anything is built: a damaged file
 gives one clear error, never a half-built network. Parents are rebuilt from their
 architecture's spec; one that names code (`package.module:factory`) only with
 `trust_code`. `Supernet.save` / `Supernet.load` are the entry points.
+
+K parents (sides "a", "b", "c", ...): `parents` lists K entries in side order, each row
+of `matches` is a group, K node names (null where a parent has none) and its weight;
+weights of parent `s` are stored as `s.<name>`. For K = 2 this is the two-parent
+format: pairs `[a, b, weight]`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ..errors import EvostitchError, SupernetError
 from ..files import absolute, atomic_write, user_path
 from ..graph import Graph, example_input, trace
 from ..models import architecture_spec, load_model, load_weights
-from .plan import SIDES
+from .plan import side_names
 
 if TYPE_CHECKING:
     from .module import Supernet
@@ -53,7 +58,7 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save(net: Supernet, folder: str | Path) -> Path:
     """Write `net` into `folder` (created if needed)."""
     folder = user_path(folder)
-    for side, spec in zip(SIDES, net.specs, strict=True):
+    for side, spec in zip(net.sides, net.specs, strict=True):
         if not spec:
             raise SupernetError(
                 f"parent {side.upper()} was given as a module: save needs it named by a model "
@@ -68,7 +73,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
     (folder / JSON_NAME).unlink(missing_ok=True)  # the folder is incomplete until it is back
     parents = []
     stored: dict[str, torch.Tensor] = {}
-    for side, spec in zip(SIDES, net.specs, strict=True):
+    for side, spec in zip(net.sides, net.specs, strict=True):
         entry = {k: v for k, v in spec.items() if k in ("spec", "architecture", "weights")}
         source = spec.get("weights")
         if source and Path(source).is_file():  # where the weights came from, for the record
@@ -126,11 +131,11 @@ def _read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tens
 
 @dataclass
 class Saved:
-    """What a saved folder holds, checked and with both parents traced."""
+    """What a saved folder holds, checked and with every parent traced."""
 
     folder: Path
-    graphs: tuple[Graph, Graph]
-    matches: list[tuple[str, str, float]]
+    graphs: tuple[Graph, ...]
+    matches: list[tuple]
     specs: list[dict[str, Any]]
     stitches: dict[str, torch.Tensor]
     input_shape: tuple[int, ...]
@@ -161,14 +166,17 @@ def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
         stored = {}
         if (folder / PARENTS).exists() or any(not p.get("weights") for p in meta["parents"]):
             stored = _read_tensors(folder / PARENTS, hashes.get(PARENTS))
+        sides = side_names(len(meta["parents"]))
         models = [
             _parent(folder, side, entry, stored, trust_code)
-            for side, entry in zip(SIDES, meta["parents"], strict=True)
+            for side, entry in zip(sides, meta["parents"], strict=True)
         ]
         example = example_input(meta["input_shape"])
         graphs = tuple(trace(m, example, meta["leaf_modules"]) for m in models)
-        for side, g, col in zip(SIDES, graphs, (0, 1), strict=True):
-            missing = [m[col] for m in meta["matches"] if m[col] not in g.nodes]
+        for col, (side, g) in enumerate(zip(sides, graphs, strict=True)):
+            missing = [
+                m[col] for m in meta["matches"] if m[col] is not None and m[col] not in g.nodes
+            ]
             if missing:
                 raise SupernetError(
                     f"parent {side.upper()} no longer traces to the saved graph "

@@ -1,4 +1,4 @@
-"""The supernetwork: two frozen parents, stitches at matched points, and switches.
+"""The supernetwork: K >= 2 frozen parents, stitches at matched points, and switches.
 
 Everything a genotype implies (which nodes run, which switches matter, its cost) is
 derived from the graphs (`plan.Structure`), never by running the network; running,
@@ -17,40 +17,46 @@ from torch import fx, nn
 
 from ..errors import SupernetError
 from ..graph import Graph, example_input, trace
-from ..matching import match
+from ..matching import match, match_many
 from ..models import architecture_spec, load_model
 from . import io
 from .cost import CostTable, plan_cost, profile
 from .executor import Executor, run_fx_node
 from .extract import extract
-from .plan import SIDES, Key, Plan, Structure, Switch
+from .plan import Key, Plan, Structure, Switch
 from .stitches import Stitch
 
 
 class Supernet(nn.Module):
-    """Two parents joined by stitches; `forward(x, genotype)` runs one offspring."""
+    """Parents joined by stitches; `forward(x, genotype)` runs one offspring.
+
+    `Supernet(graph_a, graph_b, pairs, specs)` joins two parents; `Supernet(graphs,
+    matches=groups, specs=specs)` K of them (see `Structure`)."""
 
     def __init__(
         self,
-        graph_a: Graph,
-        graph_b: Graph,
-        matches: Sequence[tuple[str, str, float]],
-        specs: Sequence[dict | None] = (None, None),
+        graph_a: Graph | Sequence[Graph],
+        graph_b: Graph | None = None,
+        matches: Sequence[tuple] = (),
+        specs: Sequence[dict | None] | None = None,
     ) -> None:
         super().__init__()
         self.structure = Structure(graph_a, graph_b, matches)
-        self.parents = nn.ModuleDict({"a": graph_a.module, "b": graph_b.module})
+        graphs = self.structure.graphs
+        self.parents = nn.ModuleDict({side: g.module for side, g in graphs.items()})
         for p in self.parents.parameters():
             p.requires_grad_(False)
         self.parents.eval()
-        self.specs = list(specs)
-        self.input_shape: tuple[int, ...] = tuple(graph_a[graph_a.input].shape[1:])
+        self.specs = list(specs) if specs is not None else [None] * len(graphs)
+        if len(self.specs) != len(graphs):
+            raise SupernetError(f"{len(self.specs)} specs for {len(graphs)} parents")
+        first = graphs["a"]
+        self.input_shape: tuple[int, ...] = tuple(first[first.input].shape[1:])
         self.leaf_modules: list[str] = []
         self.matching: Any = None
         self.cost_table: CostTable | None = None
         self.data: str | None = None  # dataset spec the stitches were trained on
         self.stitches = nn.ModuleDict()  # ba0, ab0, ba1, ...: the switches' order
-        graphs = self.structure.graphs
         for sw in self.structure.switches:
             self.stitches[sw.stitch] = Stitch(
                 graphs[sw.src[0]][sw.source], graphs[sw.side][sw.node]
@@ -66,8 +72,13 @@ class Supernet(nn.Module):
         return self.structure.graphs
 
     @property
-    def matches(self) -> list[tuple[str, str, float]]:
+    def matches(self) -> list[tuple]:
+        """Matched pairs `(a, b, weight)`; for K parents groups `(node or None, ..., weight)`."""
         return self.structure.matches
+
+    @property
+    def sides(self) -> tuple[str, ...]:
+        return self.structure.sides
 
     @property
     def switches(self) -> list[Switch]:
@@ -115,16 +126,7 @@ class Supernet(nn.Module):
         an iterable of input batches). `max_ratio` > 1 also allows stitching feature maps
         whose sizes differ by an integer factor up to it.
         """
-        models, specs = [], []
-        for model, weights in ((a, weights_a), (b, weights_b)):
-            if isinstance(model, str):
-                spec = {"spec": model, "weights": str(weights) if weights else None}
-                model = load_model(model, weights)
-                spec["architecture"] = architecture_spec(model=model, spec=spec["spec"])
-                specs.append(spec)
-            else:
-                specs.append(None)
-            models.append(model)
+        models, specs = _load_parents((a, b), (weights_a, weights_b))
         example = example_input(input_shape)
         graphs = [trace(m, example, leaf_modules) for m in models]
         result = match(
@@ -142,6 +144,36 @@ class Supernet(nn.Module):
         net.profile(example)
         return net
 
+    @classmethod
+    def build_many(
+        cls,
+        parents: Sequence[str | nn.Module],
+        input_shape: Sequence[int],
+        *,
+        weights: Sequence[str | Path | None] | None = None,
+        similarity: str = "uniform",
+        data: Iterable[torch.Tensor] | None = None,
+        max_ratio: int = 1,
+        leaf_modules: Sequence[str] = (),
+        method: str = "auto",
+    ) -> Supernet:
+        """Trace K >= 2 parents (specs or modules, sides "a", "b", "c", ... in order),
+        match them into groups (`evostitch.matching.match_many`, `method` as
+        `match_parents`') and insert untrained stitches; other arguments as `build`."""
+        models, specs = _load_parents(parents, weights or [None] * len(parents))
+        example = example_input(input_shape)
+        graphs = [trace(m, example, leaf_modules) for m in models]
+        result = match_many(
+            graphs, similarity=similarity, data=data, max_ratio=max_ratio, method=method
+        )
+        groups = [(*g, w) for g, w in zip(result.groups, result.weights, strict=True)]
+        net = cls(graphs, matches=groups, specs=specs)
+        net.input_shape = tuple(input_shape)
+        net.leaf_modules = list(leaf_modules)
+        net.matching = result
+        net.profile(example)
+        return net
+
     def save(self, folder: str | Path) -> Path:
         """Save as JSON + safetensors (see `evostitch.supernet.io`); returns the folder."""
         return io.save(self, folder)
@@ -152,7 +184,7 @@ class Supernet(nn.Module):
         the folder runs unless `trust_code` (a `package.module:factory` parent)."""
         saved = io.read(folder, trust_code=trust_code)
         try:
-            net = cls(*saved.graphs, saved.matches, saved.specs)
+            net = cls(list(saved.graphs), matches=saved.matches, specs=saved.specs)
         except SupernetError as exc:
             raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
         io.load_weights_into(net.stitches, saved.stitches, "the stitches")
@@ -186,8 +218,8 @@ class Supernet(nn.Module):
 
     @property
     def reference_genotypes(self) -> list[tuple[int, ...]]:
-        """Parent A, parent B and their ensemble(s): output choice, every switch 0."""
-        zeros = (0,) * len(self.switches)
+        """Each parent and their ensemble(s): output choice, every switch 0."""
+        zeros = (0,) * (len(self.genotype_spec) - 1)
         return [(k,) + zeros for k in range(len(self.output_choices))]
 
     # ----- cost and execution -------------------------------------------------------------------
@@ -216,11 +248,29 @@ class Supernet(nn.Module):
         """A readable account of an offspring: parents used, crossovers, output."""
         plan = self.plan(genotype)
         parts = [f"output: {self.output_choices[genotype[0]]}"]
-        for side in SIDES:
-            g = self.graphs[side]
+        for side, g in self.graphs.items():
             kept = [n for n in g.nodes if (side, n) in plan.raw]
             if kept:
                 parts.append(f"{side.upper()}: {len(kept)}/{len(g.nodes)} nodes")
         for sw in plan.stitched:
             parts.append(f"{sw.src[0].upper()}:{sw.source} -> {sw.side.upper()}:{sw.node}")
         return "; ".join(parts)
+
+
+def _load_parents(
+    parents: Sequence[str | nn.Module], weights: Sequence[str | Path | None]
+) -> tuple[list[nn.Module], list[dict | None]]:
+    """The parents' modules, and per parent its spec record (None for a module given)."""
+    if len(weights) != len(parents):
+        raise SupernetError(f"{len(weights)} weights for {len(parents)} parents")
+    models, specs = [], []
+    for model, w in zip(parents, weights, strict=True):
+        if isinstance(model, str):
+            spec = {"spec": model, "weights": str(w) if w else None}
+            model = load_model(model, w)
+            spec["architecture"] = architecture_spec(model=model, spec=spec["spec"])
+            specs.append(spec)
+        else:
+            specs.append(None)
+        models.append(model)
+    return models, specs

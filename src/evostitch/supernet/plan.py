@@ -1,14 +1,16 @@
 """What a genotype computes, derived from the graphs alone (never by running a network).
 
-The supernetwork's *structure*: both parents' graphs, the matched pairs, one switch per
-side of each pair, and one topological order of both graphs with each matched pair
-merged into one step. A *plan* is the structure specialised to one genotype: the nodes
-it runs in that order, the switches that matter, the stitches it uses, and when each
-value is read for the last time (so an executor can free it).
+The supernetwork's *structure*: the K >= 2 parents' graphs (sides "a", "b", "c", ...),
+the matched groups (at most one node per parent, at least two members), one genotype
+variable per member of each group, and one topological order of all graphs with each
+group merged into one step. A *plan* is the structure specialised to one genotype: the
+nodes it runs in that order, the switches that matter, the stitches it uses, and when
+each value is read for the last time (so an executor can free it).
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,21 +20,31 @@ import networkx as nx
 from ..errors import SupernetError
 from ..graph import VECTOR, Graph
 
-SIDES = ("a", "b")
+SIDES = ("a", "b")  # the two parents of a K = 2 supernetwork
 OTHER = {"a": "b", "b": "a"}
 Key = tuple[str, str]  # (side, node name)
 Step = tuple[str, Any]  # ("node", Key) | ("switch", Switch) | ("output", choice or None)
 
 
+def side_names(k: int) -> tuple[str, ...]:
+    """The sides of K parents: "a", "b", "c", ..."""
+    if not 2 <= k <= len(string.ascii_lowercase):
+        raise SupernetError(f"a supernetwork has 2 to 26 parents, not {k}")
+    return tuple(string.ascii_lowercase[:k])
+
+
 @dataclass(frozen=True)
 class Switch:
-    """Position `index` swaps `side`'s tensor at `node` for `stitch` of the other's `source`."""
+    """Value `value` of position `index` swaps `side`'s tensor at `node` for `stitch` of
+    `source` (a node of `source_side`; by default the other parent of a K = 2 net)."""
 
     index: int
     side: str
     node: str
     source: str
     stitch: str
+    value: int = 1
+    source_side: str | None = None
 
     @property
     def own(self) -> Key:
@@ -42,7 +54,7 @@ class Switch:
     @property
     def src(self) -> Key:
         """The other parent's value its stitch reads."""
-        return (OTHER[self.side], self.source)
+        return (self.source_side or OTHER[self.side], self.source)
 
 
 @dataclass(frozen=True)
@@ -67,64 +79,112 @@ class Plan:
 
 
 class Structure:
-    """Graphs, matched pairs and switches of a supernetwork; plans genotypes.
+    """Graphs, matched groups and switches of a supernetwork; plans genotypes.
 
-    A genotype is a sequence of ints: `g[0]` is the output switch (0 = A, 1 = B, 2 = mean
-    of the outputs, and for classifiers 3 = mean of the softmax probabilities), then two
-    binary switches per matched pair i: `g[1 + 2i]` replaces A's tensor at `a_i` by the
-    stitched tensor from B's `b_i`, `g[2 + 2i]` replaces B's tensor at `b_i` by the one
-    stitched from `a_i`.
+    Built from two graphs and pairs `(a, b, weight)`: `Structure(graph_a, graph_b,
+    matches)`, or from K graphs and groups `(node or None per parent, ..., weight)`:
+    `Structure([graph_a, graph_b, graph_c], matches=groups)`.
+
+    A genotype is a sequence of ints: `g[0]` is the output switch (`output_choices`: each
+    parent, then "mean" of the K outputs and, for classifiers, "mean-prob", the log of
+    the mean softmax probabilities), then one variable per member of each group (groups
+    in order, members in parent order): 0 keeps the member's own tensor, v >= 1 takes the
+    tensor stitched from the v-th other member (parent order). For K = 2 every variable is
+    binary: `g[1 + 2i]` replaces A's tensor at `a_i` by the stitched tensor from B's
+    `b_i`, `g[2 + 2i]` replaces B's tensor at `b_i` by the one stitched from `a_i`.
     """
 
-    def __init__(self, graph_a: Graph, graph_b: Graph, matches: Sequence[tuple]) -> None:
-        self.graphs = {"a": graph_a, "b": graph_b}
-        out_a, out_b = graph_a[graph_a.output], graph_b[graph_b.output]
-        if out_a.shape[1:] != out_b.shape[1:]:
-            raise SupernetError(
-                f"parents disagree on their output shape: {out_a.shape[1:]} vs {out_b.shape[1:]}"
-            )
-        ends = {graph_a.input, graph_a.output, graph_b.input, graph_b.output}
-        self.matches = [(a, b, float(s)) for a, b, s in matches if a not in ends and b not in ends]
-        self.task = "classification" if out_a.kind == VECTOR else "segmentation"
-        self.output_choices = ("a", "b", "mean") + (
+    def __init__(
+        self,
+        graph_a: Graph | Sequence[Graph],
+        graph_b: Graph | None = None,
+        matches: Sequence[tuple] = (),
+    ) -> None:
+        if isinstance(graph_a, Graph) != (graph_b is not None):
+            raise SupernetError("give two graphs, or one sequence of K graphs")
+        graphs = [graph_a, graph_b] if isinstance(graph_a, Graph) else list(graph_a)
+        self.sides = side_names(len(graphs))
+        self.graphs: dict[str, Graph] = dict(zip(self.sides, graphs, strict=True))
+        first = graphs[0][graphs[0].output]
+        for g in graphs[1:]:
+            if g[g.output].shape[1:] != first.shape[1:]:
+                raise SupernetError(
+                    "parents disagree on their output shape: "
+                    f"{first.shape[1:]} vs {g[g.output].shape[1:]}"
+                )
+        ends = {n for g in graphs for n in (g.input, g.output)}
+        self.matches: list[tuple] = []
+        for *group, weight in matches:
+            if len(group) != len(graphs) or sum(n is not None for n in group) < 2:
+                raise SupernetError(f"group {group}: need {len(graphs)} entries, two nodes")
+            if not ends.intersection(group):
+                self.matches.append((*group, float(weight)))
+        self.groups: list[tuple[str | None, ...]] = [tuple(m[:-1]) for m in self.matches]
+        self.task = "classification" if first.kind == VECTOR else "segmentation"
+        self.output_choices = (*self.sides, "mean") + (
             ("mean-prob",) if self.task == "classification" else ()
         )
-        self.switches: list[Switch] = []
-        for i, (a, b, _) in enumerate(self.matches):
-            self.switches.append(Switch(1 + 2 * i, "a", a, b, f"ba{i}"))
-            self.switches.append(Switch(2 + 2 * i, "b", b, a, f"ab{i}"))
-        self.genotype_spec = [len(self.output_choices)] + [2] * len(self.switches)
+        self._make_switches()
+        self.genotype_spec = [len(self.output_choices)] + [1 + len(o) for o in self.options]
         self.inputs: dict[Key, tuple[Key, ...]] = {
             (side, n.name): tuple((side, i) for i in n.inputs)
             for side, g in self.graphs.items()
             for n in g.nodes.values()
         }
-        self._switch_at = {sw.own: sw for sw in self.switches}
         self.order = self._merged_order()
         self._full: Plan | None = None
+
+    def _make_switches(self) -> None:
+        """`switches` (every stitch option), per variable its `options` and member, per
+        group its variables' positions."""
+        self.switches: list[Switch] = []
+        self.options: list[list[Switch]] = []  # per genotype position - 1, by value - 1
+        self.variables: list[Key] = []  # per genotype position - 1: the member it switches
+        self.group_variables: list[list[int]] = []
+        named = len(self.sides) > 2  # K = 2: the source side is implied (OTHER)
+        for i, group in enumerate(self.groups):
+            members = [(s, n) for s, n in zip(self.sides, group, strict=True) if n is not None]
+            self.group_variables.append([])
+            for side, node in members:
+                index = 1 + len(self.variables)
+                sources = [(s, n) for s, n in members if s != side]
+                opts = [
+                    Switch(index, side, node, n, f"{s}{side}{i}", v, s if named else None)
+                    for v, (s, n) in enumerate(sources, start=1)
+                ]
+                self.variables.append((side, node))
+                self.options.append(opts)
+                self.switches += opts
+                self.group_variables[-1].append(index)
+        self._var_at = {key: i for i, key in enumerate(self.variables, start=1)}
 
     def outputs(self) -> dict[str, Key]:
         """Each parent's output value."""
         return {side: (side, g.output) for side, g in self.graphs.items()}
 
     def _merged_order(self) -> list[tuple[str, Any]]:
-        """Topological order of both graphs, each matched pair merged into one step:
-        ("node", key) items, and ("pair", i) after both nodes of pair i."""
+        """Topological order of all graphs, each matched group merged into one step:
+        ("node", key) items, and ("group", i) after every node of group i."""
         merged = nx.DiGraph()
         alias: dict[Key, Any] = {}
-        for i, (a, b, _) in enumerate(self.matches):
-            alias[("a", a)] = alias[("b", b)] = ("pair", i)
+        members = [
+            [(s, n) for s, n in zip(self.sides, group, strict=True) if n is not None]
+            for group in self.groups
+        ]
+        for i, keys in enumerate(members):
+            alias.update({key: ("group", i) for key in keys})
         for key, inputs in self.inputs.items():
             me = alias.get(key, key)
             merged.add_node(me)
             merged.add_edges_from((alias.get(i, i), me) for i in inputs)
         position = {(side, n): k for side, g in self.graphs.items() for k, n in enumerate(g.nodes)}
+        rank_of = {s: r for r, s in enumerate(self.sides)}
 
         def rank(item: Any) -> tuple:
-            if item[0] == "pair":
-                a, b, _ = self.matches[item[1]]
-                return (position[("a", a)], 0, position[("b", b)])
-            return (position[item], 0 if item[0] == "a" else 1, 0)
+            if item[0] == "group":
+                one, two = members[item[1]][:2]
+                return (position[one], rank_of[one[0]], position[two])
+            return (position[item], rank_of[item[0]], 0)
 
         try:
             order = list(nx.lexicographical_topological_sort(merged, key=rank))
@@ -132,9 +192,8 @@ class Structure:
             raise SupernetError("the matching merges the parents into a cyclic graph") from exc
         steps: list[tuple[str, Any]] = []
         for item in order:
-            if item[0] == "pair":
-                a, b, _ = self.matches[item[1]]
-                steps += [("node", ("a", a)), ("node", ("b", b)), ("pair", item[1])]
+            if item[0] == "group":
+                steps += [("node", key) for key in members[item[1]]] + [item]
             else:
                 steps.append(("node", item))
         return steps
@@ -147,16 +206,20 @@ class Structure:
             g = ()
         spec = self.genotype_spec
         if len(g) != len(spec) or any(not 0 <= v < c for v, c in zip(g, spec, strict=True)):
+            binary = all(c == 2 for c in spec[1:])
+            switches = "switches 0/1" if binary else "switch i < genotype_spec[i]"
+            bad = [i for i, (v, c) in enumerate(zip(g, spec, strict=False)) if not 0 <= v < c]
+            where = f", position {bad[0]} is {g[bad[0]]}" if bad and not binary else ""
             raise SupernetError(
                 f"genotype must have {len(spec)} values within cardinalities (output switch "
-                f"< {spec[0]}, switches 0/1); got length {len(g)}"
+                f"< {spec[0]}, {switches}); got length {len(g)}{where}"
             )
         return g
 
     def plan(self, g: tuple[int, ...]) -> Plan:
         """The plan of a checked genotype (see `check_genotype`)."""
         choice = self.output_choices[g[0]]
-        outputs = [s for s in SIDES if choice in (s, "mean", "mean-prob")]
+        outputs = [s for s in self.sides if choice in (s, "mean", "mean-prob")]
         need_raw: set[Key] = set()
         need_resolved: set[Key] = set()
         stack = [(s, self.graphs[s].output) for s in outputs]
@@ -165,29 +228,29 @@ class Structure:
             if key in need_resolved:
                 continue
             need_resolved.add(key)
-            sw = self._switch_at.get(key)
-            raw = sw.src if sw is not None and g[sw.index] else key
+            index = self._var_at.get(key)
+            raw = self.options[index - 1][g[index] - 1].src if index and g[index] else key
             if raw in need_raw:
                 continue
             need_raw.add(raw)
             stack.extend(self.inputs[raw])
-        active = [True] + [sw.own in need_resolved for sw in self.switches]
-        stitched = tuple(s for s in self.switches if active[s.index] and g[s.index])
+        active = [True] + [key in need_resolved for key in self.variables]
+        stitched = tuple(s for s in self.switches if active[s.index] and g[s.index] == s.value)
         steps: list[Step] = []
         for kind, item in self.order:
             if kind == "node" and item in need_raw:
                 steps.append(("node", item))
-            elif kind == "pair":
-                for sw in self.switches[2 * item : 2 * item + 2]:
-                    if active[sw.index]:
-                        steps.append(("switch", sw))
+            elif kind == "group":
+                for index in self.group_variables[item]:
+                    if active[index]:  # the option taken, or (kept) the first one, off
+                        steps.append(("switch", self.options[index - 1][max(g[index], 1) - 1]))
         steps.append(("output", choice))
         return Plan(
             tuple(steps), frozenset(need_raw), stitched, tuple(active), self._release(steps)
         )
 
     def full_plan(self) -> Plan:
-        """Every node of both parents and every switch, no output: what stitch training
+        """Every node of every parent and every switch, no output: what stitch training
         and profiling walk."""
         if self._full is None:
             self._full = self._make_full_plan()
@@ -199,7 +262,8 @@ class Structure:
             if kind == "node":
                 steps.append(("node", item))
             else:
-                steps += [("switch", sw) for sw in self.switches[2 * item : 2 * item + 2]]
+                for index in self.group_variables[item]:
+                    steps += [("switch", sw) for sw in self.options[index - 1]]
         steps.append(("output", None))
         raw = frozenset(self.inputs)
         active = (True,) * len(self.genotype_spec)

@@ -45,8 +45,9 @@ def parent_tensors(
 
 
 class _RandomSwitches(Executor):
-    """Every node of both parents (no gradients), and at each matched point both stitches:
-    trained against their targets, and taken per sample with probability `p`.
+    """Every node of every parent (no gradients), and at each matched point every stitch:
+    trained against its target, and taken per sample with probability `p` (a point with
+    m sources: each source in turn replaces the value with probability `p / m`).
 
     With `clean` each value is a (clean, mixed) pair walked in step: the parents' own
     tensor, the stitches' target, and the one with stitches taken, which feeds them. The
@@ -60,6 +61,8 @@ class _RandomSwitches(Executor):
         self.on_loss, self.generator = on_loss, generator
         self.losses: dict[str, float] = {}
         self.variances: dict[str, float] = {}
+        self.sources = {i + 1: len(o) for i, o in enumerate(net.structure.options)}
+        self._target: torch.Tensor | None = None  # the point's own value, before any stitch
 
     def run(self, plan, x=None):
         return super().run(plan, (x, x))
@@ -73,7 +76,9 @@ class _RandomSwitches(Executor):
 
     def switch(self, sw: Switch, on: bool, own, source):
         clean, mixed = own
-        target = mixed.detach()  # stitches train in float32 whatever the parents ran in
+        if sw.value == 1:  # the point's first source: `mixed` is still its own value
+            self._target = mixed.detach()  # float32 stitches, whatever the parents ran in
+        target = self._target
         goal = (clean if self.clean else target).detach().float()
         with torch.enable_grad():
             out = self.net.stitches[sw.stitch](source[1].detach().float())
@@ -82,9 +87,10 @@ class _RandomSwitches(Executor):
             self.on_loss(sw.stitch, loss)
         self.losses[sw.stitch] = float(loss.detach())
         self.variances[sw.stitch] = float(goal.var())
-        mask = torch.rand(self.n, generator=self.generator, device=self.device) < self.p
+        p = self.p / self.sources[sw.index]
+        mask = torch.rand(self.n, generator=self.generator, device=self.device) < p
         mask = mask.view(self.n, *([1] * (target.dim() - 1)))
-        taken = torch.where(mask, out.detach().to(target.dtype), target)
+        taken = torch.where(mask, out.detach().to(target.dtype), mixed.detach())
         return (clean, taken) if self.clean else (taken, taken)
 
 
