@@ -1,7 +1,11 @@
 """Racing against full evaluation: the same front for a fraction of the images (issue 16).
 
 The demo's classification supernetwork (its trained parents, stitches fitted by the
-library's default least squares, saved once under benchmarks/out/time_to_front/) is
+library's default least squares, saved once under benchmarks/out/time_to_front/) or, with
+`--problem segmentation`, the demo's segmentation one (unet_like x fcn_like on nuclei,
+metric mIoU, raced with the bootstrap bound: benchmarks/search_stitching.py's saved
+supernetwork when it is there, else built the same way, the library's demo parents and
+default least-squares stitches, into benchmarks/out/time_to_front/segmentation) is
 searched with the same evaluation budget twice per algorithm and seed, measured in the
 same run: `full` (every offspring on the whole validation split) and `race` (offspring
 stopped early, `evostitch.evaluation.racing`, at the default confidence), through the
@@ -14,14 +18,21 @@ Printed per algorithm, medians over seeds:
   fraction of `full`'s total (never reached: inf);
 - images per proposal (evaluation) of `race` as a fraction of the split, for validation
   sets of 250, 500 and 750 images (seeded subsets of val; 750 is all of it) and 1,500
-  (val and test pooled), one algorithm;
+  (val and test pooled), one algorithm (the first listed). Segmentation: nuclei has 30
+  validation and 30 test images, so the sizes are 15 (a seeded half of val: chunks 8,
+  15, one look), 30 (all of val: 8, 16, 30) and 60 (val and test pooled: 15, 30, 60);
+  a size over val pools val and test, at most their sum;
 - false stops: every stopped offspring is evaluated in full afterwards; `violations`
   counts those whose full metric exceeds the upper bound they were stopped with (an upper
   bound on the false stops), `false stops` those that would have entered the front of
   the full evaluations stored before them (the floor ignored: conservative).
 
-Run: nice -n 10 .venv/bin/python benchmarks/time_to_front.py [--seeds 2] [--budget 250]
-        [--algorithms lk-gomea,ga] [--sizes 250,500,750,1500] [--size-seeds 1]
+Written to benchmarks/out/time_to_front/summary[_sizes].json (classification) or
+summary_segmentation[_sizes].json.
+
+Run: nice -n 10 .venv/bin/python benchmarks/time_to_front.py [--problem classification]
+        [--seeds 2] [--budget 250] [--algorithms lk-gomea,ga]
+        [--sizes 250,500,750,1500 (segmentation: 15,30,60)] [--size-seeds 1]
 """
 
 from __future__ import annotations
@@ -49,31 +60,47 @@ from evostitch.evolution.store import RunConfig, RunStore
 from evostitch.supernet import Supernet
 
 OUT = Path(__file__).resolve().parent / "out" / "time_to_front"
+SEARCH_STITCHING = Path(__file__).resolve().parent / "out" / "search_stitching"
 EVAL_BATCH = 8
+DATA = {"classification": "mnist5k", "segmentation": "nuclei"}
+SIZES = {"classification": "250,500,750,1500", "segmentation": "15,30,60"}
 
 
-def supernet() -> Supernet:
-    folder = OUT / "classification" / "supernet"
-    if (folder / "supernet.json").is_file():
-        return Supernet.load(folder)
+def supernet(problem: str = "classification") -> Supernet:
+    folder = OUT / problem / "supernet"
+    shared = SEARCH_STITCHING / problem / "supernet"  # search_stitching.py's, when built
+    for saved in (folder, shared) if problem == "segmentation" else (folder,):
+        if (saved / "supernet.json").is_file():
+            print(f"{problem}: supernetwork from {saved}", flush=True)
+            return Supernet.load(saved)
     from evostitch.demo import build_demo_supernet
     from evostitch.training import train_stitches
 
-    net, info = build_demo_supernet("classification", OUT / "classification", progress=False)
-    train_stitches(net, load_dataset(info["dataset"], "train"), progress=False)
+    if problem == "classification":
+        net, info = build_demo_supernet("classification", OUT / "classification", progress=False)
+        train_stitches(net, load_dataset(info["dataset"], "train"), progress=False)
+    else:  # as search_stitching.py builds it: its own parents cache, stitches seeded
+        net, info = build_demo_supernet(
+            problem, OUT / problem / "parents", cache_dir=OUT / problem / "cache", progress=False
+        )
+        train_stitches(net, load_dataset(info["dataset"], "train"), seed=0, progress=False)
     net.save(folder)
     return net
 
 
-def split(size: int):
-    val = load_dataset("mnist5k", "val")
+def split(size: int | None, data: str = "mnist5k"):
+    """`size` images of `data`: all of val (None, or its size), a seeded subset of it, or
+    val and test pooled (at most their sum)."""
+    val = load_dataset(data, "val")
+    size = len(val) if size is None else size
     if size <= len(val):
         return subset(val, size) if size < len(val) else val
-    return ConcatDataset([val, load_dataset("mnist5k", "test")])
+    pooled = ConcatDataset([val, load_dataset(data, "test")])
+    return subset(pooled, size) if size < len(pooled) else pooled
 
 
 def search(net, data, fidelity: str, algorithm: str, seed: int, budget: int, pop: int) -> dict:
-    classes = dataset_info("mnist5k").num_classes
+    classes = dataset_info(DATA[net.task]).num_classes
     evaluator = Evaluator(net, data, classes)
     evaluate = evaluator if fidelity == "full" else RacingEvaluator(evaluator)
     problem = stitching_problem(net, evaluate)
@@ -127,14 +154,25 @@ def false_stops(run: dict) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--problem", choices=tuple(DATA), default="classification")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=250)
     parser.add_argument("--population", type=int, default=16)
     parser.add_argument("--algorithms", default="lk-gomea,ga")
-    parser.add_argument("--sizes", default="250,500,750,1500")
+    parser.add_argument("--sizes", default=None, help="default: 250,500,750,1500 / 15,30,60")
     parser.add_argument("--size-seeds", type=int, default=1)
     args = parser.parse_args()
-    net = supernet()
+    sizes = SIZES[args.problem] if args.sizes is None else args.sizes
+    data = DATA[args.problem]
+    net = supernet(args.problem)
+    n_val = len(load_dataset(data, "val"))
+    metric = "accuracy" if net.task == "classification" else "mIoU (bootstrap bound)"
+    print(
+        f"{args.problem}: {data}, {n_val} validation images, metric {metric};"
+        f" {len(net.genotype_spec)} variables; budget {args.budget}, population"
+        f" {args.population}, seeds {args.seeds}",
+        flush=True,
+    )
     refs = net.reference_genotypes
     started = time.perf_counter()
     summary: dict = {}
@@ -142,7 +180,7 @@ def main() -> None:
         rows = []
         for seed in range(args.seeds):
             runs = {
-                f: search(net, split(750), f, algorithm, seed, args.budget, args.population)
+                f: search(net, split(None, data), f, algorithm, seed, args.budget, args.population)
                 for f in ("full", "race")
             }
             by = {tuple(net.canonical(r.genotype)): r for r in runs["full"]["records"]}
@@ -187,12 +225,14 @@ def main() -> None:
             flush=True,
         )
     algorithm = args.algorithms.split(",")[0]
-    for size in (int(v) for v in args.sizes.split(",") if v):
+    for size in (int(v) for v in sizes.split(",") if v):
         ratios = []
-        if size == 750 and algorithm in summary:  # the runs above: the whole val split
+        if size == n_val and algorithm in summary:  # the runs above: the whole val split
             ratios = [r["per_proposal"] for r in summary[algorithm]["rows"]]
         for seed in range(args.size_seeds if not ratios else 0):
-            run = search(net, split(size), "race", algorithm, seed, args.budget, args.population)
+            run = search(
+                net, split(size, data), "race", algorithm, seed, args.budget, args.population
+            )
             seen = sum(r.images if r.images is not None else run["n"] for r in run["records"])
             ratios.append(seen / len(run["records"]) / run["n"])
         summary[f"size{size}"] = ratios
@@ -201,7 +241,8 @@ def main() -> None:
             f" {np.median(ratios):.3f} of them per proposal (median of {len(ratios)} seeds)",
             flush=True,
         )
-    name = "summary.json" if args.seeds else "summary_sizes.json"
+    name = "summary" + ("_segmentation" if args.problem == "segmentation" else "")
+    name += ".json" if args.seeds else "_sizes.json"
     (OUT / name).write_text(json.dumps(summary, indent=1, default=str))
 
 
