@@ -40,9 +40,9 @@ SPLIT = 1000  # the toy's "validation images"
 def test_chunks_double_from_64_and_end_with_the_rest():
     assert boundaries(1000) == [64, 128, 256, 512, 1000]
     assert boundaries(256) == [64, 128, 256]
-    # small splits start at a quarter (at least 8 images), so they are raced too
-    assert boundaries(64) == [16, 32, 64] and boundaries(30) == [8, 16, 30]
-    assert boundaries(12) == [8, 12] and boundaries(5) == [5]
+    # small splits start at a quarter (at least 16 images), so they are raced too
+    assert boundaries(64) == [16, 32, 64] and boundaries(30) == [16, 30]
+    assert boundaries(20) == [16, 20] and boundaries(12) == [12]
     assert boundaries(1000, first=100) == [100, 200, 400, 800, 1000]
     assert look_alpha(0.99, 1000) == pytest.approx(0.01 / 4)
 
