@@ -9,8 +9,8 @@ import pytest
 
 from evostitch.errors import MatchingError
 from evostitch.matching import match_dags
+from evostitch.matching.brute import brute_force_match_k
 from evostitch.matching.multi import (
-    brute_force_match_k,
     group_weight,
     is_acyclic_merge_k,
     match_parents,

@@ -37,9 +37,9 @@ import numpy as np
 
 from ..errors import DataError, MatchingError
 from .bnb import bnb_match
-from .brute import brute_force_match, is_acyclic_merge
+from .brute import brute_force_match, brute_force_match_k, is_acyclic_merge
 from .dp import DP_LIMITS, dp_match, past
-from .multi import MultiMatchResult, brute_force_match_k, is_acyclic_merge_k, match_parents
+from .multi import MultiMatchResult, is_acyclic_merge_k, match_parents
 from .reach import Reach, topological_order
 from .result import Matching, MatchResult
 from .similarity import Pair, cka_weights, compatible_pairs, uniform_weights

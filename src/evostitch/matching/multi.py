@@ -27,7 +27,7 @@ pairwise optima (a K-matching restricted to two parents is valid): so at least
 2 / (K (K - 1)) of the optimum, and proven optimal when it reaches that sum. Not optimal
 in general (benchmarks/multi_matching.py). Exact (`method="dp"`): `dp` over K-tuples of
 order ideals, used by "auto" up to `DP_K_LIMITS["auto"]` states (the product of the
-parents' ideal counts; three small ResNet-like graphs: seconds). `brute_force_match_k`,
+parents' ideal counts; three small ResNet-like graphs: seconds). `brute.brute_force_match_k`,
 exhaustive, is the tests' reference.
 """
 
@@ -141,78 +141,6 @@ def _sorted(dags, weights, groups, fixed, method, optimal, start) -> MultiMatchR
     groups = [groups[v[1]] for v in order if v[0] == "group"]
     ws = [group_weight(weights, g, g in fixed) for g in groups]
     return MultiMatchResult(groups, ws, sum(ws), optimal, method, time.perf_counter() - start)
-
-
-def brute_force_match_k(
-    dags: Sequence[nx.DiGraph], weights: PairWeights, fixed: Sequence[Group] = ()
-) -> MultiMatchResult:
-    """Reference optimum by exhaustive enumeration (exponential: tiny graphs only).
-
-    Nodes are taken parent by parent; each starts a group or joins a compatible earlier one.
-    A partial matching with a cycle is dropped (adding members never removes a cycle); a
-    branch is cut when even the heaviest pairs left cannot beat the best.
-    """
-    start = time.perf_counter()
-    weights, fixed = _prepare(dags, weights, fixed)
-    desc = [{v: nx.descendants(dag, v) for v in dag} for dag in dags]
-    near: dict = {}  # (p, v) -> {(q, u): w_pq(v, u)}
-    for (p, q), table in weights.items():
-        for (u, v), w in table.items():
-            near.setdefault((p, u), {})[(q, v)] = near.setdefault((q, v), {})[(p, u)] = w
-    free = near.keys() - {m for g in fixed for m in _members(g)}
-    items = [(p, v) for p, dag in enumerate(dags) for v in dag if (p, v) in free]
-    rest = []  # the most items[i:] can add: w_pq(u, v), p < q, v left; u and v pair once
-    for i in range(len(items) + 1):
-        left, bound = set(items[i:]), 0.0
-        for (_, q), table in weights.items():
-            most_p, most_q = {}, {}
-            for (u, v), w in table.items():
-                if (q, v) in left:
-                    most_p[u], most_q[v] = max(most_p.get(u, 0.0), w), max(most_q.get(v, 0.0), w)
-            bound += min(sum(most_p.values()), sum(most_q.values()))
-        rest.append(bound)
-    groups = [dict(_members(g)) for g in fixed]
-    best = {"value": -math.inf, "groups": []}
-
-    def reaches_itself(i: int) -> bool:  # in the group graph
-        todo, seen = [i], set()
-        multi = [(j, o) for j, o in enumerate(groups) if len(o) > 1]
-        while todo:
-            h = groups[todo.pop()]
-            for j, o in multi:
-                if any(q in h and o[q] in desc[q][h[q]] for q in o):
-                    if j == i:
-                        return True
-                    if j not in seen:
-                        seen.add(j)
-                        todo.append(j)
-        return False
-
-    def extend(i: int, value: float) -> None:
-        if value > best["value"]:
-            best["value"] = value
-            best["groups"] = [tuple(map(g.get, range(len(dags)))) for g in groups if len(g) > 1]
-        if i == len(items) or value + rest[i] <= best["value"]:
-            return
-        p, v = items[i]
-        joins = []  # (gain, group) for the groups v may join, heaviest first
-        for j, g in enumerate(groups[len(fixed) :], start=len(fixed)):
-            add = [near[(p, v)].get(m) for m in g.items()]
-            if p not in g and None not in add:
-                joins.append((-sum(add), j))
-        for add, j in sorted(joins):
-            if value - add + rest[i + 1] <= best["value"]:
-                break
-            groups[j][p] = v
-            if not reaches_itself(j):
-                extend(i + 1, value - add)
-            del groups[j][p]
-        groups.append({p: v})
-        extend(i + 1, value)
-        groups.pop()
-
-    extend(0, sum(group_weight(weights, g, True) for g in fixed))
-    return _sorted(dags, weights, best["groups"], fixed, "brute", True, start)
 
 
 def _align(dags, weights, vertices, p, fixed, depths) -> tuple[list[Group], float]:
