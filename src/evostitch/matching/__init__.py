@@ -199,6 +199,23 @@ def match_dags(
     )
 
 
+def _check_similarity(similarity: str, data) -> None:
+    if similarity not in ("uniform", "cka"):
+        raise MatchingError(f"unknown similarity {similarity!r}: use uniform or cka")
+    if similarity == "cka" and data is None:
+        raise DataError("CKA weights need data: pass --data (or data=batches)")
+
+
+def pair_weights(graph_a, graph_b, similarity: str, data, max_ratio: int) -> dict[Pair, float]:
+    """The compatible pairs of two traced networks and their weights: "uniform" (every
+    pair weighs 1, the paper's setting) or "cka" (linear CKA on `data`, input batches)."""
+    _check_similarity(similarity, data)
+    pairs = compatible_pairs(graph_a, graph_b, max_ratio)
+    if similarity == "uniform":
+        return uniform_weights(pairs)
+    return cka_weights(graph_a, graph_b, pairs, data)
+
+
 def match(
     graph_a,
     graph_b,
@@ -216,16 +233,8 @@ def match(
     "cka" (linear CKA on `data`, an iterable of input batches); `weights` overrides both.
     """
     start = time.perf_counter()
-    pairs = compatible_pairs(graph_a, graph_b, max_ratio)
     if weights is None:
-        if similarity == "uniform":
-            weights = uniform_weights(pairs)
-        elif similarity == "cka":
-            if data is None:
-                raise DataError("CKA weights need data: pass --data (or data=batches)")
-            weights = cka_weights(graph_a, graph_b, pairs, data)
-        else:
-            raise MatchingError(f"unknown similarity {similarity!r}: use uniform or cka")
+        weights = pair_weights(graph_a, graph_b, similarity, data, max_ratio)
     weight_seconds = time.perf_counter() - start
     fixed = [(graph_a.input, graph_b.input), (graph_a.output, graph_b.output)]
     result = match_dags(
@@ -257,21 +266,14 @@ def match_many(
     Weights per pair of parents as in `match` (`similarity` "uniform" or "cka" on `data`,
     batches read once per pair); inputs are grouped with inputs, outputs with outputs.
     """
-    if similarity not in ("uniform", "cka"):
-        raise MatchingError(f"unknown similarity {similarity!r}: use uniform or cka")
-    if similarity == "cka":
-        if data is None:
-            raise DataError("CKA weights need data: pass --data (or data=batches)")
-        data = list(data)
-    weights = {}
-    for p in range(len(graphs)):
-        for q in range(p + 1, len(graphs)):
-            pairs = compatible_pairs(graphs[p], graphs[q], max_ratio)
-            weights[(p, q)] = (
-                uniform_weights(pairs)
-                if similarity == "uniform"
-                else cka_weights(graphs[p], graphs[q], pairs, data)
-            )
+    _check_similarity(similarity, data)
+    if data is not None:
+        data = list(data)  # read once per pair of parents
+    weights = {
+        (p, q): pair_weights(graphs[p], graphs[q], similarity, data, max_ratio)
+        for p in range(len(graphs))
+        for q in range(p + 1, len(graphs))
+    }
     fixed = [tuple(g.input for g in graphs), tuple(g.output for g in graphs)]
     return match_parents(
         [g.dag for g in graphs],

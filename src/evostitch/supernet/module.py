@@ -138,11 +138,7 @@ class Supernet(nn.Module):
             time_limit=time_limit,
         )
         net = cls(graphs[0], graphs[1], result.pairs, specs)
-        net.input_shape = tuple(input_shape)
-        net.leaf_modules = list(leaf_modules)
-        net.matching = result
-        net.profile(example)
-        return net
+        return net._built(input_shape, leaf_modules, result, example)
 
     @classmethod
     def build_many(
@@ -168,11 +164,15 @@ class Supernet(nn.Module):
         )
         groups = [(*g, w) for g, w in zip(result.groups, result.weights, strict=True)]
         net = cls(graphs, matches=groups, specs=specs)
-        net.input_shape = tuple(input_shape)
-        net.leaf_modules = list(leaf_modules)
-        net.matching = result
-        net.profile(example)
-        return net
+        return net._built(input_shape, leaf_modules, result, example)
+
+    def _built(self, input_shape, leaf_modules, matching, example: torch.Tensor) -> Supernet:
+        """What a build records beside the structure, then its cost table."""
+        self.input_shape = tuple(input_shape)
+        self.leaf_modules = list(leaf_modules)
+        self.matching = matching
+        self.profile(example)
+        return self
 
     def save(self, folder: str | Path) -> Path:
         """Save as JSON + safetensors (see `evostitch.supernet.io`); returns the folder."""
