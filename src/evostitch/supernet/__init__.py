@@ -8,7 +8,7 @@ safetensors), `module` (`Supernet`, the nn.Module tying them together).
 
 from ..graph import example_input
 from .cost import CostTable, count_macs
-from .executor import Executor, combine, combine_outputs, log_probs
+from .executor import Executor, combine_outputs, log_probs
 from .module import Supernet
 from .plan import OTHER, SIDES, Key, Plan, Structure, Switch, side_names
 from .stitches import Stitch
@@ -24,7 +24,6 @@ __all__ = [
     "Structure",
     "Supernet",
     "Switch",
-    "combine",
     "combine_outputs",
     "count_macs",
     "example_input",

@@ -36,12 +36,6 @@ def log_probs(probs: torch.Tensor) -> torch.Tensor:
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
-def combine(choice: str, out_a: Any, out_b: Any) -> Any:
-    """An output switch on two parents' tensors: A, B, their mean, or log of their mean
-    softmax."""
-    return combine_outputs(choice, {"a": out_a, "b": out_b})
-
-
 def combine_outputs(choice: str, outputs: Mapping[str, Any]) -> Any:
     """An output switch on tensors: one parent's (`choice` its side), the mean of all
     `outputs` ("mean"), or the log of their mean softmax ("mean-prob"); summed in order."""
