@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from laps import Laps
+
 DATA = "mnist5k?size=32&channels=3"
 SHAPE = (3, 32, 32)
 # name -> (spec, training: epochs over the train split, batch size, peak learning rate
@@ -193,14 +195,7 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out / "supernet", ignore_errors=True)  # this benchmark's earlier result
     out.mkdir(parents=True, exist_ok=True)
-    phases: dict[str, float] = {}
-    start = clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[name], clock = now - clock, now
-        print(f"  [{name}: {phases[name]:.0f} s]", flush=True)
+    lap = Laps()
 
     splits = {s: load_dataset(DATA, s) for s in ("train", "val", "test")}
     print(f"{DATA}: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items()))
@@ -290,9 +285,7 @@ def main() -> None:
     if args.per_stitch or not met:
         per_stitch(net, evaluator, base, held)
         lap("single stitches")
-    total = time.perf_counter() - start
-    print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
-    print(f"total {total:.0f} s ({total / 60:.1f} min); results in {out}")
+    lap.summary(out)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ import argparse
 import json
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from laps import Laps
 from pretrained_parents import BLOCKS, DATA, SHAPE, prepare
 
 SPLITS = ("train", "val", "test")
@@ -76,14 +76,7 @@ def main() -> None:
     for folder in (sn, run_dir):  # this benchmark's own results from an earlier run
         shutil.rmtree(folder, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    phases: dict[str, float] = {}
-    start = clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        phases[name], clock = now - clock, now
-        print(f"  [{name}: {phases[name]:.0f} s]", flush=True)
+    lap = Laps()
 
     data = {s: load_dataset(DATA, s) for s in SPLITS}
     print(f"{DATA}: " + ", ".join(f"{s} {len(d)}" for s, d in data.items()))
@@ -171,9 +164,7 @@ def main() -> None:
                for n in ("parent-a", "parent-b"))
     ]  # fmt: skip
     print(f"dominate a parent on test: {len(either)} of {len(genotypes)}")
-    total = time.perf_counter() - start
-    print("\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
-    print(f"total {total:.0f} s ({total / 60:.1f} min); results in {out}")
+    lap.summary(out)
 
 
 if __name__ == "__main__":
