@@ -109,3 +109,13 @@ def test_untrained_stitches_are_seeded_so_the_untrained_figure_reproduces():
     api.stitch("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), seed=0, progress=False)
     assert torch.equal(torch.rand(3), expected)  # the caller's random stream is left alone
     torch.random.set_rng_state(state)
+
+
+def test_the_demo_build_is_seeded_too():
+    """The demo builds through Supernet.build, not api.stitch: the seed lives there."""
+    nets = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        nets.append(Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)))
+    first, again = (n.stitches.state_dict() for n in nets)
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -133,19 +133,18 @@ def stitch(
     if data is not None:
         check_input_shape(data, input_shape)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
-    with torch.random.fork_rng(devices=[]):  # untrained stitches seeded, global RNG kept
-        torch.manual_seed(seed)
-        net = Supernet.build(
-            a,
-            b,
-            input_shape,
-            weights_a=weights_a,
-            weights_b=weights_b,
-            similarity=similarity,
-            data=batches,
-            max_ratio=max_ratio,
-            leaf_modules=leaf_modules,
-        )
+    net = Supernet.build(
+        a,
+        b,
+        input_shape,
+        weights_a=weights_a,
+        weights_b=weights_b,
+        similarity=similarity,
+        data=batches,
+        max_ratio=max_ratio,
+        leaf_modules=leaf_modules,
+        seed=seed,
+    )
     if data is not None:
         check_data(net, data)
     net.data = data  # what `search` evaluates on unless told otherwise

@@ -7,7 +7,8 @@ profiling and extracting an offspring all go through one executor (`executor`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,19 @@ from .executor import Executor, run_fx_node
 from .extract import extract
 from .plan import Key, Plan, Structure, Switch
 from .stitches import Stitch
+
+
+def _seeded(build: Callable) -> Callable:
+    """`build(..., seed=0)`: the untrained stitches (and any randomly initialised parent)
+    drawn from `seed`, the caller's global random state left as it was."""
+
+    @functools.wraps(build)
+    def seeded(cls: type, *args: Any, seed: int = 0, **kwargs: Any) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(cls, *args, **kwargs)
+
+    return seeded
 
 
 class Supernet(nn.Module):
@@ -106,6 +120,7 @@ class Supernet(nn.Module):
 
     # ----- building, saving, loading -------------------------------------------------------------
     @classmethod
+    @_seeded
     def build(
         cls,
         a: str | nn.Module,
@@ -124,7 +139,8 @@ class Supernet(nn.Module):
 
         `similarity` is "uniform" (every compatible pair weighs 1) or "cka" (needs `data`,
         an iterable of input batches). `max_ratio` > 1 also allows stitching feature maps
-        whose sizes differ by an integer factor up to it.
+        whose sizes differ by an integer factor up to it. `seed` (keyword) draws the
+        untrained stitches; the caller's global random state is left as it was.
         """
         models, specs = _load_parents((a, b), (weights_a, weights_b))
         example = example_input(input_shape)
@@ -141,6 +157,7 @@ class Supernet(nn.Module):
         return net._built(input_shape, leaf_modules, result, example)
 
     @classmethod
+    @_seeded
     def build_many(
         cls,
         parents: Sequence[str | nn.Module],
