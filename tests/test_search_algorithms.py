@@ -127,6 +127,25 @@ def test_initialiser_is_stratified_and_starts_with_references() -> None:
     assert 0.4 < uniform.mean() < 0.6
 
 
+
+def test_initialiser_switches_with_more_values_are_on_at_rate_p() -> None:
+    """K parents: a switch of 3 values (own, stitched from either other parent) is on
+    (non-zero) in p of the random genotypes, each stitched value about equally often;
+    without `switches` those variables would be uniform (two thirds stitched)."""
+    cards = [5] + [3, 2] * 20
+    problem = Problem(cards, lambda g: (0.0, 0.0), switches=range(1, len(cards)))
+    x = np.array(initial_genotypes(problem, 1000, 0.1, np.random.default_rng(1), False))
+    assert np.all((x[:, 1:] != 0).sum(axis=0) == 100)  # stratified: exactly p * m per switch
+    wide = x[:, 1::2]
+    assert np.all(wide < 3) and set(np.unique(x[:, 2::2])) == {0, 1}
+    ones, twos = (wide == 1).sum(), (wide == 2).sum()
+    assert ones + twos == 2000 and 0.4 < ones / 2000 < 0.6
+    assert set(np.unique(x[:, 0])) == set(range(5))  # not a switch: uniform
+    pairwise = Problem([5] + [2] * 40, lambda g: (0.0, 0.0), switches=range(1, 41))
+    default = Problem([5] + [2] * 40, lambda g: (0.0, 0.0))
+    a = initial_genotypes(pairwise, 50, 0.1, np.random.default_rng(3))
+    assert a == initial_genotypes(default, 50, 0.1, np.random.default_rng(3))  # K = 2 as before
+
 def test_weight_vectors_span_the_simplex() -> None:
     rng = np.random.default_rng(0)
     w = weight_vectors(9, 2, rng)

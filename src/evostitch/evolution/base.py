@@ -26,7 +26,9 @@ class Problem:
     """What is searched: discrete variables, objectives to minimise, reference solutions.
 
     `metric_index` names the objective that holds the (negated) task metric, used by
-    adaptive steering; None for problems without one.
+    adaptive steering; None for problems without one. `switches` lists the variables
+    whose value 0 means "off" (a parent's own tensor) and any other value "on" (a
+    stitch): the initialiser's `p_stitch` applies to them; None: the binary variables.
     """
 
     cardinalities: Sequence[int]
@@ -36,6 +38,7 @@ class Problem:
     canonical: Callable[[Genotype], Genotype] | None = None
     references: Sequence[Genotype] = field(default_factory=list)
     metric_index: int | None = None
+    switches: Sequence[int] | None = None
     _seen: dict[Genotype, Genotype] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -111,6 +111,7 @@ def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives])
         canonical=net.canonical,
         references=net.reference_genotypes,
         metric_index=0,
+        switches=range(1, len(net.genotype_spec)),  # every variable but the output's
     )
 
 
