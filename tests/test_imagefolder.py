@@ -81,11 +81,14 @@ def test_data_that_does_not_fit_is_refused_in_one_line(photos, spec, shape, says
 
 def test_parents_preprocessing_fills_the_folder_spec(photos, capsys):
     tv = "torchvision:resnet18?weights=IMAGENET1K_V1"  # its transforms: no download needed
-    spec = resolve_data(f"imagefolder:{photos}", tv, "torchvision:resnet18", (3, 112, 112))
+    spec = resolve_data(f"imagefolder:{photos}", [tv, "torchvision:resnet18"], (3, 112, 112))
     assert "size=112" in spec and "resize=128" in spec  # 256/224 of the crop
     assert "mean=0.485,0.456,0.406" in spec and "interpolation=bilinear" in spec
     timm = "timm:vit_tiny_patch16_224?pretrained=true"  # mean/std 0.5, bicubic
-    mixed = resolve_data(f"imagefolder:{photos}", tv, timm, (3, 224, 224), progress=True)
+    mixed = resolve_data(f"imagefolder:{photos}", [tv, timm], (3, 224, 224), progress=True)
     assert "mean=0.485" in mixed and "parents preprocess differently" in capsys.readouterr().err
-    own = resolve_data(f"imagefolder:{photos}?mean=0.5,0.5,0.5", tv, timm, (3, 64, 64))
+    three = resolve_data(f"imagefolder:{photos}", ["demo:resnet_like", timm, tv], (3, 224, 224))
+    assert "mean=0.5,0.5,0.5" in three and "interpolation=bicubic" in three  # B's: A has none
+    assert "C: " in capsys.readouterr().err  # B and C disagree, A says nothing: still told
+    own = resolve_data(f"imagefolder:{photos}?mean=0.5,0.5,0.5", [tv, timm], (3, 64, 64))
     assert "resize" not in own and own.endswith("mean=0.5,0.5,0.5&size=64")

@@ -35,7 +35,7 @@ from .execution import DEFAULT_EVAL_BATCH, make_backend
 from .files import user_path
 from .graph import Graph, example_input, trace
 from .inputs import check_data, input_batches, resolve_data
-from .matching import MatchResult
+from .matching import MatchResult, MultiMatchResult, match_many
 from .matching import match as match_graphs
 from .models import load_model
 from .results.folder import Run
@@ -49,39 +49,66 @@ def _say(progress: bool):
     return console.print if progress else (lambda *_, **__: None)
 
 
+Parent = str | nn.Module
+
+
+def parent_list(
+    a: Any, b: Any, parents: Sequence[Any], weights: Sequence[Any], more: Sequence[Any]
+) -> tuple[list[Any], list[Any]]:
+    """The parents in side order (a, b when given, then `parents`) and their weights."""
+    more = list(more) or [None] * len(parents)
+    if len(more) != len(parents):
+        raise SupernetError(f"{len(more)} parent_weights for {len(parents)} parents")
+    given = list(zip((a, b), weights, strict=True))
+    if any(m is None and w is not None for m, w in given):
+        raise SupernetError("weights for parent a or b, which is not given")
+    listed = [(m, w) for m, w in given if m is not None]
+    listed += zip(parents, more, strict=True)
+    if len(listed) < 2:
+        raise SupernetError("need at least two parents: a and b, and/or parents=[...]")
+    return [m for m, _ in listed], [w for _, w in listed]
+
+
 def match(
-    a: str | nn.Module | Graph,
-    b: str | nn.Module | Graph,
+    a: Parent | Graph | None = None,
+    b: Parent | Graph | None = None,
     input_shape: Sequence[int] | None = None,
     *,
+    parents: Sequence[Parent | Graph] = (),
     weights_a: str | Path | None = None,
     weights_b: str | Path | None = None,
+    parent_weights: Sequence[str | Path | None] = (),
     data: str | Iterable[torch.Tensor] | None = None,
     similarity: str = "uniform",
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
     time_limit: float | None = None,
     progress: bool = True,
-) -> MatchResult:
-    """Match two parents' layers without creating cycles (`evostitch match`).
+) -> MatchResult | MultiMatchResult:
+    """Match parents' layers without creating cycles (`evostitch match`): pairs for two
+    parents, groups (`MultiMatchResult`, `evostitch.matching.match_many`) for more.
 
-    Parents are traced graphs, modules or model specs (then `input_shape` is needed).
-    CKA similarity reads inputs from `data`: input batches, or a dataset spec's training
-    split (random inputs without it).
+    Parents are traced graphs, modules or model specs (then `input_shape` is needed):
+    `a`, `b`, then any further `parents` (with `parent_weights`, one per parent). CKA
+    similarity reads inputs from `data`: input batches, or a dataset spec's training
+    split (random inputs without it). `time_limit` bounds a two-parent matching.
     """
+    models, weights = parent_list(a, b, parents, (weights_a, weights_b), parent_weights)
     graphs = []
-    for model, weights in ((a, weights_a), (b, weights_b)):
+    for model, w in zip(models, weights, strict=True):
         if not isinstance(model, Graph):
             if input_shape is None:
                 raise SupernetError("matching models (not traced graphs) needs input_shape")
             if isinstance(model, str):
-                model = load_model(model, weights)
+                model = load_model(model, w)
             model = trace(model, example_input(input_shape), leaf_modules)
         graphs.append(model)
     shape = input_shape or graphs[0][graphs[0].input].shape[1:]
     batches = data
     if similarity == "cka" and (data is None or isinstance(data, str)):
         batches = input_batches(data, shape, progress=progress)
+    if len(graphs) > 2:
+        return match_many(graphs, similarity=similarity, data=batches, max_ratio=max_ratio)
     return match_graphs(
         graphs[0],
         graphs[1],
@@ -93,14 +120,16 @@ def match(
 
 
 def stitch(
-    a: str | nn.Module,
-    b: str | nn.Module,
-    input_shape: Sequence[int],
+    a: Parent | None = None,
+    b: Parent | None = None,
+    input_shape: Sequence[int] | None = None,
     *,
+    parents: Sequence[Parent] = (),
     data: str | None = None,
     out: str | Path | None = None,
     weights_a: str | Path | None = None,
     weights_b: str | Path | None = None,
+    parent_weights: Sequence[str | Path | None] = (),
     similarity: str = "uniform",
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
@@ -115,7 +144,10 @@ def stitch(
     progress: bool = True,
 ) -> Supernet:
     """Build a supernetwork, fit its stitches on `data`'s train split and save it into
-    `out` (`evostitch stitch`). Without `data` the stitches stay untrained. `hold_samples`
+    `out` (`evostitch stitch`). Without `data` the stitches stay untrained. The parents
+    are `a`, `b`, then any further `parents` (K >= 2 in all; weights in `weights_a`,
+    `weights_b`, `parent_weights`); two are matched as pairs (`Supernet.build`), more
+    into groups (`Supernet.build_many`). `hold_samples`
     random offspring per p are scored before and after (0: none; `evaluation.holding`).
     `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 
@@ -129,26 +161,31 @@ def stitch(
     folder = user_path(out) if out is not None else None
     if folder is not None and (folder / "supernet.json").exists():
         raise SupernetError(f"{folder} already holds a finished result: choose another folder")
-    data = resolve_data(data, a, b, input_shape, progress)
+    models, weights = parent_list(a, b, parents, (weights_a, weights_b), parent_weights)
+    if input_shape is None:
+        raise SupernetError("stitching needs input_shape (one input's shape, e.g. (3, 224, 224))")
+    data = resolve_data(data, models, input_shape, progress)
     if data is not None:
         check_input_shape(data, input_shape)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
-    net = Supernet.build(
-        a,
-        b,
-        input_shape,
-        weights_a=weights_a,
-        weights_b=weights_b,
-        similarity=similarity,
-        data=batches,
-        max_ratio=max_ratio,
-        leaf_modules=leaf_modules,
-        seed=seed,
-    )
+    options = {
+        "similarity": similarity,
+        "data": batches,
+        "max_ratio": max_ratio,
+        "leaf_modules": leaf_modules,
+        "seed": seed,
+    }
+    if len(models) == 2:
+        net = Supernet.build(
+            *models, input_shape, weights_a=weights[0], weights_b=weights[1], **options
+        )
+    else:
+        net = Supernet.build_many(models, input_shape, weights=weights, **options)
     if data is not None:
         check_data(net, data)
     net.data = data  # what `search` evaluates on unless told otherwise
-    say(f"matched {len(net.matches)} points: {len(net.genotype_spec)} variables")
+    points = "points" if len(models) == 2 else f"groups of {len(models)} parents"
+    say(f"matched {len(net.matches)} {points}: {len(net.genotype_spec)} variables")
     if data is not None:
         val = load_dataset(data, "val")
         result, hold = measured(
@@ -198,16 +235,20 @@ def inspect(
     sample = []
     for _ in range(samples):
         g = [rng.randrange(net.genotype_spec[0])]
-        g += [int(rng.random() < 0.1) for _ in net.genotype_spec[1:]]
+        for c in net.genotype_spec[1:]:  # a switch on at rate 0.1, at any stitched value
+            on = int(rng.random() < 0.1)
+            g.append(rng.randrange(1, c) if on and c > 2 else on)
         sample.append({"genotype": net.canonical(g), **net.cost(g), "description": net.describe(g)})
     return {
         "parents": [
             {"side": side, **(spec or {}), **refs[side]}
-            for side, spec in zip("ab", net.specs, strict=True)
+            for side, spec in zip(net.sides, net.specs, strict=True)
         ],
         "task": net.task,
         "references": refs,
-        "matches": [{"a": x, "b": y, "score": s} for x, y, s in net.matches],
+        "matches": [
+            {**dict(zip(net.sides, m[:-1], strict=True)), "score": m[-1]} for m in net.matches
+        ],
         "variables": len(net.genotype_spec),
         "genotype_spec": net.genotype_spec,
         "offspring_sample": sample,

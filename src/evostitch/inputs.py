@@ -12,7 +12,7 @@ from rich.console import Console
 from .data import check_input_shape, dataset_info, format_spec, load_dataset, parse_spec
 from .errors import DataError
 from .files import absolute
-from .supernet import Supernet
+from .supernet import Supernet, side_names
 
 
 def _say(progress: bool):
@@ -53,12 +53,13 @@ def check_data(net: Supernet, data: str) -> None:
 
 
 def resolve_data(
-    data: str | None, a: Any, b: Any, input_shape: Sequence[int], progress: bool = True
+    data: str | None, parents: Sequence[Any], input_shape: Sequence[int], progress: bool = True
 ) -> str | None:
     """The dataset spec a supernetwork records: its folder absolute (a later search may
     run elsewhere); an image folder completed with the parents' own preprocessing
     (resize, mean, std, interpolation of their pretrained weights) and the input side,
-    unless the spec sets them; parents that disagree get parent A's, said in one line."""
+    unless the spec sets them; parents that disagree get the first known one's (parent
+    A's when it has one), said in one line."""
     from .models import preprocessing
 
     if data is None:
@@ -70,14 +71,16 @@ def resolve_data(
         return format_spec(kind, path, opts)
     opts.setdefault("size", str(input_shape[-1]))
     if not {"resize", "mean", "std", "interpolation"} & opts.keys():
-        own = {side: preprocessing(spec) for side, spec in (("A", a), ("B", b))}
-        chosen = own["A"] or own["B"]
-        if chosen is not None:
+        sides = [s.upper() for s in side_names(len(parents))]
+        own = {side: preprocessing(spec) for side, spec in zip(sides, parents, strict=True)}
+        known = {side: p for side, p in own.items() if p is not None}
+        if known:
+            first, chosen = next(iter(known.items()))
             opts = {**chosen.options(int(opts["size"])), **opts}
-            if None not in own.values() and own["A"] != own["B"]:
+            if any(p != chosen for p in known.values()):
+                ways = "; ".join(f"{side}: {p.describe()}" for side, p in known.items())
                 _say(progress)(
-                    f"[yellow]the parents preprocess differently (A: {own['A'].describe()}; "
-                    f"B: {own['B'].describe()}): using A's; set resize/mean/std/interpolation "
-                    "in the data spec to choose[/yellow]"
+                    f"[yellow]the parents preprocess differently ({ways}): using {first}'s; "
+                    "set resize/mean/std/interpolation in the data spec to choose[/yellow]"
                 )
     return format_spec(kind, path, opts)

@@ -20,8 +20,26 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-SpecA = Annotated[str, typer.Option("--a", help="Parent A, e.g. torchvision:resnet50.")]
-SpecB = Annotated[str, typer.Option("--b", help="Parent B, e.g. torchvision:resnext50_32x4d.")]
+SpecA = Annotated[str | None, typer.Option("--a", help="Parent A, e.g. torchvision:resnet50.")]
+SpecB = Annotated[
+    str | None, typer.Option("--b", help="Parent B, e.g. torchvision:resnext50_32x4d.")
+]
+Parents = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--parent",
+        help="A further parent (repeat it: --a/--b and every --parent, in order, make the "
+        "K >= 2 parents; more than two are matched into groups).",
+    ),
+]
+ParentWeights = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--parent-weights",
+        help="Weights of each --parent, in order (give one per --parent, or none).",
+        callback=expand_user,
+    ),
+]
 WeightsA = Annotated[
     Path | None,
     typer.Option(

@@ -14,6 +14,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
+from ..supernet import side_names
 from ..training import DEFAULT_FIT_SAMPLES
 from .app import (
     Amp,
@@ -23,6 +24,8 @@ from .app import (
     InputShape,
     Leaf,
     MaxRatio,
+    Parents,
+    ParentWeights,
     Similarity,
     SpecA,
     SpecB,
@@ -37,68 +40,95 @@ from .app import (
 
 @app.command()
 def match(
-    a: SpecA,
-    b: SpecB,
     input_shape: InputShape,
+    a: SpecA = None,
+    b: SpecB = None,
+    parent: Parents = None,
     a_weights: WeightsA = None,
     b_weights: WeightsB = None,
+    parent_weights: ParentWeights = None,
     data: Data = None,
     similarity: Similarity = "uniform",
     max_ratio: MaxRatio = 1,
     leaf_module: Leaf = None,
-    time_limit: Annotated[float | None, typer.Option(help="Seconds for the matching.")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Seconds for matching two parents.")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Trace two parents and match their layers without creating cycles."""
+    """Trace the parents and match their layers without creating cycles (pairs for two
+    parents, groups for more)."""
     from ..graph import example_input, trace
     from ..models import load_model
 
     shape = parse_shape(input_shape)
+    specs, weights = api.parent_list(
+        a, b, parent or (), (a_weights, b_weights), parent_weights or ()
+    )
     start = time.perf_counter()
     graphs = [
         trace(load_model(spec, w), example_input(shape), leaf_module or ())
-        for spec, w in ((a, a_weights), (b, b_weights))
+        for spec, w in zip(specs, weights, strict=True)
     ]
     if similarity == "uniform" and data is None:
         console.print("[dim]uniform weights: no data needed[/dim]")
     result = api.match(
-        *graphs, shape, data=data, similarity=similarity, max_ratio=max_ratio, time_limit=time_limit
+        parents=graphs,
+        input_shape=shape,
+        data=data,
+        similarity=similarity,
+        max_ratio=max_ratio,
+        time_limit=time_limit,
     )
     seconds = time.perf_counter() - start
+    sides = side_names(len(graphs))
+    if len(graphs) == 2:
+        rows = result.pairs
+    else:
+        rows = [(*g, w) for g, w in zip(result.groups, result.weights, strict=True)]
     report = {
-        "a": a,
-        "b": b,
-        "candidates": {"a": len(graphs[0].candidates()), "b": len(graphs[1].candidates())},
-        "matches": [{"a": x, "b": y, "score": s} for x, y, s in result.pairs],
+        **dict(zip(sides, specs, strict=True)),
+        "candidates": {s: len(g.candidates()) for s, g in zip(sides, graphs, strict=True)},
+        "matches": [{**dict(zip(sides, r[:-1], strict=True)), "score": r[-1]} for r in rows],
         "total": result.total,
         "optimal": result.optimal,
-        "seconds": {"weights": result.weight_seconds, "matching": result.seconds, "all": seconds},
+        "seconds": {
+            "weights": getattr(result, "weight_seconds", None),
+            "matching": result.seconds,
+            "all": seconds,
+        },
     }
     if as_json:
         print(json.dumps(report, indent=1))
         return
-    table = Table("A node", "B node", "score", title=f"{len(result.pairs)} matches")
-    for x, y, s in result.pairs:
-        table.add_row(x, y, f"{s:.3f}")
+    what = "matches" if len(graphs) == 2 else "groups"
+    table = Table(*(f"{s.upper()} node" for s in sides), "score", title=f"{len(rows)} {what}")
+    for *nodes, score in rows:
+        table.add_row(*(n or "-" for n in nodes), f"{score:.3f}")
     Console().print(table)
+    candidates = ", ".join(f"{s.upper()} {n}" for s, n in report["candidates"].items())
+    timing = f"matching {result.seconds:.1f}s, all {seconds:.1f}s"
+    if len(graphs) == 2:
+        timing = f"weights {result.weight_seconds:.1f}s, " + timing
     Console().print(
-        f"candidates: A {report['candidates']['a']}, B {report['candidates']['b']}; "
-        f"total {result.total:.3f} ({'optimal' if result.optimal else 'time limit hit'}); "
-        f"weights {result.weight_seconds:.1f}s, matching {result.seconds:.1f}s, all {seconds:.1f}s"
+        f"candidates: {candidates}; total {result.total:.3f} "
+        f"({'optimal' if result.optimal else 'not proven optimal'}); {timing}"
     )
 
 
 @app.command()
 def stitch(
-    a: SpecA,
-    b: SpecB,
     input_shape: InputShape,
     out: Annotated[
         Path,
         typer.Option("--out", help="Folder to write the supernetwork to.", callback=expand_user),
     ],
+    a: SpecA = None,
+    b: SpecB = None,
+    parent: Parents = None,
     a_weights: WeightsA = None,
     b_weights: WeightsB = None,
+    parent_weights: ParentWeights = None,
     data: Data = None,
     similarity: Similarity = "uniform",
     max_ratio: MaxRatio = 1,
@@ -127,17 +157,20 @@ def stitch(
     device: Device = None,
     amp: Amp = None,
 ) -> None:
-    """Build a supernetwork (match, insert stitches, train them on --data) and save it."""
+    """Build a supernetwork of two or more parents (match, insert stitches, train them on
+    --data) and save it."""
     if hold_samples < 0:
         raise EvostitchError("need --hold-samples >= 0")
     api.stitch(
         a,
         b,
         parse_shape(input_shape),
+        parents=parent or (),
         data=data,
         out=out,
         weights_a=a_weights,
         weights_b=b_weights,
+        parent_weights=parent_weights or (),
         similarity=similarity,
         max_ratio=max_ratio,
         leaf_modules=leaf_module or (),

@@ -145,9 +145,9 @@ def print_search(run: api.Run) -> None:
             f"racing: {result.raced_stopped} of {result.raced} offspring stopped early, "
             f"{result.images_saved:,} images saved"
         )
-    table = Table("metric", "MMACs", "genotype (stitched switches)", title="front")
+    table = Table("metric", "MMACs", "genotype (stitched switches[:value])", title="front")
     for r in sorted(result.front, key=lambda r: r.objectives[1]):
-        on = [i for i, v in enumerate(r.canonical) if v and i > 0]
+        on = [i if v == 1 else f"{i}:{v}" for i, v in enumerate(r.canonical) if v and i > 0]
         table.add_row(
             f"{-r.objectives[0]:.4f}",
             f"{r.objectives[1] / 1e6:.3f}",
