@@ -19,7 +19,9 @@ RunArg = Annotated[Path, typer.Argument(help="A search run folder.", callback=ex
 SolutionOpt = Annotated[
     str,
     typer.Option(
-        "--solution", help="Row id in the run store, or parent-a, parent-b, ensemble(-prob)."
+        "--solution",
+        help="Row id in the run store, or parent-a, parent-b, ... (one per parent),"
+        " ensemble(-prob).",
     ),
 ]
 

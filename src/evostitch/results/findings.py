@@ -4,11 +4,12 @@ Findings are measured on the held-out split when the run was re-evaluated
 (``reevaluation_test.json``: its front and reference solutions only), otherwise on the
 split the search used (every evaluated solution); each finding names its `split`. The
 task metric is maximised, MACs are minimised. An offspring is any solution that is not a
-reference solution (parent-a, parent-b, ensemble, ensemble-prob).
+reference solution (parent-a, parent-b, ... one per parent, ensemble, ensemble-prob: see
+`evostitch.results.run.reference_names`).
 
-- ``dominating_offspring``: offspring with a strictly better metric than parent-a or
-  parent-b at no more MACs; their number per parent and the best of them (highest
-  metric, then fewest MACs), compared with the strongest parent it dominates;
+- ``dominating_offspring``: offspring with a strictly better metric than a parent (any
+  of the run's K parents) at no more MACs; their number per parent and the best of them
+  (highest metric, then fewest MACs), compared with the strongest parent it dominates;
 - ``ensemble_like``: the cheapest offspring whose metric is at least the better
   ensemble's (ensemble or ensemble-prob), and the MACs it saves against that ensemble;
 - ``stitches_hold``: the figure stored beside the supernetwork when its stitches were
@@ -42,9 +43,8 @@ from ..evolution.archive import hypervolume, nondominated
 from ..evolution.racing import race_counts
 from ..evolution.store import EvaluationRecord, RunConfig
 from .findings_text import TEXTS
-from .run import reference_name
+from .run import TWO_PARENTS, parent_names, reference_name
 
-PARENTS = ("parent-a", "parent-b")
 ENSEMBLES = ("ensemble", "ensemble-prob")
 KEYS = (
     "dominating_offspring",
@@ -73,10 +73,14 @@ class Scored:
 
 
 def scored_solutions(
-    records: Sequence[EvaluationRecord], reeval: dict | None = None, search_split: str = "val"
+    records: Sequence[EvaluationRecord],
+    reeval: dict | None = None,
+    search_split: str = "val",
+    output_choices: Sequence[str] = TWO_PARENTS,
 ) -> tuple[str, list[Scored]]:
     """The split the findings are measured on and the solutions scored there: the
-    re-evaluated ones on the held-out split, else every successful record on the search's."""
+    re-evaluated ones on the held-out split, else every successful record on the search's
+    (named by the supernetwork's `output_choices`)."""
     if reeval:
         split, metric = reeval["split"], reeval["metric"]
         return split, [
@@ -86,7 +90,7 @@ def scored_solutions(
     solutions = []
     for r in records:
         if r.ok:
-            name = reference_name(r.canonical)
+            name = reference_name(r.canonical, output_choices)
             solutions.append(
                 Scored(name or str(r.id), r.id, name, -r.objectives[0], r.objectives[1])
             )
@@ -102,14 +106,18 @@ def _labels(solutions: list[Scored]) -> list[str]:
 
 
 def dominating_offspring(
-    solutions: Sequence[Scored], split: str, pool: str = "evaluated"
+    solutions: Sequence[Scored],
+    split: str,
+    pool: str = "evaluated",
+    parents: Sequence[str] = parent_names(),
 ) -> dict[str, Any]:
     """Offspring with a strictly better metric than a parent at no more MACs than it;
-    `pool` says which offspring were compared (for the sentence)."""
+    `pool` says which offspring were compared (for the sentence), `parents` the run's
+    parents' reference names (`parent_names`)."""
     refs = {s.name: s for s in solutions if s.name}
     offspring = [s for s in solutions if s.name is None]
     by_parent, dominated = {}, {}
-    for name in PARENTS:
+    for name in parents:
         if (parent := refs.get(name)) is None:
             continue
         beat = sorted(
@@ -131,7 +139,7 @@ def dominating_offspring(
         "count": len(winners),
         "solutions": _labels(winners),
         "by_parent": by_parent,
-        "missing_parents": [n for n in PARENTS if n not in refs],
+        "missing_parents": [n for n in parents if n not in refs],
         "best": best,
     }
 
@@ -289,18 +297,21 @@ def compute_findings(
     runs: Sequence[tuple[str, RunConfig, Sequence[EvaluationRecord]]] = (),
     ref_point: Sequence[float] | None = None,
     hold: dict | None = None,
+    output_choices: Sequence[str] = TWO_PARENTS,
 ) -> dict[str, Any]:
     """Every finding of a run (`KEYS`), each with a one-sentence `text`.
 
     `records`: the run's successful evaluations; `stored`: all its rows, failed ones too
     (default `records`); `runs` (label, config, records) with `ref_point`: the runs whose
     hypervolumes are compared (none without a reference point); `hold`: the supernetwork's
-    stored "stitches hold" figure (`evaluation.holding`), None if it has none.
+    stored "stitches hold" figure (`evaluation.holding`), None if it has none;
+    `output_choices`: the supernetwork's (they name the reference solutions and parents).
     """
-    split, solutions = scored_solutions(records, reeval, search_split)
+    split, solutions = scored_solutions(records, reeval, search_split, output_choices)
     pool = "re-evaluated" if reeval else "evaluated"
+    parents = parent_names(output_choices)
     findings = {
-        "dominating_offspring": dominating_offspring(solutions, split, pool),
+        "dominating_offspring": dominating_offspring(solutions, split, pool, parents),
         "ensemble_like": ensemble_like(solutions, split, pool),
         "stitches_hold": {"measured": hold is not None, "split": "val", **(hold or {})},
         "inactive_variables": inactive_variables(

@@ -15,7 +15,7 @@ from .export import export_solution
 from .finetune import finetune_solution
 from .reevaluate import load_reevaluation, reevaluate
 from .report import write_front_csv, write_report
-from .run import find_solution, load_supernet, read_run, run_solutions
+from .run import find_solution, load_supernet, output_choices_of, read_run, run_solutions
 
 
 @dataclass
@@ -41,7 +41,8 @@ class Run:
         return run_solutions(self.supernet, self.records)
 
     def solution(self, key: str | int):
-        """A solution by row id or reference name (parent-a, parent-b, ensemble...)."""
+        """A solution by row id or reference name (parent-a, parent-b, ... one per parent,
+        ensemble, ensemble-prob)."""
         return find_solution(self.supernet, self.records, str(key))
 
     @cached_property
@@ -51,7 +52,8 @@ class Run:
 
     def write_front_csv(self) -> Path:
         """RUN/front.csv: the front and the reference solutions."""
-        return write_front_csv(self.records, self.path / "front.csv")
+        path = self.path / "front.csv"
+        return write_front_csv(self.records, path, output_choices=output_choices_of(self.config))
 
     def report(self, others: Sequence[str | Path] = ()) -> list[Path]:
         """front.csv, front.png, hypervolume.png and report.html (`evostitch report`)."""

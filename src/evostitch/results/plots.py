@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import cycle
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from ..evolution.archive import dominates, hypervolume, nondominated, weakly_dom
 from ..evolution.store import EvaluationRecord
 from .findings import hypervolume_box
 
+PARENT_MARKERS = "s^<>ph*XP8"  # one per parent (cycled past ten), in their order
+ENSEMBLE_MARKERS = "Dv"  # the ensembles' (labels starting with "ensemble")
 HV_POINTS = 300  # evaluations at which the hypervolume is computed
 BELOW = 1.0  # the view reaches below the lowest front/reference metric by their metric span
 PAD = 0.06  # margin around the points shown, a fraction of their range (as report.html's)
@@ -66,6 +69,13 @@ def _pyplot():
     return plt
 
 
+def _markers(labels: Sequence[str]) -> list[str]:
+    """A marker per reference label: the parents' in order, then the ensembles' (for two
+    parents: square, triangle, diamond, triangle down)."""
+    parents, ensembles = cycle(PARENT_MARKERS), cycle(ENSEMBLE_MARKERS)
+    return [next(ensembles if s.startswith("ensemble") else parents) for s in labels]
+
+
 def plot_front(
     records: list[EvaluationRecord],
     references: dict[str, tuple],
@@ -105,7 +115,7 @@ def plot_front(
         front = sorted(nondominated(recs), key=lambda r: r.objectives[1])
         xs, ys = [r.objectives[1] / 1e6 for r in front], [-r.objectives[0] for r in front]
         ax.step(xs, ys, where="post", color=color, marker="o", ms=4, label=label)
-    for (name, objectives), marker in zip(references.items(), "s^Dv", strict=False):
+    for (name, objectives), marker in zip(references.items(), _markers(references), strict=True):
         ax.scatter(objectives[1] / 1e6, -objectives[0], marker=marker, s=60, zorder=3, label=name)
     ax.set_xlabel("MMACs per input")
     ax.set_ylabel("validation metric")

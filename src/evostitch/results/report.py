@@ -12,8 +12,8 @@
 - ``findings.json``: what the run shows, in numbers (`evostitch.results.findings`);
 - ``report.html``: one self-contained page (no network, data as JSON, hand-written JS)
   with the findings as sentences, an interactive scatter (zoomed as front.png, every
-  offspring one click away), the front as a table and, for
-  a selected offspring, the two parents' graphs with the used nodes and the stitches drawn.
+  offspring one click away), the front as a table and, for a selected offspring, the
+  parents' graphs (one column per parent, K >= 2) with the used nodes and the stitches drawn.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -34,11 +35,18 @@ from ..evaluation.metrics import primary_metric
 from ..evolution.archive import nondominated, reference_point_from
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
 from ..files import absolute, user_path
-from ..supernet import SIDES, Supernet
+from ..supernet import Supernet
 from .findings import compute_findings, finding_texts
 from .plots import front_view, plot_front, plot_hypervolume
 from .reevaluate import load_reevaluation
-from .run import genotype_text, read_run, reference_name
+from .run import (
+    TWO_PARENTS,
+    genotype_text,
+    output_choices_of,
+    read_run,
+    reference_name,
+    reference_names,
+)
 
 LABELS = {
     "parent-a": "parent A",
@@ -49,10 +57,21 @@ LABELS = {
 MAX_POINTS = 4000  # offspring drawn in report.html (the front and references always)
 
 
-def references_in(records: list[EvaluationRecord]) -> dict[str, tuple[float, ...]]:
-    """Objectives of the reference solutions found among `records`, by display label."""
-    found = {reference_name(r.canonical): r.objectives for r in records}
-    return {LABELS[k]: found[k] for k in LABELS if k in found}
+def reference_label(name: str) -> str:
+    """A reference solution's display label: parent-c -> "parent C", as `LABELS`."""
+    if name in LABELS:
+        return LABELS[name]
+    return f"parent {name.removeprefix('parent-').upper()}"
+
+
+def references_in(
+    records: list[EvaluationRecord], output_choices: Sequence[str] = TWO_PARENTS
+) -> dict[str, tuple[float, ...]]:
+    """Objectives of the reference solutions found among `records`, by display label (in
+    the order of the supernetwork's `output_choices`)."""
+    found = {reference_name(r.canonical, output_choices): r.objectives for r in records}
+    names = reference_names(output_choices)
+    return {reference_label(k): found[k] for k in names if k in found}
 
 
 def _test_rows(reeval: dict | None) -> dict[str, dict]:
@@ -60,11 +79,15 @@ def _test_rows(reeval: dict | None) -> dict[str, dict]:
 
 
 def write_front_csv(
-    records: list[EvaluationRecord], path: Path, reeval: dict | None = None
+    records: list[EvaluationRecord],
+    path: Path,
+    reeval: dict | None = None,
+    output_choices: Sequence[str] = TWO_PARENTS,
 ) -> Path:
-    """The front by MACs, then the reference solutions that are not on it."""
+    """The front by MACs, then the reference solutions that are not on it (named by the
+    supernetwork's `output_choices`)."""
     front = sorted(nondominated(records), key=lambda r: r.objectives[1])
-    refs = [r for r in records if reference_name(r.canonical) and r not in front]
+    refs = [r for r in records if reference_name(r.canonical, output_choices) and r not in front]
     rows = _test_rows(reeval)
     extra = []
     if reeval:
@@ -87,7 +110,7 @@ def write_front_csv(
                 if len(extra) > 4:
                     values += [row[split]["ece_calibrated"], row["temperature"]]
             values += [""] * (len(extra) - len(values))
-            name = reference_name(r.canonical) or ""
+            name = reference_name(r.canonical, output_choices) or ""
             cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
             writer.writerow([*cells, genotype_text(r.canonical)])
     return path
@@ -102,12 +125,17 @@ def _hex(bits: list[bool]) -> str:
 
 
 def _structure(net: Supernet, genotype: tuple[int, ...]) -> dict:
-    """Used nodes (hex bit masks per side), stitches and output of one offspring."""
+    """Used nodes (hex bit masks per side), stitches and output of one offspring. A stitch
+    is [side, source index, node index], plus its source side where K > 2 (for K = 2 it
+    is the other side)."""
     plan = net.plan(genotype)
-    index = {s: {n: i for i, n in enumerate(net.graphs[s].nodes)} for s in SIDES}
-    used = [_hex([(s, n) in plan.raw for n in net.graphs[s].nodes]) for s in SIDES]
+    index = {s: {n: i for i, n in enumerate(net.graphs[s].nodes)} for s in net.sides}
+    used = [_hex([(s, n) in plan.raw for n in net.graphs[s].nodes]) for s in net.sides]
+    more = len(net.sides) > 2
     stitches = [
-        [sw.side, index[sw.src[0]][sw.source], index[sw.side][sw.node]] for sw in plan.stitched
+        [sw.side, index[sw.src[0]][sw.source], index[sw.side][sw.node]]
+        + ([sw.src[0]] if more else [])
+        for sw in plan.stitched
     ]
     return {
         "d": net.describe(genotype),
@@ -118,9 +146,10 @@ def _structure(net: Supernet, genotype: tuple[int, ...]) -> dict:
 
 
 def _graphs(net: Supernet) -> dict:
-    """Both parents' nodes (name, shape, input indices) and the matched pairs, by index."""
+    """Each parent's nodes (name, shape, input indices), keyed by side in side order (the
+    page's columns), and the matched groups: per side a node index or None."""
     out, indices = {}, {}
-    for side, spec in zip(SIDES, net.specs, strict=True):
+    for side, spec in zip(net.sides, net.specs, strict=True):
         g = net.graphs[side]
         index = indices[side] = {n: i for i, n in enumerate(g.nodes)}
         nodes = [
@@ -133,7 +162,10 @@ def _graphs(net: Supernet) -> dict:
         ]
         label = (spec or {}).get("spec") or type(g.module).__name__
         out[side] = {"spec": label, "nodes": nodes, "output": index[g.output]}
-    matches = [[indices["a"][a], indices["b"][b]] for a, b, _ in net.matches]
+    matches = [
+        [None if n is None else indices[s][n] for s, n in zip(net.sides, m[:-1], strict=True)]
+        for m in net.matches
+    ]
     return {"graphs": out, "matches": matches}
 
 
@@ -155,13 +187,14 @@ def html_data(
     summary: dict,
 ) -> dict:
     """Everything report.html shows, as plain JSON-able values."""
+    choices = net.output_choices if net is not None else output_choices_of(config)
     front = {r.id for r in nondominated(records)}
-    keep = front | {r.id for r in records if reference_name(r.canonical)}
+    keep = front | {r.id for r in records if reference_name(r.canonical, choices)}
     rows = _test_rows(reeval)
     points = []
     for r in _shown(records, keep):
         p = {"id": r.id, "m": -r.objectives[0], "c": r.objectives[1], "f": r.id in front}
-        p["ref"] = reference_name(r.canonical)
+        p["ref"] = reference_name(r.canonical, choices)
         if net is not None:
             p |= _structure(net, r.canonical)
         if row := rows.get(genotype_text(r.canonical)):
@@ -236,14 +269,16 @@ def write_report(
         label += f" #{len(runs) + 1}" if label in dict(runs) else ""
         runs.append((label, other_records))
         configs.append(other_config)
-    references = references or references_in(records)
+    net = _load_net(config, trust_code)
+    choices = net.output_choices if net is not None else output_choices_of(config)
+    references = references or references_in(records, choices)
     ref_objectives = list(references.values()) or [
         tuple(np.max([r.objectives for r in records], axis=0))
     ]
     ref_point = reference_point_from(ref_objectives)
     reeval = load_reevaluation(run)
     files = [
-        write_front_csv(records, run / "front.csv", reeval),
+        write_front_csv(records, run / "front.csv", reeval, choices),
         plot_front(records, references, run / "front.png", runs[1:]),
     ]
     hv_path, final = plot_hypervolume(runs, ref_point, run / "hypervolume.png")
@@ -260,7 +295,7 @@ def write_report(
         "ref_point": list(ref_point),
         "view": asdict(front_view(records, references)),  # the scatter's default region
     }
-    data = html_data(config, records, _load_net(config, trust_code), reeval, summary)
+    data = html_data(config, records, net, reeval, summary)
     findings = compute_findings(
         records,
         reeval,
@@ -271,6 +306,7 @@ def write_report(
         runs=[(label, c, recs) for (label, recs), c in zip(runs, configs, strict=True)],
         ref_point=ref_point,
         hold=load_hold_figure(config.problem["supernet"]) if "supernet" in config.problem else None,
+        output_choices=choices,
     )
     write_json_atomic(run / "findings.json", findings)
     data["findings"] = finding_texts(findings)

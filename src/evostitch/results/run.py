@@ -1,25 +1,32 @@
 """A run's solutions: its front and the reference solutions, named as the CLI names them.
 
 A solution is named by its row id in the run store, or by the name of a reference
-solution: parent-a, parent-b, ensemble (mean of the outputs) and, for classifiers,
-ensemble-prob (mean of the probabilities).
+solution, one per output choice of the supernetwork (`reference_names`): parent-a,
+parent-b, ... (one per parent, K >= 2), ensemble (mean of the outputs) and, for
+classifiers, ensemble-prob (mean of the probabilities).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from ..errors import RunError
+from ..errors import EvostitchError, RunError
 from ..evolution.archive import nondominated
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore
 from ..files import user_path
-from ..supernet import Supernet
+from ..supernet import Supernet, side_names
+from ..supernet.io import JSON_NAME
 
-REFERENCE_NAMES = ("parent-a", "parent-b", "ensemble", "ensemble-prob")
+ENSEMBLE_NAMES = {"mean": "ensemble", "mean-prob": "ensemble-prob"}
+# the output choices of a two-parent classifier: the default where none are given (their
+# names also fit a two-parent segmenter, which only lacks the last)
+TWO_PARENTS = ("a", "b", "mean", "mean-prob")
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,41 @@ def genotype_text(genotype: tuple[int, ...]) -> str:
     return "".join(map(str, genotype))
 
 
-def reference_name(genotype: tuple[int, ...]) -> str | None:
-    """parent-a, parent-b, ensemble or ensemble-prob for a reference genotype, else None."""
-    if genotype and not any(genotype[1:]) and genotype[0] < len(REFERENCE_NAMES):
-        return REFERENCE_NAMES[genotype[0]]
+def reference_names(output_choices: Sequence[str] = TWO_PARENTS) -> tuple[str, ...]:
+    """The reference solutions' names, one per output choice (`Supernet.output_choices`):
+    side s -> parent-s, mean -> ensemble, mean-prob -> ensemble-prob."""
+    return tuple(ENSEMBLE_NAMES.get(c, f"parent-{c}") for c in output_choices)
+
+
+REFERENCE_NAMES = reference_names()  # those of a two-parent classifier
+
+
+def parent_names(output_choices: Sequence[str] = TWO_PARENTS) -> tuple[str, ...]:
+    """The parents' reference names (parent-a, parent-b, ...), in side order."""
+    return tuple(f"parent-{c}" for c in output_choices if c not in ENSEMBLE_NAMES)
+
+
+def reference_name(
+    genotype: tuple[int, ...], output_choices: Sequence[str] = TWO_PARENTS
+) -> str | None:
+    """The reference name of a reference genotype (output choice, every switch 0), else None."""
+    names = reference_names(output_choices)
+    if genotype and not any(genotype[1:]) and genotype[0] < len(names):
+        return names[genotype[0]]
     return None
+
+
+def output_choices_of(config: RunConfig) -> tuple[str, ...]:
+    """The output choices of the supernetwork a run searched, read from its supernet.json
+    (no parent is rebuilt); a two-parent classifier's when that file cannot be read."""
+    folder = config.problem.get("supernet")
+    try:
+        meta = json.loads((user_path(folder) / JSON_NAME).read_text())
+        sides = side_names(len(meta["parents"]))
+        task = meta["task"]
+    except (OSError, ValueError, TypeError, KeyError, EvostitchError):
+        return TWO_PARENTS
+    return (*sides, "mean") + (("mean-prob",) if task == "classification" else ())
 
 
 def read_run(run: str | Path) -> tuple[RunConfig, list[EvaluationRecord]]:
@@ -59,45 +96,46 @@ def load_supernet(config: RunConfig, *, trust_code: bool = False) -> Supernet:
     return Supernet.load(folder, trust_code=trust_code)
 
 
-def _solution(record: EvaluationRecord) -> Solution:
-    name = reference_name(record.canonical)
+def _solution(record: EvaluationRecord, choices: Sequence[str]) -> Solution:
+    name = reference_name(record.canonical, choices)
     return Solution(name or str(record.id), record.canonical, record.id, name, record.objectives)
 
 
 def run_solutions(net: Supernet, records: list[EvaluationRecord]) -> list[Solution]:
     """The front (by MACs) followed by every reference solution not already on it."""
     front = sorted(nondominated(records), key=lambda r: r.objectives[1])
-    found = [_solution(r) for r in front]
+    choices = net.output_choices
+    found = [_solution(r, choices) for r in front]
     stored = {r.canonical: r for r in records}
     for g in net.reference_genotypes:
         if not any(s.genotype == g for s in found):
-            found.append(_solution(stored[g]) if g in stored else _reference(g))
+            found.append(_solution(stored[g], choices) if g in stored else _reference(g, choices))
     return found
 
 
-def _reference(genotype: tuple[int, ...]) -> Solution:
-    name = reference_name(genotype)
+def _reference(genotype: tuple[int, ...], choices: Sequence[str]) -> Solution:
+    name = reference_name(genotype, choices)
     return Solution(name, genotype, name=name)
 
 
 def find_solution(net: Supernet, records: list[EvaluationRecord], key: str) -> Solution:
-    """The solution named `key`: a row id of the run store or a reference name."""
-    if key in REFERENCE_NAMES:
-        index = REFERENCE_NAMES.index(key)
-        if index >= len(net.reference_genotypes):
-            raise RunError(f"{key} does not exist for a {net.task} supernetwork")
-        g = net.reference_genotypes[index]
+    """The solution named `key`: a row id of the run store or a reference name (one of
+    `reference_names(net.output_choices)`)."""
+    choices = net.output_choices
+    names = reference_names(choices)
+    if key in names:
+        g = net.reference_genotypes[names.index(key)]
         stored = [r for r in records if r.canonical == g]
-        return _solution(stored[0]) if stored else _reference(g)
+        return _solution(stored[0], choices) if stored else _reference(g, choices)
+    if key in REFERENCE_NAMES:  # ensemble-prob of a segmenter
+        raise RunError(f"{key} does not exist for a {net.task} supernetwork")
     try:
         row = int(key)
     except ValueError:
-        raise RunError(
-            f"unknown solution {key!r}: a row id or one of {', '.join(REFERENCE_NAMES)}"
-        ) from None
+        raise RunError(f"unknown solution {key!r}: a row id or one of {', '.join(names)}") from None
     for r in records:
         if r.id == row:
-            return _solution(r)
+            return _solution(r, choices)
     raise RunError(f"the run has no successful evaluation with id {row}")
 
 
