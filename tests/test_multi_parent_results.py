@@ -84,7 +84,13 @@ def test_run_names_its_reference_solutions_per_parent(run):
     assert {n: g[0] for n, g in rows.items()} == {n: str(i) for i, n in enumerate(NAMES)}
 
 
-def test_output_choices_of_a_run_without_its_supernetwork(tmp_path):
+def test_output_choices_of_a_run_without_its_supernetwork(run, tmp_path):
+    """A run records its output choices: its names survive a moved supernetwork; an
+    older run without them, whose supernetwork is gone, reads as two parents."""
+    moved = {**run.config.problem, "supernet": str(tmp_path / "gone")}
+    assert output_choices_of(RunConfig(algorithm="rs", budget=1, problem=moved)) == (
+        "a", "b", "c", "mean", "mean-prob",
+    )  # fmt: skip
     config = RunConfig(algorithm="rs", budget=1, problem={"supernet": str(tmp_path / "gone")})
     assert output_choices_of(config) == TWO_PARENTS
 

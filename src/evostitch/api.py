@@ -310,7 +310,8 @@ def search(
     spec = problem_spec(
         supernet, data, amp=amp, subset=val_subset, fidelity=fidelity, confidence=confidence
     )
-    problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
+    problem, net = problem_from_spec(spec, trust_code=trust_code, device=device)
+    spec["output_choices"] = list(net.output_choices)  # names its solutions if it moves
     if algorithm == AUTO:
         algorithm = default_algorithm(len(problem.cardinalities))
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}

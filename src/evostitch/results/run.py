@@ -20,7 +20,7 @@ from ..errors import EvostitchError, RunError
 from ..evolution.archive import nondominated
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore
 from ..files import user_path
-from ..supernet import Supernet, side_names
+from ..supernet import Supernet, output_choices_for, side_names
 from ..supernet.io import JSON_NAME
 
 ENSEMBLE_NAMES = {"mean": "ensemble", "mean-prob": "ensemble-prob"}
@@ -70,8 +70,11 @@ def reference_name(
 
 
 def output_choices_of(config: RunConfig) -> tuple[str, ...]:
-    """The output choices of the supernetwork a run searched, read from its supernet.json
-    (no parent is rebuilt); a two-parent classifier's when that file cannot be read."""
+    """The output choices of the supernetwork a run searched: recorded in the run, else
+    read from its supernet.json (no parent is rebuilt); a two-parent classifier's when
+    that file cannot be read."""
+    if "output_choices" in config.problem:
+        return tuple(config.problem["output_choices"])
     folder = config.problem.get("supernet")
     try:
         meta = json.loads((user_path(folder) / JSON_NAME).read_text())
@@ -79,7 +82,7 @@ def output_choices_of(config: RunConfig) -> tuple[str, ...]:
         task = meta["task"]
     except (OSError, ValueError, TypeError, KeyError, EvostitchError):
         return TWO_PARENTS
-    return (*sides, "mean") + (("mean-prob",) if task == "classification" else ())
+    return output_choices_for(sides, task)
 
 
 def read_run(run: str | Path) -> tuple[RunConfig, list[EvaluationRecord]]:

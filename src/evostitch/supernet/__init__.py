@@ -10,7 +10,7 @@ from ..graph import example_input
 from .cost import CostTable, count_macs
 from .executor import Executor, combine_outputs, log_probs
 from .module import Supernet
-from .plan import OTHER, SIDES, Key, Plan, Structure, Switch, side_names
+from .plan import OTHER, SIDES, Key, Plan, Structure, Switch, output_choices_for, side_names
 from .stitches import Stitch
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "count_macs",
     "example_input",
     "log_probs",
+    "output_choices_for",
     "side_names",
 ]

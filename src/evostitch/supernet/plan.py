@@ -26,6 +26,12 @@ Key = tuple[str, str]  # (side, node name)
 Step = tuple[str, Any]  # ("node", Key) | ("switch", Switch) | ("output", choice or None)
 
 
+def output_choices_for(sides: Sequence[str], task: str) -> tuple[str, ...]:
+    """The output switch's values: each parent's own output, the mean of the K outputs
+    and, for classifiers, "mean-prob" (the log of the mean softmax probabilities)."""
+    return (*sides, "mean") + (("mean-prob",) if task == "classification" else ())
+
+
 def side_names(k: int) -> tuple[str, ...]:
     """The sides of K parents: "a", "b", "c", ..."""
     if not 2 <= k <= len(string.ascii_lowercase):
@@ -121,9 +127,7 @@ class Structure:
                 self.matches.append((*group, float(weight)))
         self.groups: list[tuple[str | None, ...]] = [tuple(m[:-1]) for m in self.matches]
         self.task = "classification" if first.kind == VECTOR else "segmentation"
-        self.output_choices = (*self.sides, "mean") + (
-            ("mean-prob",) if self.task == "classification" else ()
-        )
+        self.output_choices = output_choices_for(self.sides, self.task)
         self._make_switches()
         self.genotype_spec = [len(self.output_choices)] + [1 + len(o) for o in self.options]
         self.inputs: dict[Key, tuple[Key, ...]] = {
