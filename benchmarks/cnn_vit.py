@@ -23,11 +23,9 @@ Run: .venv/bin/python benchmarks/cnn_vit.py [--offspring 64] [--max-ratio 8]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import statistics
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,9 @@ from typing import Any
 import torch
 
 from laps import Laps
+from trained_parents import MNIST32, SHAPE32, trained_parent
 
-DATA = "mnist5k?size=32&channels=3"
-SHAPE = (3, 32, 32)
+DATA, SHAPE = MNIST32, SHAPE32
 # name -> (spec, training: epochs over the train split, batch size, peak learning rate
 # of evostitch.demo.parents.fit: Adam with a cosine decay). The ViT learns slowly from
 # 3,500 images; chosen on val: 0.717 after 4 epochs at lr 1e-3, 0.841 after 6 at 2e-3,
@@ -50,56 +48,6 @@ PARENTS = {
 }  # fmt: skip
 PS = (0.02, 0.1)
 GOAL = 0.90
-
-
-def parent(name: str, folder: Path, seed: int) -> tuple[str, Path, dict[str, Any]]:
-    """(spec, safetensors file, record) of a trained parent: read from `folder` when a
-    file of the same config hash is there, else trained (seeded), scored and saved."""
-    import safetensors.torch
-
-    from evostitch.data import dataset_info, load_dataset
-    from evostitch.demo.parents import fit
-    from evostitch.evaluation.metrics import evaluate, make_metric
-    from evostitch.graph import example_input
-    from evostitch.models import build_model
-    from evostitch.supernet.cost import count_macs
-
-    spec, train = PARENTS[name]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(spec)
-    config = {
-        "spec": spec, "data": DATA, "seed": seed, **train,
-        "architecture": repr(model), "torch": torch.__version__.split("+")[0],
-    }  # fmt: skip
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    stem = folder / f"{name}-mnist5k32-s{seed}-{digest}"
-    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    if weights.exists() and meta.exists():
-        return spec, weights, json.loads(meta.read_text())
-    data = load_dataset(DATA, "train", seed=seed)
-    steps = int(train["epochs"] * (len(data) // train["batch_size"]))
-    start = time.perf_counter()
-    fit(model, data, dataset_info(DATA), steps=steps, batch_size=train["batch_size"],
-        lr=train["lr"], seed=seed, progress=False)  # fmt: skip
-    seconds = time.perf_counter() - start
-    model.eval()
-    accuracy = {}
-    for split in ("val", "test"):
-        scores = evaluate(
-            model, load_dataset(DATA, split, seed=seed), make_metric("classification", 10)
-        )
-        accuracy[split] = scores["accuracy"]
-    record = {
-        "config": config, "steps": steps, "train_seconds": seconds, "accuracy": accuracy,
-        "macs": count_macs(model, example_input(SHAPE)),
-    }  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    safetensors.torch.save_file(state, str(weights), metadata={"hash": digest})
-    meta.write_text(json.dumps(record, indent=1))
-    print(f"  trained {name}: {steps} steps in {seconds:.0f} s -> {weights}", flush=True)
-    return spec, weights, record
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -200,7 +148,7 @@ def main() -> None:
     splits = {s: load_dataset(DATA, s) for s in ("train", "val", "test")}
     print(f"{DATA}: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items()))
     (spec_a, weights_a, rec_a), (spec_b, weights_b, rec_b) = (
-        parent(name, Path(args.cache), args.seed) for name in PARENTS
+        trained_parent(name, *PARENTS[name], Path(args.cache), args.seed) for name in PARENTS
     )
     print(f"\n{'parent':11s} {'val acc':>8s} {'test acc':>8s} {'MMACs':>8s}  trained")
     for label, name, rec in (("A", "resnet18", rec_a), ("B", "vit_like", rec_b)):
