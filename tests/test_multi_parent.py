@@ -21,6 +21,7 @@ PARENTS = [
     "demo:vit_like?image_size=16&patch_size=4&depth=2&width=32",
 ]
 SHAPE = (1, 16, 16)
+CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean", "mean-prob")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def random_genotypes(net: Supernet, n: int, seed: int = 0) -> list[list[int]]:
 
 def test_structure_has_three_parents_and_groups_of_two_and_three(net):
     assert net.sides == ("a", "b", "c")
-    assert net.output_choices == ("a", "b", "c", "mean", "mean-prob")
+    assert net.output_choices == CHOICES
     sizes = {sum(n is not None for n in m[:-1]) for m in net.matches}
     assert sizes == {2, 3}  # pairs and full groups
     members = sum(sum(n is not None for n in m[:-1]) for m in net.matches)
@@ -62,13 +63,19 @@ def test_reference_genotypes_are_the_parents_and_their_mean(net):
         ys = [net.graphs[s].module(x) for s in net.sides]
         for p, y in enumerate(ys):
             assert torch.equal(net(x, zeros(net, p)), y)  # bit for bit
-        assert torch.equal(net(x, zeros(net, 3)), (ys[0] + ys[1] + ys[2]) / 3)
+        for k, (p, q) in enumerate(((0, 1), (0, 2), (1, 2)), start=3):  # sub-ensembles
+            assert torch.equal(net(x, zeros(net, k)), (ys[p] + ys[q]) / 2)
+            torch.testing.assert_close(net.extract(zeros(net, k))(x), (ys[p] + ys[q]) / 2)
+        assert torch.equal(net(x, zeros(net, 6)), (ys[0] + ys[1] + ys[2]) / 3)
         probs = sum(y.softmax(1) for y in ys) / 3
-        torch.testing.assert_close(net(x, zeros(net, 4)).softmax(1), probs)
+        torch.testing.assert_close(net(x, zeros(net, 7)).softmax(1), probs)
+    macs = [net.cost(zeros(net, k))["macs"] for k in range(len(CHOICES))]
+    assert macs[3] == macs[0] + macs[1] and macs[5] == macs[1] + macs[2]  # only what they read
+    assert macs[6] == macs[7] == sum(macs[:3])
     for p, side in enumerate(net.sides):
         active = net.active_variables(zeros(net, p))
         assert active == [True] + [key[0] == side for key in net.structure.variables]
-    assert net.reference_genotypes == [tuple(zeros(net, k)) for k in range(5)]
+    assert net.reference_genotypes == [tuple(zeros(net, k)) for k in range(len(CHOICES))]
 
 
 def test_every_single_variable_value_runs_and_is_canonical(net):

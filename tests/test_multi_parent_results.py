@@ -23,6 +23,7 @@ from evostitch.results.plots import _markers
 from evostitch.results.report import references_in
 from evostitch.results.run import (
     TWO_PARENTS,
+    genotype_text,
     output_choices_of,
     parent_names,
     reference_name,
@@ -36,7 +37,9 @@ PARENTS = [
     "demo:vit_like?image_size=16&patch_size=4&depth=2&width=32",
 ]
 DATA = "digits?size=16"
-NAMES = ("parent-a", "parent-b", "parent-c", "ensemble", "ensemble-prob")
+CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean", "mean-prob")
+NAMES = ("parent-a", "parent-b", "parent-c", "ensemble-ab", "ensemble-ac", "ensemble-bc",
+         "ensemble", "ensemble-prob")  # fmt: skip
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -63,20 +66,20 @@ def report(run) -> dict:
 
 
 def test_names_follow_the_output_choices():
-    assert reference_names(("a", "b", "c", "mean", "mean-prob")) == NAMES
+    assert reference_names(CHOICES) == NAMES
     assert reference_names() == ("parent-a", "parent-b", "ensemble", "ensemble-prob")
-    assert parent_names(("a", "b", "c", "mean")) == ("parent-a", "parent-b", "parent-c")
+    assert parent_names(CHOICES) == ("parent-a", "parent-b", "parent-c")
     g = (2,) + (0,) * 5
     assert reference_name(g, ("a", "b", "c", "mean", "mean-prob")) == "parent-c"
     assert reference_name(g) == "ensemble"  # the two-parent default
     assert reference_name((2, 1, 0), ("a", "b", "c", "mean")) is None
+    assert genotype_text((10, 0, 2, 35)) == "a02z"  # one character per variable, past 9
+    assert genotype_text((3, 0, 1)) == "301"
 
 
 def test_run_names_its_reference_solutions_per_parent(run):
     net = run.supernet
-    assert (
-        output_choices_of(run.config) == net.output_choices == ("a", "b", "c", "mean", "mean-prob")
-    )
+    assert output_choices_of(run.config) == net.output_choices == CHOICES
     named = {s.name: s.genotype for s in run.front if s.name}
     assert named == dict(zip(NAMES, net.reference_genotypes, strict=True))
     with open(run.path / "front.csv") as f:  # written by the search itself
@@ -89,7 +92,7 @@ def test_output_choices_of_a_run_without_its_supernetwork(run, tmp_path):
     older run without them, whose supernetwork is gone, reads as two parents."""
     moved = {**run.config.problem, "supernet": str(tmp_path / "gone")}
     assert output_choices_of(RunConfig(algorithm="rs", budget=1, problem=moved)) == (
-        "a", "b", "c", "mean", "mean-prob",
+        *CHOICES,
     )  # fmt: skip
     config = RunConfig(algorithm="rs", budget=1, problem={"supernet": str(tmp_path / "gone")})
     assert output_choices_of(config) == TWO_PARENTS
@@ -99,8 +102,9 @@ def test_parent_c_is_found_and_exported_as_parent_c(run, tmp_path):
     net = run.supernet
     found = run.solution("parent-c")
     assert found.name == found.label == "parent-c" and found.genotype == net.reference_genotypes[2]
-    assert run.solution("ensemble").genotype[0] == 3
-    assert run.solution("ensemble-prob").genotype[0] == 4
+    assert run.solution("ensemble-ac").genotype[0] == 4
+    assert run.solution("ensemble").genotype[0] == 6
+    assert run.solution("ensemble-prob").genotype[0] == 7
     with pytest.raises(RunError, match="parent-c"):  # the message lists the run's names
         run.solution("parent-d")
     run.export("parent-c", tmp_path / "c")
@@ -172,10 +176,13 @@ def test_report_embeds_three_sides(run, report):
         "parent A",
         "parent B",
         "parent C",
+        "ensemble A+B",
+        "ensemble A+C",
+        "ensemble B+C",
         "ensemble",
         "ensemble (probabilities)",
     ]
-    assert _markers(list(labels)) == ["s", "^", "<", "D", "v"]
+    assert _markers(list(labels)) == ["s", "^", "<", "d", "d", "d", "D", "v"]
     assert _markers(["parent A", "parent B", "ensemble", "ensemble (probabilities)"]) == list(
         "s^Dv"
     )

@@ -127,7 +127,6 @@ def test_initialiser_is_stratified_and_starts_with_references() -> None:
     assert 0.4 < uniform.mean() < 0.6
 
 
-
 def test_initialiser_switches_with_more_values_are_on_at_rate_p() -> None:
     """K parents: a switch of 3 values (own, stitched from either other parent) is on
     (non-zero) in p of the random genotypes, each stitched value about equally often;
@@ -145,6 +144,7 @@ def test_initialiser_switches_with_more_values_are_on_at_rate_p() -> None:
     default = Problem([5] + [2] * 40, lambda g: (0.0, 0.0))
     a = initial_genotypes(pairwise, 50, 0.1, np.random.default_rng(3))
     assert a == initial_genotypes(default, 50, 0.1, np.random.default_rng(3))  # K = 2 as before
+
 
 def test_weight_vectors_span_the_simplex() -> None:
     rng = np.random.default_rng(0)

@@ -29,7 +29,7 @@ from torch import fx
 from ..devices import autocast
 from ..errors import DataError
 from ..graph import example_input
-from ..supernet import Executor, Key, Supernet, Switch, combine_outputs
+from ..supernet import Executor, Key, Supernet, Switch, combine_outputs, output_sides
 from .metrics import make_metric
 
 DEFAULT_BUDGET = 1 << 30  # bytes of values kept for later offspring
@@ -205,7 +205,7 @@ class SharedEvaluator:
     def _compute(self, sig: int, args: list[Any], x: torch.Tensor) -> Any:
         kind, item, _ = self._recipes[sig]
         if kind == "out":
-            outputs = dict(zip(_sides(item, self.net.sides), args, strict=True))
+            outputs = dict(zip(output_sides(item, self.net.sides), args, strict=True))
             return combine_outputs(item, outputs)
         self.runs[(kind, item)] += 1
         table = self.net.cost_table
@@ -290,11 +290,6 @@ class SharedEvaluator:
         return [{**scores[out], **self.net.cost(g)} for g, (out, _) in pairs]
 
 
-def _sides(choice: str, sides: Sequence[str]) -> tuple[str, ...]:
-    """The parents (of `sides`) whose outputs an output choice reads."""
-    return tuple(s for s in sides if choice in (s, "mean", "mean-prob"))
-
-
 class _Sizes(Executor):
     """Runs every node and stitch once and records the bytes of its value."""
 
@@ -335,5 +330,5 @@ class _Signatures(Executor):
         return sig
 
     def output(self, choice: str, outputs: dict[str, int]) -> int:
-        sides = _sides(choice, self.net.sides)
+        sides = output_sides(choice, self.net.sides)
         return self.intern("out", choice, tuple(outputs[s] for s in sides))

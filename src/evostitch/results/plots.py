@@ -20,7 +20,8 @@ from ..evolution.store import EvaluationRecord
 from .findings import hypervolume_box
 
 PARENT_MARKERS = "s^<>ph*XP8"  # one per parent (cycled past ten), in their order
-ENSEMBLE_MARKERS = "Dv"  # the ensembles' (labels starting with "ensemble")
+ENSEMBLE_MARKERS = "Dv"  # the ensembles of all parents ("ensemble", "ensemble (prob...)")
+SUB_ENSEMBLE_MARKER = "d"  # a subset's ("ensemble A+B", K >= 3)
 HV_POINTS = 300  # evaluations at which the hypervolume is computed
 BELOW = 1.0  # the view reaches below the lowest front/reference metric by their metric span
 PAD = 0.06  # margin around the points shown, a fraction of their range (as report.html's)
@@ -73,7 +74,12 @@ def _markers(labels: Sequence[str]) -> list[str]:
     """A marker per reference label: the parents' in order, then the ensembles' (for two
     parents: square, triangle, diamond, triangle down)."""
     parents, ensembles = cycle(PARENT_MARKERS), cycle(ENSEMBLE_MARKERS)
-    return [next(ensembles if s.startswith("ensemble") else parents) for s in labels]
+    return [
+        SUB_ENSEMBLE_MARKER
+        if "+" in s
+        else next(ensembles if s.startswith("ensemble") else parents)
+        for s in labels
+    ]
 
 
 def plot_front(

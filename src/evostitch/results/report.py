@@ -58,9 +58,12 @@ MAX_POINTS = 4000  # offspring drawn in report.html (the front and references al
 
 
 def reference_label(name: str) -> str:
-    """A reference solution's display label: parent-c -> "parent C", as `LABELS`."""
+    """A reference solution's display label: parent-c -> "parent C", ensemble-ab ->
+    "ensemble A+B", as `LABELS`."""
     if name in LABELS:
         return LABELS[name]
+    if name.startswith("ensemble-"):
+        return "ensemble " + "+".join(name.removeprefix("ensemble-").upper())
     return f"parent {name.removeprefix('parent-').upper()}"
 
 

@@ -40,15 +40,28 @@ class Solution:
     objectives: tuple[float, ...] | None = None
 
 
+DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def genotype_text(genotype: tuple[int, ...]) -> str:
-    """A genotype as one digit per variable (every variable has fewer than 10 values)."""
-    return "".join(map(str, genotype))
+    """A genotype as one character per variable: 0-9, then a-z for values 10 to 35 (an
+    output switch over K parents and their sub-ensembles; see `output_choices_for`)."""
+    return "".join(DIGITS[v] for v in genotype)
 
 
 def reference_names(output_choices: Sequence[str] = TWO_PARENTS) -> tuple[str, ...]:
     """The reference solutions' names, one per output choice (`Supernet.output_choices`):
-    side s -> parent-s, mean -> ensemble, mean-prob -> ensemble-prob."""
-    return tuple(ENSEMBLE_NAMES.get(c, f"parent-{c}") for c in output_choices)
+    side s -> parent-s, mean -> ensemble, mean-prob -> ensemble-prob, the mean of a
+    subset mean-ab -> ensemble-ab."""
+    return tuple(_reference_name(c) for c in output_choices)
+
+
+def _reference_name(choice: str) -> str:
+    if choice in ENSEMBLE_NAMES:
+        return ENSEMBLE_NAMES[choice]
+    if choice.startswith("mean-"):
+        return "ensemble-" + choice.removeprefix("mean-")
+    return f"parent-{choice}"
 
 
 REFERENCE_NAMES = reference_names()  # those of a two-parent classifier
@@ -56,7 +69,7 @@ REFERENCE_NAMES = reference_names()  # those of a two-parent classifier
 
 def parent_names(output_choices: Sequence[str] = TWO_PARENTS) -> tuple[str, ...]:
     """The parents' reference names (parent-a, parent-b, ...), in side order."""
-    return tuple(f"parent-{c}" for c in output_choices if c not in ENSEMBLE_NAMES)
+    return tuple(f"parent-{c}" for c in output_choices if not c.startswith("mean"))
 
 
 def reference_name(

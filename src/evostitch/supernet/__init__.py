@@ -10,7 +10,17 @@ from ..graph import example_input
 from .cost import CostTable, count_macs
 from .executor import Executor, combine_outputs, log_probs
 from .module import Supernet
-from .plan import OTHER, SIDES, Key, Plan, Structure, Switch, output_choices_for, side_names
+from .plan import (
+    OTHER,
+    SIDES,
+    Key,
+    Plan,
+    Structure,
+    Switch,
+    output_choices_for,
+    output_sides,
+    side_names,
+)
 from .stitches import Stitch
 
 __all__ = [
@@ -29,5 +39,6 @@ __all__ = [
     "example_input",
     "log_probs",
     "output_choices_for",
+    "output_sides",
     "side_names",
 ]

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import SupernetError
-from .plan import Key, Plan, Switch
+from .plan import Key, Plan, Switch, output_sides
 
 if TYPE_CHECKING:
     from .module import Supernet
@@ -37,14 +37,17 @@ def log_probs(probs: torch.Tensor) -> torch.Tensor:
 
 
 def combine_outputs(choice: str, outputs: Mapping[str, Any]) -> Any:
-    """An output switch on tensors: one parent's (`choice` its side), the mean of all
-    `outputs` ("mean"), or the log of their mean softmax ("mean-prob"); summed in order."""
-    if choice in outputs and choice not in ("mean", "mean-prob"):
-        return outputs[choice]
-    values = list(outputs.values())
-    if choice == "mean":
-        return functools.reduce(operator.add, values) / len(values)
-    return log_probs(functools.reduce(operator.add, [v.softmax(1) for v in values]) / len(values))
+    """An output switch on tensors: one parent's (`choice` its side), the mean of the
+    outputs it names ("mean" all, "mean-ab" those of a and b), or the log of the mean
+    softmax of all ("mean-prob"); summed in side order. `outputs` maps sides to values
+    (those the choice does not read may be missing or None)."""
+    values = [outputs[s] for s in output_sides(choice, tuple(outputs))]
+    if len(values) == 1:
+        return values[0]
+    if choice == "mean-prob":
+        values = [v.softmax(1) for v in values]
+        return log_probs(functools.reduce(operator.add, values) / len(values))
+    return functools.reduce(operator.add, values) / len(values)
 
 
 def run_fx_node(

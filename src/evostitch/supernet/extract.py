@@ -9,7 +9,7 @@ import torch
 from torch import fx
 
 from .executor import Executor, log_probs
-from .plan import Key, Plan, Switch
+from .plan import Key, Plan, Switch, output_sides
 
 if TYPE_CHECKING:
     from .module import Supernet
@@ -43,10 +43,10 @@ class _Builder(Executor):
 
     def output(self, choice: str, outputs: Mapping[str, fx.Node]) -> fx.Node:
         graph = self.graph
-        if choice not in ("mean", "mean-prob"):
-            result = outputs[choice]
+        values = [outputs[s] for s in output_sides(choice, tuple(outputs))]
+        if len(values) == 1:
+            result = values[0]
         else:
-            values = list(outputs.values())
             if choice == "mean-prob":
                 values = [graph.call_method("softmax", (v, 1)) for v in values]
             total = values[0]

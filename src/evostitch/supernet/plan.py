@@ -10,6 +10,7 @@ each value is read for the last time (so an executor can free it).
 
 from __future__ import annotations
 
+import itertools
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +27,28 @@ Key = tuple[str, str]  # (side, node name)
 Step = tuple[str, Any]  # ("node", Key) | ("switch", Switch) | ("output", choice or None)
 
 
+SUB_ENSEMBLES_UP_TO = 5  # K up to which every proper subset's mean is an output choice
+
+
 def output_choices_for(sides: Sequence[str], task: str) -> tuple[str, ...]:
-    """The output switch's values: each parent's own output, the mean of the K outputs
-    and, for classifiers, "mean-prob" (the log of the mean softmax probabilities)."""
-    return (*sides, "mean") + (("mean-prob",) if task == "classification" else ())
+    """The output switch's values: each parent's own output; for K >= 3 parents (up to
+    `SUB_ENSEMBLES_UP_TO`) the mean of every proper subset of two or more ("mean-ab",
+    ..., in order of size): a zoo's cheaper ensembles; the mean of the K outputs and, for
+    classifiers, "mean-prob" (the log of the mean softmax probabilities)."""
+    subsets = []
+    if len(sides) <= SUB_ENSEMBLES_UP_TO:
+        for r in range(2, len(sides)):
+            subsets += ["mean-" + "".join(c) for c in itertools.combinations(sides, r)]
+    return (*sides, *subsets, "mean") + (("mean-prob",) if task == "classification" else ())
+
+
+def output_sides(choice: str, sides: Sequence[str]) -> tuple[str, ...]:
+    """The parents (of `sides`, in order) whose outputs an output choice reads."""
+    if choice in ("mean", "mean-prob"):
+        return tuple(sides)
+    if choice.startswith("mean-"):
+        return tuple(s for s in sides if s in choice[len("mean-") :])
+    return (choice,)
 
 
 def side_names(k: int) -> tuple[str, ...]:
@@ -223,7 +242,7 @@ class Structure:
     def plan(self, g: tuple[int, ...]) -> Plan:
         """The plan of a checked genotype (see `check_genotype`)."""
         choice = self.output_choices[g[0]]
-        outputs = [s for s in self.sides if choice in (s, "mean", "mean-prob")]
+        outputs = output_sides(choice, self.sides)
         need_raw: set[Key] = set()
         need_resolved: set[Key] = set()
         stack = [(s, self.graphs[s].output) for s in outputs]
