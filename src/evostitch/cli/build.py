@@ -206,7 +206,8 @@ def inspect(
             f"{p['params'] / 1e6:.2f} M params"
         )
     out.print(
-        f"task {report['task']}; {len(report['matches'])} matched points; "
+        f"task {report['task']}; {len(report['matches'])} matched "
+        f"{'points' if len(report['parents']) == 2 else 'groups'}; "
         f"{report['variables']} variables (output switch first)"
     )
     table = Table("MMACs", "M params", "offspring", title="sample of offspring")
