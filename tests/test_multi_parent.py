@@ -21,7 +21,8 @@ PARENTS = [
     "demo:vit_like?image_size=16&patch_size=4&depth=2&width=32",
 ]
 SHAPE = (1, 16, 16)
-CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean", "mean-prob")
+CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean",
+           "mean-prob-ab", "mean-prob-ac", "mean-prob-bc", "mean-prob")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +67,17 @@ def test_reference_genotypes_are_the_parents_and_their_mean(net):
         for k, (p, q) in enumerate(((0, 1), (0, 2), (1, 2)), start=3):  # sub-ensembles
             assert torch.equal(net(x, zeros(net, k)), (ys[p] + ys[q]) / 2)
             torch.testing.assert_close(net.extract(zeros(net, k))(x), (ys[p] + ys[q]) / 2)
+        for k, (p, q) in enumerate(((0, 1), (0, 2), (1, 2)), start=7):
+            probs = (ys[p].softmax(1) + ys[q].softmax(1)) / 2
+            torch.testing.assert_close(net(x, zeros(net, k)).softmax(1), probs)
+            torch.testing.assert_close(net.extract(zeros(net, k))(x).softmax(1), probs)
         assert torch.equal(net(x, zeros(net, 6)), (ys[0] + ys[1] + ys[2]) / 3)
         probs = sum(y.softmax(1) for y in ys) / 3
-        torch.testing.assert_close(net(x, zeros(net, 7)).softmax(1), probs)
+        torch.testing.assert_close(net(x, zeros(net, 10)).softmax(1), probs)
     macs = [net.cost(zeros(net, k))["macs"] for k in range(len(CHOICES))]
     assert macs[3] == macs[0] + macs[1] and macs[5] == macs[1] + macs[2]  # only what they read
-    assert macs[6] == macs[7] == sum(macs[:3])
+    assert macs[7] == macs[3] and macs[9] == macs[5]
+    assert macs[6] == macs[10] == sum(macs[:3])
     for p, side in enumerate(net.sides):
         active = net.active_variables(zeros(net, p))
         assert active == [True] + [key[0] == side for key in net.structure.variables]

@@ -37,9 +37,11 @@ PARENTS = [
     "demo:vit_like?image_size=16&patch_size=4&depth=2&width=32",
 ]
 DATA = "digits?size=16"
-CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean", "mean-prob")
+CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean",
+           "mean-prob-ab", "mean-prob-ac", "mean-prob-bc", "mean-prob")  # fmt: skip
 NAMES = ("parent-a", "parent-b", "parent-c", "ensemble-ab", "ensemble-ac", "ensemble-bc",
-         "ensemble", "ensemble-prob")  # fmt: skip
+         "ensemble", "ensemble-prob-ab", "ensemble-prob-ac", "ensemble-prob-bc",
+         "ensemble-prob")  # fmt: skip
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -84,7 +86,9 @@ def test_run_names_its_reference_solutions_per_parent(run):
     assert named == dict(zip(NAMES, net.reference_genotypes, strict=True))
     with open(run.path / "front.csv") as f:  # written by the search itself
         rows = {r["solution"]: r["genotype"] for r in csv.DictReader(f) if r["solution"]}
-    assert {n: g[0] for n, g in rows.items()} == {n: str(i) for i, n in enumerate(NAMES)}
+    assert {n: g[0] for n, g in rows.items()} == {
+        n: genotype_text((i,)) for i, n in enumerate(NAMES)
+    }  # the output switch's 11 values: 0-9, then a
 
 
 def test_output_choices_of_a_run_without_its_supernetwork(run, tmp_path):
@@ -104,7 +108,8 @@ def test_parent_c_is_found_and_exported_as_parent_c(run, tmp_path):
     assert found.name == found.label == "parent-c" and found.genotype == net.reference_genotypes[2]
     assert run.solution("ensemble-ac").genotype[0] == 4
     assert run.solution("ensemble").genotype[0] == 6
-    assert run.solution("ensemble-prob").genotype[0] == 7
+    assert run.solution("ensemble-prob-bc").genotype[0] == 9
+    assert run.solution("ensemble-prob").genotype[0] == 10
     with pytest.raises(RunError, match="parent-c"):  # the message lists the run's names
         run.solution("parent-d")
     run.export("parent-c", tmp_path / "c")
@@ -180,9 +185,12 @@ def test_report_embeds_three_sides(run, report):
         "ensemble A+C",
         "ensemble B+C",
         "ensemble",
+        "ensemble A+B (probabilities)",
+        "ensemble A+C (probabilities)",
+        "ensemble B+C (probabilities)",
         "ensemble (probabilities)",
     ]
-    assert _markers(list(labels)) == ["s", "^", "<", "d", "d", "d", "D", "v"]
+    assert _markers(list(labels)) == [*"s^<ddd", "D", *"ddd", "v"]
     assert _markers(["parent A", "parent B", "ensemble", "ensemble (probabilities)"]) == list(
         "s^Dv"
     )

@@ -10,9 +10,9 @@ are `match_dags`'s pairs.
 
 **Genotype it implies.** At each member of a group of m members a switch with m choices:
 0 = the parent's own tensor, 1..m-1 = the tensor stitched from another member (the other
-members in parent order); m(m - 1) stitches per group. Output switch: 0..K-1 = a parent's
-output, K = the mean of the K outputs, K + 1 (classifiers) = the mean of their
-probabilities. For K = 2 this is today's encoding (binary switches; A, B, mean, mean-prob).
+members in parent order); m(m - 1) stitches per group. Output switch: a parent's output,
+the ensembles of proper subsets (K >= 3) and of all K (`supernet.plan.output_choices_for`).
+For K = 2 this is today's encoding (binary switches; A, B, mean, mean-prob).
 
 **Algorithm** (`match_parents`). Progressive alignment: match two parents exactly with
 `match_dags`, contract the pairs into a merged DAG whose vertices are groups or single

@@ -62,6 +62,10 @@ def reference_label(name: str) -> str:
     "ensemble A+B", as `LABELS`."""
     if name in LABELS:
         return LABELS[name]
+    if name.startswith("ensemble-prob-"):
+        return (
+            "ensemble " + "+".join(name.removeprefix("ensemble-prob-").upper()) + " (probabilities)"
+        )
     if name.startswith("ensemble-"):
         return "ensemble " + "+".join(name.removeprefix("ensemble-").upper())
     return f"parent {name.removeprefix('parent-').upper()}"

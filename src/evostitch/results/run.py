@@ -51,15 +51,15 @@ def genotype_text(genotype: tuple[int, ...]) -> str:
 
 def reference_names(output_choices: Sequence[str] = TWO_PARENTS) -> tuple[str, ...]:
     """The reference solutions' names, one per output choice (`Supernet.output_choices`):
-    side s -> parent-s, mean -> ensemble, mean-prob -> ensemble-prob, the mean of a
-    subset mean-ab -> ensemble-ab."""
+    side s -> parent-s, mean -> ensemble, mean-prob -> ensemble-prob, a subset's
+    mean-ab -> ensemble-ab, mean-prob-ab -> ensemble-prob-ab."""
     return tuple(_reference_name(c) for c in output_choices)
 
 
 def _reference_name(choice: str) -> str:
     if choice in ENSEMBLE_NAMES:
         return ENSEMBLE_NAMES[choice]
-    if choice.startswith("mean-"):
+    if choice.startswith("mean-"):  # mean-ab -> ensemble-ab, mean-prob-ab -> ensemble-prob-ab
         return "ensemble-" + choice.removeprefix("mean-")
     return f"parent-{choice}"
 

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import SupernetError
-from .plan import Key, Plan, Switch, output_sides
+from .plan import Key, Plan, Switch, is_probability_mean, output_sides
 
 if TYPE_CHECKING:
     from .module import Supernet
@@ -38,13 +38,13 @@ def log_probs(probs: torch.Tensor) -> torch.Tensor:
 
 def combine_outputs(choice: str, outputs: Mapping[str, Any]) -> Any:
     """An output switch on tensors: one parent's (`choice` its side), the mean of the
-    outputs it names ("mean" all, "mean-ab" those of a and b), or the log of the mean
-    softmax of all ("mean-prob"); summed in side order. `outputs` maps sides to values
-    (those the choice does not read may be missing or None)."""
+    outputs it names ("mean" all, "mean-ab" those of a and b), or the log of their mean
+    softmax ("mean-prob", "mean-prob-ab"); summed in side order. `outputs` maps sides to
+    values (those the choice does not read may be missing or None)."""
     values = [outputs[s] for s in output_sides(choice, tuple(outputs))]
     if len(values) == 1:
         return values[0]
-    if choice == "mean-prob":
+    if is_probability_mean(choice):
         values = [v.softmax(1) for v in values]
         return log_probs(functools.reduce(operator.add, values) / len(values))
     return functools.reduce(operator.add, values) / len(values)

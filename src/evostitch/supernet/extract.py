@@ -9,7 +9,7 @@ import torch
 from torch import fx
 
 from .executor import Executor, log_probs
-from .plan import Key, Plan, Switch, output_sides
+from .plan import Key, Plan, Switch, is_probability_mean, output_sides
 
 if TYPE_CHECKING:
     from .module import Supernet
@@ -47,13 +47,13 @@ class _Builder(Executor):
         if len(values) == 1:
             result = values[0]
         else:
-            if choice == "mean-prob":
+            if is_probability_mean(choice):
                 values = [graph.call_method("softmax", (v, 1)) for v in values]
             total = values[0]
             for v in values[1:]:
                 total = graph.call_function(torch.add, (total, v))
             result = graph.call_function(torch.div, (total, len(values)))
-            if choice == "mean-prob":
+            if is_probability_mean(choice):
                 result = graph.call_function(log_probs, (result,))
         graph.output(result)
         return result

@@ -27,19 +27,23 @@ Key = tuple[str, str]  # (side, node name)
 Step = tuple[str, Any]  # ("node", Key) | ("switch", Switch) | ("output", choice or None)
 
 
-SUB_ENSEMBLES_UP_TO = 5  # K up to which every proper subset's mean is an output choice
+SUB_ENSEMBLES_UP_TO = 4  # K up to which every proper subset's ensembles are output choices
 
 
 def output_choices_for(sides: Sequence[str], task: str) -> tuple[str, ...]:
-    """The output switch's values: each parent's own output; for K >= 3 parents (up to
-    `SUB_ENSEMBLES_UP_TO`) the mean of every proper subset of two or more ("mean-ab",
-    ..., in order of size): a zoo's cheaper ensembles; the mean of the K outputs and, for
-    classifiers, "mean-prob" (the log of the mean softmax probabilities)."""
+    """The output switch's values: each parent's own output; the mean of every proper
+    subset of two or more parents ("mean-ab", ..., in order of size; for K >= 3, up to
+    `SUB_ENSEMBLES_UP_TO`): a zoo's cheaper ensembles; the mean of all K ("mean"); and,
+    for classifiers, the same ensembles of probabilities ("mean-prob-ab", ...,
+    "mean-prob": the log of the mean softmax). K = 2: a, b, mean, mean-prob."""
     subsets = []
     if len(sides) <= SUB_ENSEMBLES_UP_TO:
         for r in range(2, len(sides)):
-            subsets += ["mean-" + "".join(c) for c in itertools.combinations(sides, r)]
-    return (*sides, *subsets, "mean") + (("mean-prob",) if task == "classification" else ())
+            subsets += ["".join(c) for c in itertools.combinations(sides, r)]
+    means = (*sides, *(f"mean-{s}" for s in subsets), "mean")
+    if task != "classification":
+        return means
+    return (*means, *(f"mean-prob-{s}" for s in subsets), "mean-prob")
 
 
 def output_sides(choice: str, sides: Sequence[str]) -> tuple[str, ...]:
@@ -47,8 +51,13 @@ def output_sides(choice: str, sides: Sequence[str]) -> tuple[str, ...]:
     if choice in ("mean", "mean-prob"):
         return tuple(sides)
     if choice.startswith("mean-"):
-        return tuple(s for s in sides if s in choice[len("mean-") :])
+        return tuple(s for s in sides if s in choice.removeprefix("mean-").removeprefix("prob-"))
     return (choice,)
+
+
+def is_probability_mean(choice: str) -> bool:
+    """Whether an output choice averages probabilities (else logits, or one output)."""
+    return choice.startswith("mean-prob")
 
 
 def side_names(k: int) -> tuple[str, ...]:
