@@ -137,7 +137,7 @@ def main() -> None:
     runs = []
     tag = f"v{args.val_subset}-{args.algorithm}-p{args.population}"
     for seed in range(args.seeds):
-        run = out / f"run-abc-s{seed}-{tag}"
+        run = out / f"run-abc-s{seed}-b{args.budget}-{tag}"
         found = {"abc": searched(folders["abc"], run, args.budget, seed, args)}
         for s in PAIRS:
             run = out / f"run-{s}-s{seed}-b{share}-{tag}"
