@@ -417,3 +417,25 @@ def test_closing_a_pipelined_backend_does_not_wait_for_the_batch_it_evaluates():
     assert finished == []  # close() returned while the first evaluation still ran
     release.set()
     assert backend.results() == []
+
+
+def test_closing_a_pipelined_backend_after_a_search_ends_its_thread(tmp_path):
+    """At the end of a search nothing is evaluating: close() waits for the evaluation
+    thread to end. A daemon still ending during interpreter shutdown freed the evaluator's
+    torch tensors there and aborted the process ("terminate called without an active
+    exception", return code -6) after a successful `evostitch search`."""
+    before = set(threading.enumerate())
+    problem = toy_problem()
+    backend = InProcessBackend(lambda: toy_objectives, batch_size=4, pipeline=True)
+    (thread,) = [t for t in threading.enumerate() if t not in before]
+    assert thread.name == "evostitch-eval"
+    with new_store(tmp_path / "run", budget=20) as store:
+        run_search(problem, RandomSearch(problem, seed=1), store, backend, progress=False)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(60)  # the thread gets the GIL only when close() gives it up
+    try:
+        backend.close()
+        alive = thread.is_alive()
+    finally:
+        sys.setswitchinterval(switch)
+    assert not alive

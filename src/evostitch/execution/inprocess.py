@@ -20,6 +20,8 @@ from typing import Any
 from ..evolution.backend import EvaluatorFactory, Result, SerialBackend
 from ..evolution.base import Genotype
 
+JOIN_SECONDS = 10.0  # close(): the most it waits for an idle evaluation thread to end
+
 
 class InProcessBackend(SerialBackend):
     """Evaluates in ticket order with an evaluator built once, `batch_size` at a time.
@@ -58,12 +60,17 @@ class InProcessBackend(SerialBackend):
         # must not depend on how long an evaluation took
 
     def close(self) -> None:
-        """Drop the batches not started; the one evaluating (if any) is abandoned."""
+        """Drop the batches not started; the one evaluating (if any) is abandoned. An idle
+        evaluation thread (the end of a search) is joined: left to end during interpreter
+        shutdown, it could free torch tensors there and abort the process."""
         if self._thread is not None:
             for future in self._running:
                 future.cancel()
+            busy = any(future.running() for future in self._running)
             self._running.clear()
             self._todo.put(None)
+            if not busy:  # only cancelled batches before the sentinel: it ends at once
+                self._thread.join(timeout=JOIN_SECONDS)
             self._thread = None
 
     def _start(self) -> None:
