@@ -74,10 +74,13 @@ def supernet(sides: str, parents: list, out: Path, max_ratio: int, seed: int) ->
 
 
 def searched(folder: Path, run: Path, budget: int, seed: int, args) -> list:
-    """Every stored evaluation of one run (the run is reused when it finished)."""
+    """Every stored evaluation of one run (a finished run is reused, an interrupted one
+    resumed)."""
     import evostitch
 
-    if not (run / "front.csv").is_file():
+    if (run / "checkpoint.json").is_file() and not (run / "front.csv").is_file():
+        evostitch.resume(run, progress=False)  # an interrupted earlier run
+    elif not (run / "front.csv").is_file():
         evostitch.search(
             folder, out=run, budget=budget, seed=seed, population=args.population,
             algorithm=args.algorithm, val_subset=args.val_subset or None, progress=False,

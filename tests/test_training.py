@@ -15,6 +15,7 @@ from evostitch.evaluation import Evaluator
 from evostitch.models import load_model
 from evostitch.training import (
     checkpoint,
+    fit,
     forward_random,
     held_out_losses,
     least_squares_init,
@@ -85,6 +86,44 @@ def test_least_squares_init_is_the_mse_optimum():
         grad = torch.cat([p.grad.flatten() for p in stitch.parameters()])
         scale = float(after[k].detach().sqrt()) + 1e-3
         assert grad.abs().max() < 1e-3 * scale, k
+
+
+def test_a_fit_in_passes_under_a_memory_budget_equals_the_fit_in_one():
+    data = load_dataset("digits", "train")
+    x = torch.stack([data[i][0] for i in range(128)])
+    one, split = small_supernet(), small_supernet()
+    sizes = fit.equations_bytes(one)
+    budget = max(sizes.values()) * 2
+    passes = fit.fit_passes(sizes, budget)
+    assert len(passes) > 2 and sorted(k for p in passes for k in p) == sorted(sizes)
+    assert all(sum(sizes[k] for k in p) <= budget for p in passes)
+    walked = []
+    real = fit._walk
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit, "_walk", lambda *a, **k: walked.append(1) or real(*a, **k))
+        least_squares_init(one, x, device="cpu")  # default budget: one pass
+        assert len(walked) == 1
+        least_squares_init(split, list(x.split(64)), memory=budget, device="cpu")
+        assert len(walked) == 1 + len(passes)
+    for k, v in stitch_state(one).items():
+        assert torch.equal(v, split.stitches.state_dict()[k]), k
+
+
+def test_fit_passes_balance_and_give_an_oversized_stitch_its_own():
+    sizes = {"a": 10, "b": 6, "c": 5, "d": 4, "e": 3, "big": 40}
+    passes = fit.fit_passes(sizes, budget=12)
+    assert ["big"] in passes
+    loads = sorted(sum(sizes[k] for k in p) for p in passes if p != ["big"])
+    assert len(passes) == 4 and loads == [9, 9, 10]  # 28 in 3 passes, none over 12
+    assert fit.fit_passes(sizes, budget=1000) == [["big", "a", "b", "c", "d", "e"]]
+    assert fit.fit_passes({}, budget=1) == []
+
+
+def test_a_one_shot_iterator_is_refused_when_the_fit_needs_passes():
+    net = small_supernet()
+    x = torch.stack([load_dataset("digits", "train")[i][0] for i in range(64)])
+    with pytest.raises(SupernetError, match="one-shot iterator"):
+        least_squares_init(net, iter(x.split(32)), memory=1, device="cpu")
 
 
 class Crash(Exception):

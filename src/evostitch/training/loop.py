@@ -124,6 +124,17 @@ def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return order[k * batch_size : (k + 1) * batch_size].tolist()
 
 
+class _Reiterable:
+    """An iterable that starts again on each `iter()`: the fit may walk its images in
+    several passes."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
+
+
 def train_stitches(
     net: Supernet,
     data: Dataset | DataLoader,
@@ -145,13 +156,16 @@ def train_stitches(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     workers: int | None = None,
+    fit_memory: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
     of (input, target) pairs or a DataLoader over one (labels are not used).
 
     Stitches are fitted by least squares on `fit_samples` images (0: keep their weights;
-    `ridge`: the fit's penalty relative to the mean input variance), then take gradient
+    `ridge`: the fit's penalty relative to the mean input variance; `fit_memory`: the
+    bytes its equations may take at once, the images walked once per pass that fits, see
+    `least_squares_init`), then take gradient
     steps: `steps`, or `epochs` / `samples` of the training images (at most one; default
     `DEFAULT_STEPS`). `held_out` images (at most a fifth of the
     data) are never fitted or trained on; each stitch's relative loss there is returned.
@@ -183,8 +197,8 @@ def train_stitches(
 
     if resumed is None and fit:
         least_squares_init(
-            net, inputs(fit), ridge=ridge, device=device, amp=amp, total=len(fit),
-            progress=progress,
+            net, _Reiterable(lambda: inputs(fit)), ridge=ridge, device=device, amp=amp,
+            total=len(fit), memory=fit_memory, progress=progress,
         )  # fmt: skip
         weights = {
             k: float(sum(w.detach().sum() for w in s.parameters())) for k, s in net.stitches.items()
