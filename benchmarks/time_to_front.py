@@ -19,9 +19,10 @@ Printed per algorithm, medians over seeds:
 - images per proposal (evaluation) of `race` as a fraction of the split, for validation
   sets of 250, 500 and 750 images (seeded subsets of val; 750 is all of it) and 1,500
   (val and test pooled), one algorithm (the first listed). Segmentation: nuclei has 30
-  validation and 30 test images, so the sizes are 15 (a seeded half of val: chunks 8,
-  15, one look), 30 (all of val: 8, 16, 30) and 60 (val and test pooled: 15, 30, 60);
-  a size over val pools val and test, at most their sum;
+  validation and 30 test images, so the sizes are 15 (a seeded half of val: one chunk,
+  no racing, as the first chunk is at least 16), 30 (all of val: chunks 16, 30) and 60
+  (val and test pooled: 16, 32, 60); a size over val pools val and test, at most their
+  sum;
 - false stops: every stopped offspring is evaluated in full afterwards; `violations`
   counts those whose full metric exceeds the upper bound they were stopped with (an upper
   bound on the false stops), `false stops` those that would have entered the front of
