@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from evostitch import cli
 
@@ -147,3 +148,22 @@ def test_inspect_json(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "already holds" in err
+
+
+def test_a_fit_memory_budget_changes_the_passes_not_the_stitches(tmp_path, capsys, monkeypatch):
+    from evostitch.supernet import Supernet
+    from evostitch.training import fit
+
+    passes = []
+    real = fit.fit_passes
+    monkeypatch.setattr(fit, "fit_passes", lambda *a: passes.append(real(*a)) or passes[-1])
+    base = ["stitch", "--a", "demo:resnet_like", "--b", "demo:mobilenet_like"]
+    base += ["--input-shape", "1,8,8", "--data", "digits", "--fit-samples", "128"]
+    base += ["--hold-samples", "0"]
+    for name, extra in (("one", []), ("split", ["--fit-memory", "1"])):
+        code, _, err = run([*base, *extra, "--out", str(tmp_path / name)], capsys)
+        assert code == 0, err
+    assert len(passes[0]) == 1 and len(passes[1]) > 1  # 1 MiB: several passes
+    one, split = (Supernet.load(tmp_path / n).stitches.state_dict() for n in ("one", "split"))
+    assert one.keys() == split.keys()
+    assert all(torch.equal(one[k], split[k]) for k in one)

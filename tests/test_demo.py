@@ -69,6 +69,11 @@ BAD_INPUT = {
         "--hold-samples >= 0",
         "supernet.json",
     ),
+    "zero fit memory": (
+        [*STITCH, "--b", "demo:mobilenet_like", "--fit-memory", "0"],
+        "--fit-memory >= 1",
+        "supernet.json",
+    ),
     "unknown task": (["demo", "--task", "detection"], "unknown --task", SUMMARY),
 }
 

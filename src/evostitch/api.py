@@ -134,6 +134,7 @@ def stitch(
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
     fit_samples: int | None = None,
+    fit_memory: int | None = None,
     steps: int | None = None,
     epochs: float | None = None,
     batch_size: int = 32,
@@ -151,8 +152,9 @@ def stitch(
     random offspring per p are scored before and after (0: none; `evaluation.holding`).
     `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 
-    `fit_samples` images fit the stitches by least squares, then `steps` (or `epochs`)
-    gradient steps train them; None takes the library's defaults
+    `fit_samples` images fit the stitches by least squares (in passes whose equations
+    take at most `fit_memory` bytes), then `steps` (or `epochs`) gradient steps train
+    them; None takes the library's defaults
     (`evostitch.training.DEFAULT_FIT_SAMPLES`, `DEFAULT_STEPS`)."""
     from .training import DEFAULT_FIT_SAMPLES, train_stitches
 
@@ -193,6 +195,7 @@ def stitch(
                 net,
                 load_dataset(data, "train"),
                 fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
+                fit_memory=fit_memory,
                 steps=steps,
                 epochs=epochs,
                 batch_size=batch_size,

@@ -145,6 +145,13 @@ def stitch(
         float | None,
         typer.Option(help="Gradient steps as passes over the train split, instead of --steps."),
     ] = None,
+    fit_memory: Annotated[
+        int | None,
+        typer.Option(
+            help="MiB the least-squares fit's equations may take at once; more walk the fit "
+            "images in several passes (default: the stitches' own weights, at least 256)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the stitch training.")] = 0,
     hold_samples: Annotated[
@@ -161,6 +168,8 @@ def stitch(
     --data) and save it."""
     if hold_samples < 0:
         raise EvostitchError("need --hold-samples >= 0")
+    if fit_memory is not None and fit_memory < 1:
+        raise EvostitchError("need --fit-memory >= 1 (MiB)")
     api.stitch(
         a,
         b,
@@ -175,6 +184,7 @@ def stitch(
         max_ratio=max_ratio,
         leaf_modules=leaf_module or (),
         fit_samples=fit_samples,
+        fit_memory=fit_memory * 2**20 if fit_memory is not None else None,
         steps=steps,
         epochs=epochs,
         batch_size=batch_size,
