@@ -148,8 +148,9 @@ def stitch(
     fit_memory: Annotated[
         int | None,
         typer.Option(
-            help="MiB the least-squares fit's equations may take at once; more walk the fit "
-            "images in several passes (default: the stitches' own weights, at least 256)."
+            help="MiB the least-squares fit's equations may take at once; beyond it the fit "
+            "walks its images in several passes, same result (default: the stitches' own "
+            "weights, at least 256)."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Stitch-training batch size.")] = 32,
