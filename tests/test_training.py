@@ -124,6 +124,8 @@ def test_a_one_shot_iterator_is_refused_when_the_fit_needs_passes():
     x = torch.stack([load_dataset("digits", "train")[i][0] for i in range(64)])
     with pytest.raises(SupernetError, match="one-shot iterator"):
         least_squares_init(net, iter(x.split(32)), memory=1, device="cpu")
+    with pytest.raises(SupernetError, match="at least 1 byte"):
+        least_squares_init(net, x, memory=0, device="cpu")
 
 
 class Crash(Exception):

@@ -134,6 +134,8 @@ def least_squares_init(
     more than one needs `images` that can be iterated again (a tensor, a list, a
     DataLoader).
     """
+    if memory is not None and memory < 1:
+        raise SupernetError(f"the fit's memory budget must be at least 1 byte; got {memory}")
     device = resolve_device(device)
     net.to(device)
     budget = default_fit_memory(net) if memory is None else memory
