@@ -26,7 +26,7 @@ as never; how many reached it).
 
 Run: .venv/bin/python benchmarks/search_stitching.py [--problems classification@250,segmentation]
         [--budgets 250,2000] [--seeds 5] [--algorithms rs,ga,gomea,lk-gomea,nsga2]
-        [--population 16] [--p-stitch 0.02] [--tag NAME]
+        [--population 16] [--p-stitch 0.02] [--val-subset N] [--tag NAME]
 """
 
 from __future__ import annotations
@@ -222,6 +222,13 @@ def main() -> None:
     ap.add_argument("--p-stitch", type=float, default=0.02)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
+        "--val-subset",
+        type=int,
+        default=0,
+        help="score every search on a seeded subset of this many validation images (0: all;"
+        " a subset is its own problem: its own cache key and run folders)",
+    )
+    ap.add_argument(
         "--tag",
         default="",
         help="appended to the run folders' names: runs of a changed algorithm are made anew"
@@ -253,9 +260,10 @@ def main() -> None:
     for name in problems:
         folder = OUT / name
         data = build_supernet(name, folder)
-        spec = problem_spec(folder / "supernet", data)
+        subset = args.val_subset or None
+        spec = problem_spec(folder / "supernet", data, subset=subset)
         problem, net = problem_from_spec(spec, device="cpu")
-        key = f"{folder_hash(folder / 'supernet')}|{data}|val"
+        key = f"{folder_hash(folder / 'supernet')}|{data}|val" + (f"|{subset}" if subset else "")
         cached = CachedObjectives(problem, problem.evaluate, db, key)
         refs = cached.evaluate_many(problem.references)
         ref_point = reference_point_from(refs)
@@ -274,6 +282,7 @@ def main() -> None:
             for seed in range(args.seeds):  # seeds outer: a run cut short has every algorithm
                 for algorithm in algorithms:
                     tag = f"{algorithm}-b{budget}-p{args.population}-ps{args.p_stitch:g}-s{seed}"
+                    tag += f"-v{subset}" if subset else ""
                     tag += f"-{args.tag}" if args.tag else ""
                     run = folder / "runs" / tag
                     if args.report_only and not (run / "done.json").is_file():
@@ -313,7 +322,9 @@ def table(name: str, n_vars: int, budget: int, traces: dict, args) -> list[str]:
     seeds = "/".join(sorted({str(len(runs)) for runs in traces.values()})) or "0"
     out = [
         f"\n{name} ({n_vars} variables), budget {budget}, population {args.population}, "
-        f"p_stitch {args.p_stitch:g}, seeds per algorithm {seeds}; random search's median final HV "
+        f"p_stitch {args.p_stitch:g}, seeds per algorithm {seeds}"
+        + (f", {args.val_subset} validation images" if args.val_subset else "")
+        + "; random search's median final HV "
         f"{target_text}",
         f"| algorithm | final HV median [min, max] | HV at {budget // 4} | HV at {budget // 2} "
         f"| evaluations to RS's final HV (reached) |",
