@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evostitch.cli import main
 from evostitch.evolution.archive import nondominated
+from evostitch.evolution.base import Algorithm, Candidate
 from evostitch.evolution.store import RunStore
 from evostitch.supernet import Supernet
 
@@ -195,3 +197,88 @@ def test_auto_picks_the_algorithm_by_the_number_of_variables(supernet, tmp_path)
     run_dir = tmp_path / "run"
     assert cli("search", folder, "--out", run_dir, "--budget", "3", "--population", "4") == 0
     assert evostitch.load_run(run_dir).config.algorithm == "lk-gomea"
+
+
+def one_flip(references, seed: int, i: int) -> tuple[int, ...]:
+    """OneFlip's i-th genotype."""
+    if i < len(references):
+        return tuple(references[i])
+    g = list(references[0])
+    g[int(np.random.default_rng([seed, i]).integers(1, len(g)))] = 1
+    return tuple(g)
+
+
+class OneFlip(Algorithm):
+    """A user's own ask/tell algorithm: the references, then a reference with one seeded
+    switch flipped at a time (what a researcher plugs in through `register_algorithm`)."""
+
+    def __init__(self, problem, seed=0, *, pop_size, **rest):
+        super().__init__(problem, seed)
+        self.asked, self.told = 0, {}
+
+    def ask(self):
+        self.asked += 1
+        return Candidate(
+            self.asked - 1, one_flip(self.problem.references, self.seed, self.asked - 1)
+        )
+
+    def tell(self, ticket, objectives):
+        self.told[ticket] = list(objectives)
+
+    def state_dict(self):
+        return {"asked": self.asked}
+
+    def load_state_dict(self, state):
+        self.asked = state["asked"]
+
+
+@pytest.fixture
+def registry():
+    """Algorithms a test registers are gone after it."""
+    from evostitch.evolution.algorithms import ALGORITHMS, BUILTIN
+
+    yield ALGORITHMS
+    for name in set(ALGORITHMS) - set(BUILTIN):
+        del ALGORITHMS[name]
+
+
+def test_your_own_algorithm_searches_and_resumes_by_name(supernet, tmp_path, registry):
+    """register_algorithm: `search(algorithm=name)` runs the user's ask/tell algorithm
+    through the product's loop (the run records the name, the front is written), and
+    `resume` rebuilds it by name; unregistered, resume says how in one line."""
+    import evostitch
+
+    evostitch.register_algorithm("one-flip", OneFlip)
+    folder, net = supernet
+    run = evostitch.search(folder, out=tmp_path / "run", algorithm="one-flip", budget=7,
+                           population=4, progress=False)  # fmt: skip
+    assert run.config.algorithm == "one-flip" and run.result.performed == 7
+    asked = [net.canonical(one_flip(net.reference_genotypes, 0, i)) for i in range(40)]
+    genotypes = [r.canonical for r in stored(tmp_path / "run")]
+    assert len(genotypes) == 7 and genotypes == [g for g in dict.fromkeys(asked)][:7]
+    assert (tmp_path / "run" / "front.csv").is_file()
+    assert evostitch.resume(tmp_path / "run", progress=False).result.evaluated_now == 0
+    del registry["one-flip"]
+    with pytest.raises(evostitch.SearchError, match="register_algorithm") as caught:
+        evostitch.resume(tmp_path / "run", progress=False)
+    assert "\n" not in str(caught.value)
+
+
+def test_register_algorithm_refuses_what_cannot_work(supernet, tmp_path, registry):
+    """Built-in names, `auto`, odd names and non-callables are refused at registration; a
+    factory that returns no Algorithm or takes other arguments is refused in one line
+    when the search builds it, before anything is evaluated."""
+    import evostitch
+
+    for name, factory in [("ga", OneFlip), ("auto", OneFlip), ("My Algo", OneFlip),
+                          ("", OneFlip), ("fine", 3)]:  # fmt: skip
+        with pytest.raises(evostitch.SearchError):
+            evostitch.register_algorithm(name, factory)
+    evostitch.register_algorithm("not-one", lambda problem, seed, **params: object())
+    evostitch.register_algorithm("no-params", lambda problem, seed: OneFlip(problem, seed))
+    folder, _ = supernet
+    for name, words in [("not-one", "returned object"), ("no-params", "factory")]:
+        with pytest.raises(evostitch.SearchError, match=words) as caught:
+            evostitch.search(folder, out=tmp_path / name, algorithm=name, budget=2,
+                             progress=False)  # fmt: skip
+        assert "\n" not in str(caught.value)

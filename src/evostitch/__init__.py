@@ -3,6 +3,7 @@
 The public API, loaded on first use (``import evostitch`` stays light)::
 
     stitch, search, resume, load_run, match, inspect   one call per CLI command (api)
+    register_algorithm                                 search with your own algorithm
     Run                                                a search run folder (api)
     Supernet                                           the supernetwork (supernet)
     load_model, trace, Graph                           parents and their graphs
@@ -24,6 +25,7 @@ _EXPORTS = {
     "match": "api",
     "inspect": "api",
     "Run": "api",
+    "register_algorithm": "evolution.algorithms",
     "Supernet": "supernet",
     "load_model": "models",
     "trace": "graph",

@@ -25,7 +25,12 @@ from .devices import check_amp, resolve_device
 from .errors import SearchError, SupernetError
 from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
 from .evaluation.racing import DEFAULT_CONFIDENCE
-from .evolution.algorithms import ALGORITHMS, AUTO, default_algorithm, make_algorithm
+from .evolution.algorithms import (
+    ALGORITHMS,
+    AUTO,
+    default_algorithm,
+    make_algorithm,
+)
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
 from .evolution.racing import save_race_counts
@@ -301,7 +306,10 @@ def search(
     reference searched on 1,000 ImageNet-V2 images), recorded in the run; `fidelity`
     "race" stops offspring early at `confidence` (`evostitch.evaluation.racing`)."""
     if algorithm not in (*ALGORITHMS, AUTO):
-        raise SearchError(f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)} or auto")
+        raise SearchError(
+            f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)} or auto (your own:"
+            " evostitch.register_algorithm first)"
+        )
     device, amp = resolve_device(device), check_amp(amp)
     if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
         raise SearchError(
