@@ -267,7 +267,7 @@ def test_your_own_algorithm_searches_and_resumes_by_name(supernet, tmp_path, reg
 def test_register_algorithm_refuses_what_cannot_work(supernet, tmp_path, registry):
     """Built-in names, `auto`, odd names and non-callables are refused at registration; a
     factory that returns no Algorithm or takes other arguments is refused in one line
-    when the search builds it, before anything is evaluated."""
+    when the search builds it, before the run folder is made."""
     import evostitch
 
     for name, factory in [("ga", OneFlip), ("auto", OneFlip), ("My Algo", OneFlip),
@@ -282,3 +282,4 @@ def test_register_algorithm_refuses_what_cannot_work(supernet, tmp_path, registr
             evostitch.search(folder, out=tmp_path / name, algorithm=name, budget=2,
                              progress=False)  # fmt: skip
         assert "\n" not in str(caught.value)
+        assert not (tmp_path / name).exists()  # refused before the run folder is made

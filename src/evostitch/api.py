@@ -25,12 +25,7 @@ from .devices import check_amp, resolve_device
 from .errors import SearchError, SupernetError
 from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
 from .evaluation.racing import DEFAULT_CONFIDENCE
-from .evolution.algorithms import (
-    ALGORITHMS,
-    AUTO,
-    default_algorithm,
-    make_algorithm,
-)
+from .evolution.algorithms import AUTO, check_algorithm, default_algorithm, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
 from .evolution.racing import save_race_counts
@@ -305,11 +300,7 @@ def search(
     `val_subset` searches on a seeded subset of that many validation samples (the
     reference searched on 1,000 ImageNet-V2 images), recorded in the run; `fidelity`
     "race" stops offspring early at `confidence` (`evostitch.evaluation.racing`)."""
-    if algorithm not in (*ALGORITHMS, AUTO):
-        raise SearchError(
-            f"unknown algorithm {algorithm!r}: {', '.join(ALGORITHMS)} or auto (your own:"
-            " evostitch.register_algorithm first)"
-        )
+    check_algorithm(algorithm, auto=True)
     device, amp = resolve_device(device), check_amp(amp)
     if budget < 1 or population < 2 or not 0 <= p_stitch <= 1 or not 0 <= steer_to <= 1:
         raise SearchError(
@@ -327,6 +318,7 @@ def search(
         algorithm = default_algorithm(len(problem.cardinalities))
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
+    algo = make_algorithm(algorithm, problem, seed, **params)  # before anything is written
     runner = make_backend(
         backend,
         supernet,
@@ -342,7 +334,6 @@ def search(
     )
     try:
         with RunStore.create(out, config) as store:
-            algo = make_algorithm(algorithm, problem, seed, **params)
             result = run_search(
                 problem,
                 algo,

@@ -59,14 +59,20 @@ def register_algorithm(name: str, factory: Callable[..., Algorithm]) -> None:
     ALGORITHMS[name] = factory
 
 
+def check_algorithm(name: str, auto: bool = False) -> None:
+    """Refuse, in one line, a name that is not registered (nor `auto`, when allowed)."""
+    if name not in ALGORITHMS and not (auto and name == AUTO):
+        raise SearchError(
+            f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}"
+            + (" or auto" if auto else "")
+            + " (your own: evostitch.register_algorithm in Python, then search or resume)"
+        )
+
+
 def make_algorithm(name: str, problem: Problem, seed: int = 0, **params: Any) -> Algorithm:
     """Build a registered algorithm. Shared params: pop_size, budget, steer_to, p_stitch;
     ga: crossover, mutation_rate; gomea, lk-gomea: restart_elites; lk-gomea: neighbours."""
-    if name not in ALGORITHMS:
-        raise SearchError(
-            f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)} (an algorithm"
-            " of your own: evostitch.register_algorithm in Python, then search or resume)"
-        )
+    check_algorithm(name)
     if name not in BUILTIN:
         try:
             algorithm = ALGORITHMS[name](problem, seed, **params)
@@ -100,6 +106,7 @@ __all__ = [
     "NSGA2",
     "RandomSearch",
     "SteadyState",
+    "check_algorithm",
     "initial_genotypes",
     "make_algorithm",
     "register_algorithm",
