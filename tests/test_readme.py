@@ -26,10 +26,19 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks, "README has no python example"
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
+    from evostitch.evolution.algorithms import ALGORITHMS
+
+    registered = dict(ALGORITHMS)
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), {})
+    finally:  # the example registers an algorithm: leave the registry as it was
+        ALGORITHMS.clear()
+        ALGORITHMS.update(registered)
     assert (tmp_path / "runs" / "r1" / "front.csv").is_file()
     assert (tmp_path / "runs" / "parent-a" / "offspring.py").is_file()
+    assert (tmp_path / "runs" / "mine" / "front.csv").is_file()  # your own algorithm
+    assert "one-switch" not in ALGORITHMS
 
 
 def test_ci_runs_the_readme_test_command():
