@@ -1,11 +1,12 @@
 """Three parents in one supernetwork against the three pairs (issue 17).
 
 Parents, trained from scratch, seeded, on the bundled real digits `mnist5k?size=32&channels=3`
-(trained_parents.py; cached in benchmarks/out/parents): A torchvision resnet18, B
-demo:mobilenet_like (inverted residuals), C demo:vit_like (a small Vision Transformer):
-three architectures. Four supernetworks are built through the public API
-(`evostitch.stitch`, library defaults: least-squares stitches; `--max-ratio`): ABC and the
-pairs AB, AC, BC. Each is searched through `evostitch.search` (the product's default
+(trained_parents.py; cached in benchmarks/out/parents): A torchvision resnet18 (or, with
+`--trio demo`, demo:resnet_like: all three from the demo), B demo:mobilenet_like (inverted
+residuals), C demo:vit_like (a small Vision Transformer): three architectures. Four
+supernetworks are built through the public API (`evostitch.stitch`, library defaults:
+least-squares stitches; `--max-ratio`): ABC and the pairs AB, AC, BC. Each is searched
+through `evostitch.search` (the product's default
 algorithm for its number of variables unless `--algorithm`; population `--population`,
 p_stitch 0.02): ABC with the whole budget, each pair with a third of it, so both arms
 spend the same number of evaluations; every search scores the same seeded subset of
@@ -19,7 +20,7 @@ the same hypervolumes are printed on test.
 Goal: the three-parent front's median hypervolume is higher than the union's.
 
 Run: .venv/bin/python benchmarks/multi_parent.py [--budget 240] [--seeds 5] [--val-subset 250]
-        [--population 16] [--algorithm auto] [--max-ratio 8] [--test]
+        [--population 16] [--algorithm auto] [--max-ratio 8] [--test] [--trio demo]
 Finished runs are kept under benchmarks/out/multi_parent and read back on a rerun.
 """
 
@@ -34,7 +35,13 @@ import torch
 from laps import Laps
 from trained_parents import MNIST32, SHAPE32, trained_parent
 
+TRIOS = {"torchvision": ("resnet18", "mobilenet_like", "vit_like"),
+         "demo": ("resnet_like", "mobilenet_like", "vit_like")}  # fmt: skip
 PARENTS = {
+    "resnet_like": (
+        "demo:resnet_like?in_channels=3&num_classes=10",
+        {"epochs": 2, "batch_size": 64, "lr": 3e-3},
+    ),
     "resnet18": (
         "torchvision:resnet18?num_classes=10",
         {"epochs": 2, "batch_size": 64, "lr": 3e-3},
@@ -118,17 +125,26 @@ def main() -> None:
     )
     ap.add_argument("--max-ratio", type=int, default=8)
     ap.add_argument("--test", action="store_true", help="also score the fronts on test")
-    ap.add_argument("--out", default="benchmarks/out/multi_parent")
+    ap.add_argument(
+        "--trio",
+        choices=sorted(TRIOS),
+        default="torchvision",
+        help="A is torchvision's resnet18 or the demo's resnet_like (B, C: the demo's"
+        " mobilenet_like and vit_like)",
+    )
+    ap.add_argument("--out", default=None, help="default benchmarks/out/multi_parent[-demo]")
     ap.add_argument("--cache", default="benchmarks/out/parents", help="trained parents")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    out = Path(args.out)
+    trio = TRIOS[args.trio]
+    default_out = "benchmarks/out/multi_parent" + ("-demo" if args.trio == "demo" else "")
+    out = Path(args.out or default_out)
     lap = Laps()
-    trained = [trained_parent(n, *PARENTS[n], Path(args.cache), 0) for n in PARENTS]
+    trained = [trained_parent(n, *PARENTS[n], Path(args.cache), 0) for n in trio]
     print(f"\n{'parent':17s} {'val acc':>8s} {'test acc':>8s} {'MMACs':>8s}")
-    for side, name, (_, _, rec) in zip("ABC", PARENTS, trained, strict=True):
+    for side, name, (_, _, rec) in zip("ABC", trio, trained, strict=True):
         acc = rec["accuracy"]
         print(f"{side} {name:15s} {acc['val']:8.4f} {acc['test']:8.4f} {rec['macs'] / 1e6:8.2f}")
     parents = [(spec, weights) for spec, weights, _ in trained]
