@@ -6,10 +6,10 @@ Parents, trained from scratch, seeded, on the bundled real digits `mnist5k?size=
 residuals), C demo:vit_like (a small Vision Transformer): three architectures. Four
 supernetworks are built through the public API (`evostitch.stitch`, library defaults:
 least-squares stitches; `--max-ratio`): ABC and the pairs AB, AC, BC. Each is searched
-through `evostitch.search` (the product's default
-algorithm for its number of variables unless `--algorithm`; population `--population`,
-p_stitch 0.02): ABC with the whole budget, each pair with a third of it, so both arms
-spend the same number of evaluations; every search scores the same seeded subset of
+through `evostitch.search` (the product's default algorithm for its number of variables
+unless `--algorithm`; population `--population`, p_stitch 0.02): ABC with the whole
+budget, each pair with a third of it, so both arms spend the same number of evaluations;
+every search scores the same seeded subset of
 `--val-subset` validation images (CPU time). Per seed, hypervolume on that subset (what
 the search optimises) of the ABC front and of the union of the three pair fronts, in one
 objective space with one reference point: 90% of the weakest parent's accuracy and 110%
@@ -21,7 +21,8 @@ Goal: the three-parent front's median hypervolume is higher than the union's.
 
 Run: .venv/bin/python benchmarks/multi_parent.py [--budget 240] [--seeds 5] [--val-subset 250]
         [--population 16] [--algorithm auto] [--max-ratio 8] [--test] [--trio demo]
-Finished runs are kept under benchmarks/out/multi_parent and read back on a rerun.
+Finished runs are kept under benchmarks/out/multi_parent (-demo for `--trio demo`) and read
+back on a rerun.
 """
 
 from __future__ import annotations

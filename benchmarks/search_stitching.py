@@ -253,6 +253,8 @@ def main() -> None:
         "--report-only", action="store_true", help="tabulate the finished runs, start none"
     )
     args = ap.parse_args()
+    if not 0 <= args.steer_to <= 1 or not 0 <= args.p_stitch <= 1:
+        raise SystemExit("--steer-to and --p-stitch must lie in [0, 1]")
     torch.set_num_threads(args.threads)
     problems, own_budgets = [], {}
     for item in args.problems.split(","):  # name, or name@250+2000: that problem's budgets
@@ -333,18 +335,20 @@ def main() -> None:
 
 def table(name: str, n_vars: int, budget: int, traces: dict, args) -> list[str]:
     traces = {a: runs for a, runs in traces.items() if runs}
-    rs_target = statistics.median(t[-1] for t in traces["rs"]) if "rs" in traces else None
-    rs_target = args.rs_target if args.rs_target is not None else rs_target
+    given = args.rs_target is not None
+    rs_target = args.rs_target if given else None
+    if not given and "rs" in traces:
+        rs_target = statistics.median(t[-1] for t in traces["rs"])
     target_text = f"{rs_target:.4f}" if rs_target is not None else "-"
     seeds = "/".join(sorted({str(len(runs)) for runs in traces.values()})) or "0"
     out = [
         f"\n{name} ({n_vars} variables), budget {budget}, population {args.population}, "
         f"p_stitch {args.p_stitch:g}, steer_to {args.steer_to:g}, seeds per algorithm {seeds}"
         + (f", {args.val_subset} validation images" if args.val_subset else "")
-        + ("; target HV (given) " if args.rs_target is not None else "; RS's median final HV ")
+        + ("; target HV (given) " if given else "; RS's median final HV ")
         + target_text,
         f"| algorithm | final HV median [min, max] | HV at {budget // 4} | HV at {budget // 2} "
-        f"| evaluations to RS's final HV (reached) |",
+        f"| evaluations to {'the target' if given else 'RS final HV'} (reached) |",
         "|---|---|---|---|---|",
     ]
     for algorithm, runs in traces.items():
