@@ -81,6 +81,17 @@ def supernet(sides: str, parents: list, out: Path, max_ratio: int, seed: int) ->
     return folder
 
 
+def resolved(algorithm: str, folder: Path) -> str:
+    """The algorithm a search of `folder` runs: `auto` resolved, so that run folders name
+    what ran (and a changed default does not replay the old one's runs)."""
+    from evostitch.evolution.algorithms import AUTO, default_algorithm
+    from evostitch.supernet import Supernet
+
+    if algorithm != AUTO:
+        return algorithm
+    return default_algorithm(len(Supernet.load(folder).genotype_spec))
+
+
 def searched(folder: Path, run: Path, budget: int, seed: int, args) -> list:
     """Every stored evaluation of one run (a finished run is reused, an interrupted one
     resumed)."""
@@ -91,7 +102,8 @@ def searched(folder: Path, run: Path, budget: int, seed: int, args) -> list:
     elif not (run / "front.csv").is_file():
         evostitch.search(
             folder, out=run, budget=budget, seed=seed, population=args.population,
-            algorithm=args.algorithm, val_subset=args.val_subset or None, progress=False,
+            algorithm=resolved(args.algorithm, folder), val_subset=args.val_subset or None,
+            progress=False,
         )  # fmt: skip
     return evostitch.load_run(run).records
 
@@ -155,12 +167,13 @@ def main() -> None:
 
     share = args.budget // len(PAIRS)
     runs = []
-    tag = f"v{args.val_subset}-{args.algorithm}-p{args.population}"
+    tag = {s: f"v{args.val_subset}-{resolved(args.algorithm, f)}-p{args.population}"
+           for s, f in folders.items()}  # fmt: skip
     for seed in range(args.seeds):
-        run = out / f"run-abc-s{seed}-b{args.budget}-{tag}"
+        run = out / f"run-abc-s{seed}-b{args.budget}-{tag['abc']}"
         found = {"abc": searched(folders["abc"], run, args.budget, seed, args)}
         for s in PAIRS:
-            run = out / f"run-{s}-s{seed}-b{share}-{tag}"
+            run = out / f"run-{s}-s{seed}-b{share}-{tag[s]}"
             found[s] = searched(folders[s], run, share, seed, args)
         runs.append(found)
         print(f"  seed {seed}: " + ", ".join(f"{s} {len(v)}" for s, v in found.items()), flush=True)

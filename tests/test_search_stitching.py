@@ -183,20 +183,30 @@ def test_val_subset_is_searched_and_recorded(supernet, tmp_path):
                "--val-subset", "0") == 2  # fmt: skip
 
 
-def test_auto_picks_the_algorithm_by_the_number_of_variables(supernet, tmp_path):
-    """The default (`auto`): NSGA-II up to 50 variables, LK-GOMEA above; the run records
-    the algorithm it ran (what --resume rebuilds)."""
+def test_auto_runs_nsga2_and_records_it(supernet, tmp_path):
+    """The default (`auto`): NSGA-II at every measured size; the run records the
+    algorithm it ran (what --resume rebuilds), not `auto`."""
     import evostitch
     from evostitch.evolution.algorithms import default_algorithm
 
-    assert [default_algorithm(n) for n in (1, 33, 50, 51, 111)] == [
-        "nsga2", "nsga2", "nsga2", "lk-gomea", "lk-gomea"
-    ]  # fmt: skip
+    assert {default_algorithm(n) for n in (1, 33, 111, 301)} == {"nsga2"}
     folder, net = supernet
     assert len(net.genotype_spec) == 111
     run_dir = tmp_path / "run"
     assert cli("search", folder, "--out", run_dir, "--budget", "3", "--population", "4") == 0
-    assert evostitch.load_run(run_dir).config.algorithm == "lk-gomea"
+    assert evostitch.load_run(run_dir).config.algorithm == "nsga2"
+
+
+def test_a_population_below_the_backends_capacity_is_noted(supernet, tmp_path, capsys):
+    """A generation smaller than what the backend runs at once leaves workers idle: the
+    search says so in one line, and not when the population fills the backend."""
+    folder, _ = supernet
+    assert cli("search", folder, "--out", tmp_path / "r1", "--budget", "2", "--population",
+               "4", "--batch", "8") == 0  # fmt: skip
+    assert "population 4 is below the 16 evaluations" in capsys.readouterr().err
+    assert cli("search", folder, "--out", tmp_path / "r2", "--budget", "2", "--population",
+               "16", "--batch", "8") == 0  # fmt: skip
+    assert "is below the" not in capsys.readouterr().err
 
 
 def one_flip(references, seed: int, i: int) -> tuple[int, ...]:

@@ -278,7 +278,7 @@ def search(
     algorithm: str = DEFAULT_ALGORITHM,
     budget: int = 1000,
     seed: int = 0,
-    population: int = 64,
+    population: int = 16,
     p_stitch: float = 0.02,
     steer_to: float = 0.5,
     backend: str | Backend = "inprocess",
@@ -332,6 +332,11 @@ def search(
         race=spec,
         **backend_options,
     )
+    if population < runner.capacity:  # a generation is all that can run at once
+        _say(progress)(
+            f"note: population {population} is below the {runner.capacity} evaluations the"
+            f" backend runs at once, so some workers will idle (--population {runner.capacity})"
+        )
     try:
         with RunStore.create(out, config) as store:
             result = run_search(

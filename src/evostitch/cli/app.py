@@ -82,7 +82,7 @@ Amp = Annotated[
     typer.Option("--amp", help="bf16 or fp16: run the networks in mixed precision (autocast)."),
 ]
 ALGORITHM_HELP = (
-    "auto (nsga2 up to 50 variables, else lk-gomea; measured in docs/METHOD.md), "
+    "auto (nsga2: the best measured in docs/METHOD.md section 8), "
     "rs (random search), ga, gomea, lk-gomea (kernel GOMEA) or nsga2."
 )
 

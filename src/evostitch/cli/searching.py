@@ -58,7 +58,14 @@ def search(
         int, typer.Option(help="Evaluations to perform (cache hits are free).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the search.")] = 0,
-    population: Annotated[int, typer.Option(help="Population size.")] = 64,
+    population: Annotated[
+        int,
+        typer.Option(
+            help="Population size (16: measured best at up to 2,000 evaluations, docs/METHOD.md"
+            " section 8; on Ray, at least the evaluations in flight, workers x batch, keeps"
+            " every worker busy)."
+        ),
+    ] = 16,
     p_stitch: Annotated[
         float, typer.Option(help="Initial probability that a switch takes the stitched input.")
     ] = 0.02,
