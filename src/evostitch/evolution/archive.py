@@ -150,6 +150,12 @@ def hypervolume(
     return float(HV(ref_point=ref)(pts))
 
 
+def box_volume(ref_point: Sequence[float], ideal: Sequence[float]) -> float:
+    """Volume of the box between `ideal` and `ref_point`, the largest possible
+    hypervolume (1.0 for an empty box, so that dividing by it is always safe)."""
+    return float(np.prod(np.asarray(ref_point, float) - np.asarray(ideal, float))) or 1.0
+
+
 def reference_point_from(
     references_objectives: Sequence[Sequence[float]], margin: float = 0.1
 ) -> tuple[float, ...]:

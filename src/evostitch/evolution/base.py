@@ -29,6 +29,9 @@ class Problem:
     adaptive steering; None for problems without one. `switches` lists the variables
     whose value 0 means "off" (a parent's own tensor) and any other value "on" (a
     stitch): the initialiser's `p_stitch` applies to them; None: the binary variables.
+    `ideal` is the best value each objective can take (a stitching problem's: metric 1,
+    0 MACs); with it, hypervolume is shown as a fraction of the box between it and the
+    reference point, as the reports show it.
     """
 
     cardinalities: Sequence[int]
@@ -39,6 +42,7 @@ class Problem:
     references: Sequence[Genotype] = field(default_factory=list)
     metric_index: int | None = None
     switches: Sequence[int] | None = None
+    ideal: Sequence[float] | None = None
     _seen: dict[Genotype, Genotype] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -313,7 +313,9 @@ class _View:
 
         Either the archive's own `hypervolume()`, or, for an archive with an
         `objectives_array()`, the volume against a reference point derived from the
-        evaluated reference solutions (`evostitch.evolution.archive`). Any error: "-".
+        evaluated reference solutions (`evostitch.evolution.archive`), as a fraction of
+        the box from the problem's `ideal` when it has one (as reports show it). Any
+        error: "-".
         """
         if time.perf_counter() - self._hv_time < 2.0:
             return self._hv
@@ -324,13 +326,22 @@ class _View:
             if callable(method):
                 self._hv = f"{float(method()):.3g}"
             elif callable(getattr(archive, "objectives_array", None)):
-                from evostitch.evolution.archive import hypervolume, reference_point_from
+                from evostitch.evolution.archive import (
+                    box_volume,
+                    hypervolume,
+                    reference_point_from,
+                )
 
-                refs = [self.cache.lookup_stored(g) for g in self.cache.problem.references]
+                problem = self.cache.problem
+                refs = [self.cache.lookup_stored(g) for g in problem.references]
                 refs = [r.objectives for r in refs if r is not None and r.ok]
                 if refs:
                     point = reference_point_from(refs)
-                    self._hv = f"{hypervolume(archive.objectives_array(), point):.3g}"
+                    hv = hypervolume(archive.objectives_array(), point)
+                    if problem.ideal is None:
+                        self._hv = f"{hv:.3g}"
+                    else:
+                        self._hv = f"{hv / box_volume(point, problem.ideal):.4f}"
         except Exception:  # an archive that needs arguments, a module still missing...
             self._hv = "-"
         return self._hv

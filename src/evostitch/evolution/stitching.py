@@ -25,6 +25,7 @@ from evostitch.supernet import Supernet
 
 FIDELITIES = ("full", "race")  # every offspring on the whole split, or raced (racing.py)
 DEFAULT_FIDELITY = "full"
+IDEAL = (-1.0, 0.0)  # the best objectives an offspring could have: metric 1, 0 MACs
 
 
 def supernet_data(supernet: str | Path) -> str:
@@ -112,6 +113,7 @@ def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives])
         references=net.reference_genotypes,
         metric_index=0,
         switches=range(1, len(net.genotype_spec)),  # every variable but the output's
+        ideal=IDEAL,
     )
 
 

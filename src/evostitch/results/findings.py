@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from ..evolution.archive import hypervolume, nondominated
+from ..evolution.archive import box_volume, hypervolume, nondominated
 from ..evolution.racing import race_counts
+from ..evolution.stitching import IDEAL
 from ..evolution.store import EvaluationRecord, RunConfig
 from .findings_text import TEXTS
 from .run import TWO_PARENTS, parent_names, reference_name
@@ -247,7 +248,7 @@ def val_test_gap(
 
 def hypervolume_box(ref_point: Sequence[float]) -> float:
     """The volume between (metric 1, 0 MACs) and the reference point (1.0 if that is 0)."""
-    return (ref_point[0] + 1.0) * ref_point[1] or 1.0
+    return box_volume(ref_point, IDEAL)
 
 
 def hypervolume_by_run(
