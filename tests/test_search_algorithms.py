@@ -549,11 +549,28 @@ def test_floor_rises_and_steers_acceptance() -> None:
     below, above = (-0.2, 0.0), (-0.3, 50.0)  # cheap but under the floor vs costly above
     for w in alg.weights:
         assert alg.better(above, below, w) and not alg.not_worse(below, above, w)
-    drive(alg, problem, 50)
-    assert alg.floor == pytest.approx(0.5)
-    assert all(-s.objectives[0] >= 0.5 for s in alg.archive)
+    drive(alg, problem, 20)  # under the cap (0.36, next test)
+    assert alg.floor == pytest.approx(0.35)
+    assert all(-s.objectives[0] >= 0.35 for s in alg.archive)
     no_budget = make_algorithm("gomea", problem, 0)
     assert no_budget.floor is None
+
+
+@pytest.mark.parametrize("name", ["rs", "gomea", "nsga2"])
+def test_floor_stops_at_the_hypervolume_reference_point(name: str) -> None:
+    """Weak parents (metric 0.4 here) under a high `steer_to`: the floor rises to 90% of
+    the weakest reference's metric and no further, so the archive keeps the front."""
+    problem = toy_stitch()  # references: metric 0.4, 0.4 and 0.45
+    alg = make_algorithm(name, problem, 0, pop_size=16, budget=100, steer_to=0.8)
+    assert alg.floor == 0.0 and alg.floor_cap() is None  # no reference told yet
+    drive(alg, problem, 50)
+    assert alg.floor_cap() == pytest.approx(0.36)
+    assert alg.floor == pytest.approx(0.36)  # 0.8 * 0.5 = 0.4, capped
+    drive(alg, problem, 50)
+    assert alg.floor == pytest.approx(0.36)
+    assert len(alg.archive) > 0 and all(-s.objectives[0] >= 0.36 for s in alg.archive)
+    restored = restore(problem, alg.state_dict(), [r for r in problem.references])
+    assert restored.floor == pytest.approx(0.36)
 
 
 def test_nsga2_duplicate_test_is_pymoos_for_integer_genotypes() -> None:

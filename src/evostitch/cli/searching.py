@@ -71,7 +71,11 @@ def search(
     ] = 0.02,
     steer_to: Annotated[
         float,
-        typer.Option(help="Final floor on the metric, rising from 0 over the budget (0: none)."),
+        typer.Option(
+            help="Final floor on the metric, rising from 0 over the budget, never above the "
+            "hypervolume reference point (90% of the weakest parent's or ensemble's metric); "
+            "0: none."
+        ),
     ] = 0.5,
     backend: Annotated[str, typer.Option(help="inprocess (default) or ray.")] = "inprocess",
     ray_address: Annotated[

@@ -23,7 +23,7 @@ from evostitch.evolution.algorithms.scalarisation import (
     normalisation_bounds,
     tchebycheff,
 )
-from evostitch.evolution.archive import Archive
+from evostitch.evolution.archive import Archive, reference_point_from
 from evostitch.evolution.base import Algorithm, Candidate, Genotype, Objectives, Problem
 
 SILENT_PER_VARIABLE = 8
@@ -82,6 +82,7 @@ class SteadyState(Algorithm):
         self._pending: dict[int, tuple[Genotype, dict[str, Any]]] = {}
         self._reask: list[int] = []
         self.memo: dict[Hashable, Objectives] = {}
+        self._floor_cap: float | None = None
         self.memo_hits = 0
         self._silent = 0  # answers from the memo since a new network was proposed
         self.max_silent = max(1000, SILENT_PER_VARIABLE * pop_size * len(problem.cardinalities))
@@ -94,10 +95,30 @@ class SteadyState(Algorithm):
 
     @property
     def floor(self) -> float | None:
-        """Current floor on the task metric, or None without steering."""
+        """Current floor on the task metric, or None without steering: `steer_to` times
+        the progress, never above `floor_cap()`."""
         if self.problem.metric_index is None or not self.steer_to or not self.budget:
             return None
-        return self.steer_to * self.progress
+        floor = self.steer_to * self.progress
+        cap = self.floor_cap()
+        return floor if cap is None else min(floor, cap)
+
+    def floor_cap(self) -> float | None:
+        """The hypervolume reference point's metric (90% of the weakest reference
+        solution's), once every reference was told; None before.
+
+        Solutions under it never count toward the front's hypervolume, and a floor above
+        it (weak parents, a high `steer_to`) would empty the archive and steer the search
+        away from every parent. Derived from the memo, so a resumed run has it too.
+        """
+        if self._floor_cap is None and self.problem.references:
+            fs = [self.memo.get(self.memo_key(g)) for g in self.problem.references]
+            if all(f is not None for f in fs):
+                i = self.problem.metric_index
+                told = [[f[i]] for f in fs if f is not None and math.isfinite(f[i])]
+                if told:
+                    self._floor_cap = -reference_point_from(told)[0]
+        return self._floor_cap
 
     def violation(self, f: Sequence[float]) -> float:
         """How far the solution's metric is under the floor (0 when above)."""
