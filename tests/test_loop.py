@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -439,3 +440,30 @@ def test_closing_a_pipelined_backend_after_a_search_ends_its_thread(tmp_path):
     finally:
         sys.setswitchinterval(switch)
     assert not alive
+
+
+def test_progress_shows_time_left_and_a_resumed_run_starts_where_it_was(monkeypatch, capsys):
+    """The search bar counts a resumed run from what it had done (so its rate and time left
+    are this run's own), shows the time left while it runs and the time taken at the end,
+    also when the search stops before its budget."""
+    from types import SimpleNamespace
+
+    from evostitch.evolution.cache import CacheCounters
+    from evostitch.evolution.loop import _View
+
+    monkeypatch.setenv("COLUMNS", "200")
+    algorithm = SimpleNamespace(memo_hits=0, archive=None)
+    view = _View(True, 100, 2, algorithm, cache=None, done=40)
+    task = view.progress.tasks[0]
+    assert task.completed == 40
+    for performed in range(41, 51):
+        time.sleep(0.02)
+        view.update(CacheCounters(performed=performed), 40, busy=1)
+    # ten evaluations in ~0.2 s: the fifty left take about a second, not 40 evaluations'
+    # worth of a rate computed from zero
+    assert task.time_remaining is not None and 0.2 < task.time_remaining < 5
+    view.close(CacheCounters(performed=50), 40, busy=0)  # stopped early, e.g. converged
+    err = capsys.readouterr().err.strip()
+    taken = task.finished_time
+    assert taken is not None and 0.2 < taken < 60
+    assert "50/100" in err and err.endswith(str(timedelta(seconds=int(taken))))

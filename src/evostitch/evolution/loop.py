@@ -38,7 +38,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from evostitch.errors import RunError, SearchError
 from evostitch.evolution.archive import nondominated
@@ -126,7 +132,7 @@ def run_search(
     asked, hits_in_a_row, stopped = 0, 0, ""
     last_checkpoint = cache.counters.performed
     racing = RaceFront(problem.metric_index, cache.records()) if _races(problem) else None
-    view = _View(progress, budget, backend.capacity, algorithm, cache)
+    view = _View(progress, budget, backend.capacity, algorithm, cache, performed_before)
 
     def remaining() -> int:
         return budget - cache.counters.performed - len(submitted)
@@ -272,7 +278,9 @@ def _restore_counters(store: RunStore, counters: CacheCounters) -> None:
 class _View:
     """The progress bar (when enabled) and one line per failed evaluation (always)."""
 
-    def __init__(self, enabled: bool, budget: int, capacity: int, algorithm, cache) -> None:
+    def __init__(
+        self, enabled: bool, budget: int, capacity: int, algorithm, cache, done: int = 0
+    ) -> None:
         self.console = Console(stderr=True)
         self.capacity = capacity
         self.algorithm: Algorithm = algorithm
@@ -286,10 +294,12 @@ class _View:
                 BarColumn(bar_width=10),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
+                # time left while it runs (from the recent rate), time taken once done
+                TimeRemainingColumn(elapsed_when_finished=True),
                 console=self.console,
             )
-            self.task = self.progress.add_task("search", total=budget, info="")
+            # a resumed run starts at what it had done, so the rate is this run's own
+            self.task = self.progress.add_task("search", total=budget, completed=done, info="")
             self.progress.start()
 
     def failure(self, record: EvaluationRecord) -> None:
@@ -350,4 +360,7 @@ class _View:
         if self.progress is not None:
             self._hv_time = -math.inf
             self.update(c, performed_before, busy)
+            task = self.progress.tasks[0]
+            if task.finished_time is None:  # stopped before its budget: time taken, too
+                task.finished_time = task.elapsed
             self.progress.stop()
