@@ -192,6 +192,36 @@ def test_val_subset_is_searched_and_recorded(supernet, tmp_path):
                "--val-subset", "0") == 2  # fmt: skip
 
 
+def test_resume_with_a_larger_budget_searches_further(supernet, tmp_path, capsys):
+    """A finished run given --budget N on --resume goes on to N evaluations (config.json
+    records N, so a later --resume stops there), keeping every stored row; a budget under
+    the stored evaluations, and settings that are the run's own, fail in one line and
+    change nothing."""
+    folder, _ = supernet
+    run = tmp_path / "run"
+    assert cli("search", folder, "--out", run, "--budget", "8", "--population", "4",
+               "--algorithm", "ga") == 0  # fmt: skip
+    before = db_rows(run)
+    assert len(before) == 8
+    capsys.readouterr()
+    for args in (["--budget", "5"], ["--seed", "1"], ["--population", "8", "--steer-to", "0"]):
+        assert cli("search", "--resume", run, *args) == 2, args
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error:"), (args, err)
+    assert "--population, --steer-to" in err[0]
+    assert db_rows(run) == before
+    assert json.loads((run / "config.json").read_text())["budget"] == 8
+
+    assert cli("search", "--resume", run, "--budget", "14") == 0
+    assert "14 evaluations performed" in capsys.readouterr().out
+    after = db_rows(run)
+    assert after[:8] == before and len(after) == len({r[1] for r in after}) == 14
+    config = json.loads((run / "config.json").read_text())
+    assert config["budget"] == 14 and config["params"]["budget"] == 8  # algorithm's own
+    assert cli("search", "--resume", run) == 0  # done: nothing more
+    assert "14 evaluations performed" in capsys.readouterr().out and len(db_rows(run)) == 14
+
+
 def test_auto_runs_nsga2_and_records_it(supernet, tmp_path):
     """The default (`auto`): NSGA-II at every measured size; the run records the
     algorithm it ran (what --resume rebuilds), not `auto`."""

@@ -360,6 +360,7 @@ def search(
 def resume(
     run: str | Path,
     *,
+    budget: int | None = None,
     backend: str | Backend = "inprocess",
     batch: int = DEFAULT_EVAL_BATCH,
     progress: bool = True,
@@ -368,8 +369,17 @@ def resume(
     **backend_options: Any,
 ) -> Run:
     """Continue a run folder to its budget without re-evaluating anything it stored
-    (`evostitch search --resume`; its precision is the run's); writes RUN/front.csv."""
+    (`evostitch search --resume`; its precision is the run's); writes RUN/front.csv.
+
+    `budget` changes the run's budget (at least the evaluations stored), e.g. to search
+    a finished run further; the algorithm keeps its other settings."""
     opened = load_run(run, trust_code=trust_code)
+    if budget is not None:
+        stored = len(opened.records)
+        if budget < max(1, stored):
+            raise SearchError(
+                f"{opened.path}: a budget of {budget} is below the {stored} evaluations stored"
+            )
     spec = opened.config.problem
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     runner = make_backend(
@@ -391,11 +401,13 @@ def resume(
             problem,
             lambda c: make_algorithm(c.algorithm, problem, c.seed, **c.params),
             runner,
+            budget=budget,
             progress=progress,
-            checkpoint_every=_checkpoint_every(opened.config.budget),
+            checkpoint_every=_checkpoint_every(budget or opened.config.budget),
         )
     finally:
         runner.close()
+    opened.config.budget = budget or opened.config.budget
     opened.result = result
     opened.write_front_csv()
     save_race_counts(opened.path, opened.records)

@@ -14,9 +14,13 @@ from ..errors import EvostitchError
 from ..files import expand_user
 from .app import ALGORITHM_HELP, Amp, Device, TrustCode, app
 
+# settings a run keeps: given with --resume, they would be silently ignored
+RUN_OWN = ("data", "algorithm", "seed", "population", "p_stitch", "steer_to", "confidence")
+
 
 @app.command()
 def search(
+    ctx: typer.Context,
     supernet: Annotated[
         Path | None,
         typer.Argument(
@@ -29,7 +33,10 @@ def search(
     resume: Annotated[
         Path | None,
         typer.Option(
-            "--resume", help="Continue this run folder after a crash.", callback=expand_user
+            "--resume",
+            help="Continue this run folder (after a crash, or with a larger --budget to "
+            "search further); the run keeps its other settings.",
+            callback=expand_user,
         ),
     ] = None,
     data: Annotated[
@@ -117,7 +124,15 @@ def search(
                 "--amp, --val-subset and --fidelity are the run's own on --resume"
                 " (they change the metrics)"
             )
-        run = api.resume(resume, **options)
+        given = [n for n in RUN_OWN if _on_command_line(ctx, n)]
+        if given:
+            names = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise EvostitchError(
+                f"{names}: the run's own on --resume (see {resume / 'config.json'});"
+                " only --budget and how to run (--backend, --batch, --device...) can change"
+            )
+        given_budget = budget if _on_command_line(ctx, "budget") else None
+        run = api.resume(resume, budget=given_budget, **options)
     else:
         if supernet is None or out is None:
             raise EvostitchError("give a SUPERNET folder and --out RUN (or --resume RUN)")
@@ -140,6 +155,12 @@ def search(
             **options,
         )
     print_search(run)
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option (not its default or an environment variable)."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"  # typer vendors click's enum
 
 
 def print_search(run: api.Run) -> None:

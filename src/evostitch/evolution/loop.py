@@ -215,13 +215,17 @@ def resume_search(
     """Continue the run in `path` to its budget without re-evaluating anything stored.
 
     `algorithm_factory` rebuilds the algorithm from the run's config (name, params, seed);
-    its state is then restored from checkpoint.json when there is one. `options` are
-    passed to `run_search`.
+    its state is then restored from checkpoint.json when there is one. A `budget` becomes
+    the run's own (config.json), so a finished run can be searched further; the
+    algorithm keeps its parameters (its steering floor stays where the old budget left
+    it). `options` are passed to `run_search`.
     """
     with RunStore.open(path) as store:
+        if budget is not None and budget != store.config.budget:
+            store.set_budget(budget)
         algorithm = algorithm_factory(store.config)
         restore_from_checkpoint(store, algorithm)
-        return run_search(problem, algorithm, store, backend, budget, **options)
+        return run_search(problem, algorithm, store, backend, **options)
 
 
 def _record(result: Result, canonical: Genotype, n_objectives: int) -> EvaluationRecord:

@@ -171,6 +171,19 @@ class RunStore:
         have = {row[1] for row in conn.execute("PRAGMA table_info(evaluations)")}
         self._race = ", ".join(c if c in have else "NULL" for c in _RACE)  # old, read only
 
+    def set_budget(self, budget: int) -> None:
+        """Change the run's budget (config.json), e.g. to search a finished run further;
+        never below the evaluations already stored."""
+        stored = self.count()
+        if budget < max(1, stored):
+            raise RunError(
+                f"{self.path}: a budget of {budget} is below the {stored} evaluations stored"
+            )
+        data = json.loads((self.path / CONFIG).read_text())
+        data["budget"] = budget
+        write_json_atomic(self.path / CONFIG, data)
+        self.config.budget = budget
+
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def create(
