@@ -15,7 +15,8 @@ from ..files import expand_user
 from .app import ALGORITHM_HELP, Amp, Device, TrustCode, app
 
 # settings a run keeps: given with --resume, they would be silently ignored
-RUN_OWN = ("data", "algorithm", "seed", "population", "p_stitch", "steer_to", "confidence")
+RUN_OWN = ("data", "algorithm", "seed", "population", "p_stitch", "steer_to", "amp")
+RUN_OWN += ("val_subset", "fidelity", "confidence")
 
 
 @app.command()
@@ -52,9 +53,10 @@ def search(
     fidelity: Annotated[
         str,
         typer.Option(
-            help="full: every offspring on the whole split; race: stop an offspring after "
-            "64, 128, 256, ... images once a confidence bound shows it can enter neither the "
-            "front nor above the steering floor (front members always see every image)."
+            help="race (default): stop an offspring after 64, 128, 256, ... images once a "
+            "confidence bound shows it can enter neither the front nor above the steering "
+            "floor (front members always see every image); full: every offspring on the "
+            "whole split."
         ),
     ] = api.DEFAULT_FIDELITY,
     confidence: Annotated[
@@ -119,11 +121,6 @@ def search(
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        if amp is not None or val_subset is not None or fidelity != api.DEFAULT_FIDELITY:
-            raise EvostitchError(
-                "--amp, --val-subset and --fidelity are the run's own on --resume"
-                " (they change the metrics)"
-            )
         given = [n for n in RUN_OWN if _on_command_line(ctx, n)]
         if given:
             names = ", ".join("--" + n.replace("_", "-") for n in given)

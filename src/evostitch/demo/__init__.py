@@ -128,6 +128,8 @@ def run_demo(
             budget=budget,
             seed=seed,
             population=population,
+            # 250 evaluations: too few for racing to reach full's front (METHOD.md, 7)
+            fidelity="full",
             p_stitch=0.02,
             batch=DEFAULT_EVAL_BATCH,
             progress=progress,
