@@ -371,15 +371,9 @@ def resume(
     """Continue a run folder to its budget without re-evaluating anything it stored
     (`evostitch search --resume`; its precision is the run's); writes RUN/front.csv.
 
-    `budget` changes the run's budget (at least the evaluations stored), e.g. to search
-    a finished run further; the algorithm keeps its other settings."""
+    `budget` changes the run's budget (at least the evaluations stored, else RunError),
+    e.g. to search a finished run further; the algorithm keeps its other settings."""
     opened = load_run(run, trust_code=trust_code)
-    if budget is not None:
-        stored = len(opened.records)
-        if budget < max(1, stored):
-            raise SearchError(
-                f"{opened.path}: a budget of {budget} is below the {stored} evaluations stored"
-            )
     spec = opened.config.problem
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     runner = make_backend(
@@ -407,7 +401,8 @@ def resume(
         )
     finally:
         runner.close()
-    opened.config.budget = budget or opened.config.budget
+    if budget is not None:  # resume_search wrote it to config.json
+        opened.config.budget = budget
     opened.result = result
     opened.write_front_csv()
     save_race_counts(opened.path, opened.records)

@@ -15,8 +15,10 @@ from ..files import expand_user
 from .app import ALGORITHM_HELP, Amp, Device, TrustCode, app
 
 # settings a run keeps: given with --resume, they would be silently ignored
-RUN_OWN = ("data", "algorithm", "seed", "population", "p_stitch", "steer_to", "amp")
-RUN_OWN += ("val_subset", "fidelity", "confidence")
+RUN_OWN = (
+    *("data", "algorithm", "seed", "population", "p_stitch", "steer_to"),
+    *("amp", "val_subset", "fidelity", "confidence"),
+)
 
 
 @app.command()

@@ -172,16 +172,11 @@ class RunStore:
         self._race = ", ".join(c if c in have else "NULL" for c in _RACE)  # old, read only
 
     def set_budget(self, budget: int) -> None:
-        """Change the run's budget (config.json), e.g. to search a finished run further;
-        never below the evaluations already stored."""
-        stored = self.count()
-        if budget < max(1, stored):
-            raise RunError(
-                f"{self.path}: a budget of {budget} is below the {stored} evaluations stored"
-            )
+        """Change the run's budget (config.json), never below the evaluations stored."""
+        if budget < max(1, stored := self.count()):
+            raise RunError(f"{self.path}: a budget of {budget} is below the {stored} stored")
         data = json.loads((self.path / CONFIG).read_text())
-        data["budget"] = budget
-        write_json_atomic(self.path / CONFIG, data)
+        write_json_atomic(self.path / CONFIG, {**data, "budget": budget})
         self.config.budget = budget
 
     # -- opening ---------------------------------------------------------------------------

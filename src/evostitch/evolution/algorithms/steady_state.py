@@ -112,10 +112,10 @@ class SteadyState(Algorithm):
         away from every parent. Derived from the memo, so a resumed run has it too.
         """
         if self._floor_cap is None and self.problem.references:
-            fs = [self.memo.get(self.memo_key(g)) for g in self.problem.references]
-            if all(f is not None for f in fs):
+            keys = [self.memo_key(g) for g in self.problem.references]
+            if all(k in self.memo for k in keys):
                 i = self.problem.metric_index
-                told = [[f[i]] for f in fs if f is not None and math.isfinite(f[i])]
+                told = [[self.memo[k][i]] for k in keys if math.isfinite(self.memo[k][i])]
                 if told:
                     self._floor_cap = -reference_point_from(told)[0]
         return self._floor_cap
