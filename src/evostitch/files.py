@@ -1,12 +1,17 @@
-"""Files and paths: paths as users type them, and writes that are never half done."""
+"""Files and paths: paths as users type them, writes that are never half done, and the
+checks that keep a folder someone sent us from steering our reads and writes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .errors import EvostitchError
 
 
 def user_path(path: str | os.PathLike[str]) -> Path:
@@ -55,3 +60,59 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> N
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """`atomic_write` of a UTF-8 text."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Check, before any work, that `path` is a folder we can create files in, or that its
+    nearest existing parent is one (nothing is created): a one-line error for an existing
+    file, a read-only place or a missing permission, instead of a traceback after the work."""
+    path = user_path(path)
+    probe = path
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: creating through it writes elsewhere
+            raise EvostitchError(f"{what} {path}: {probe} is a broken symbolic link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise EvostitchError(f"{what} {path}: {probe} exists and is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".evostitch-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise EvostitchError(f"{what} {path}: cannot write in {probe} ({e.strerror})") from None
+    return path
+
+
+def open_no_follow(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> int:
+    """`os.open` that refuses a symbolic link at `path` (a received folder's `run.lock`
+    linking elsewhere must not make us create or truncate the file it points to)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise EvostitchError(f"{path} is a symbolic link: refusing to open it") from None
+        raise
+
+
+def regular_file(path: str | os.PathLike[str]) -> Path:
+    """`path` if it is a regular file (or a link to one); a one-line error for a FIFO, a
+    device, a socket or a folder, which would hang or fail deep inside a reader."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise EvostitchError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise EvostitchError(f"{path} is not a regular file")
+    return path
+
+
+def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """`path` if it resolves (links followed) inside `root`; a one-line error otherwise,
+    so that a link in a received folder cannot send a write outside it."""
+    root, path = Path(root).resolve(), Path(path)
+    if not path.resolve().is_relative_to(root):
+        raise EvostitchError(f"{path} leads outside {root} (a symbolic link?): refusing it")
+    return path
