@@ -52,12 +52,14 @@ def test_one_row_per_canonical_genotype(tmp_path):
         assert store.add(record((1, 0, 1), canonical=(1, 0, 0)))
         assert not store.add(record((1, 0, 0), canonical=(1, 0, 0), objectives=(9.0, 9.0)))
         assert store.add(record((0, 0, 0), objectives=None, error="RuntimeError: boom"))
-        assert store.add(record((0, 1, 0), objectives=(-math.inf, math.inf)))
+        with pytest.raises(EvostitchError, match="not finite"):  # could not be read back
+            store.add(record((0, 1, 0), objectives=(-math.inf, math.inf)))
+        assert store.add(record((0, 1, 0), objectives=(-1.0, 1.0)))
         rows = list(store.records())
         assert store.count() == 3 and store.count("failed") == 1 and store.count("ok") == 2
     assert rows[0].genotype == (1, 0, 1) and rows[0].objectives == (1.0, 2.0)  # first one kept
     assert rows[1].objectives is None and rows[1].error == "RuntimeError: boom"
-    assert not rows[1].ok and rows[2].objectives == (-math.inf, math.inf)
+    assert not rows[1].ok and rows[2].objectives == (-1.0, 1.0)
     conn = sqlite3.connect(tmp_path / "run" / "evaluations.sqlite")
     with pytest.raises(sqlite3.IntegrityError):  # the constraint is in the schema itself
         conn.execute(

@@ -3,15 +3,18 @@
 Genotypes that agree on every active variable are the same network (METHOD.md step 8);
 `Problem.canonicalise` maps them to one key. The cache sits on top of a `RunStore`: every
 evaluation added here is stored first, and a cache opened on an existing run is pre-filled
-from its database, so a resumed run never evaluates a stored genotype again.
+from its database (each row checked to fit the problem), so a resumed run never evaluates
+a stored genotype again, except a failed one, which `replace` stores anew in its row.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from evostitch.errors import RunError
 from evostitch.evolution.base import Genotype, Objectives, Problem
 from evostitch.evolution.store import EvaluationRecord, RunStore
 
@@ -42,9 +45,26 @@ class EvaluationCache:
         self._entries: dict[Genotype, EvaluationRecord] = {}
         if store is not None:
             for record in store.records():
+                self._check(record)
                 self._entries[record.canonical] = record
             self.counters.performed = len(self._entries)
             self.counters.failed = sum(not r.ok for r in self._entries.values())
+
+    def _check(self, record: EvaluationRecord) -> None:
+        """A stored row must fit the problem (variables, their values, objectives): a
+        row of another run, or crafted, fails here in one line naming it."""
+        cards = self.problem.cardinalities
+        fits = len(record.genotype) == len(cards) and all(map(operator.lt, record.genotype, cards))
+        if fits and record.canonical is not record.genotype:
+            fits = len(record.canonical) == len(cards) and all(
+                map(operator.lt, record.canonical, cards)
+            )
+        n = self.problem.n_objectives
+        if not fits or (record.ok and len(record.objectives) != n):
+            raise RunError(
+                f"{self.store.path}: row id {record.id} does not fit the problem searched"
+                f" ({len(cards)} variables, {n} objectives): not this run's evaluation"
+            )
 
     def canonical(self, genotype: Sequence[int]) -> Genotype:
         return self.problem.canonicalise(genotype)
@@ -76,6 +96,23 @@ class EvaluationCache:
         self._entries[record.canonical] = record
         self.counters.performed += 1
         self.counters.failed += not record.ok
+        return record
+
+    def failed(self) -> list[EvaluationRecord]:
+        """The stored failed evaluations, in the order they were stored."""
+        return [r for r in self._entries.values() if not r.ok]
+
+    def replace(self, record: EvaluationRecord) -> EvaluationRecord:
+        """Store the new evaluation of a failed one (a retry): it takes the failed row's
+        place (same id); the rows, and so the budget they count, stay as many."""
+        old = self._entries.get(record.canonical)
+        if old is None or old.ok:  # nothing to retry: an ordinary evaluation
+            return self.add(record)
+        record = replace(record, id=old.id)
+        if self.store is not None:  # committed on the store's writer thread
+            self.store.replace_later(record)
+        self._entries[record.canonical] = record
+        self.counters.failed -= record.ok
         return record
 
     def told(self, record: EvaluationRecord) -> Objectives:

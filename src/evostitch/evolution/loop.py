@@ -16,8 +16,13 @@ Rules the loop keeps:
 - A failed evaluation (the evaluator raised, returned the wrong number of objectives or a
   non-finite value, or its worker kept dying) is stored with status "failed", printed as
   one line, and told to the algorithm as the worst objectives (+inf on every objective;
-  our algorithms rank such a solution below all others). It is never retried by the
-  loop: a resumed run serves it from the cache like any stored row.
+  our algorithms rank such a solution below all others). Within a call it is served
+  from the cache like any stored row; a later call (a resume: the data may have been
+  fixed since) evaluates every stored failure once more, first (`retry_failed`). The
+  new evaluation replaces the failed row in place (same id), so the run still holds one
+  row per network and the budget, which counts rows, is unchanged: a failure spent one
+  evaluation of the budget when it happened, and its retries spend none. A retry that
+  succeeds is handed to the algorithm (`Algorithm.remember`) and to racing's front.
 - The database is the source of truth. Every row is queued for commit as soon as it is
   stored, and committed by the store's writer thread while the next evaluation runs; the
   algorithm's checkpoint is written every `checkpoint_every` evaluations (queued after
@@ -79,6 +84,7 @@ class SearchResult:
     raced: int = 0  # racing (evolution.racing): evaluations raced, of them stopped early,
     raced_stopped: int = 0  # and the images that saved against scoring them all in full
     images_saved: int = 0
+    retried: int = 0  # stored failures evaluated again by this call (rows replaced, not added)
 
 
 def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
@@ -93,10 +99,12 @@ def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
         )
     try:
         algorithm.load_state_dict(checkpoint["state"])
-    except (KeyError, TypeError, ValueError, IndexError, SearchError) as e:  # hand-edited, or old
+    except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError, SearchError) as e:
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]  # hand-edited, crafted, or old
         raise RunError(
-            f"{store.path}: the checkpoint does not fit algorithm {algorithm.name!r}"
-            f" ({type(e).__name__}: {e}); the stored evaluations are intact"
+            f"{store.path}: the checkpoint does not fit algorithm {algorithm.name!r} ({why});"
+            " delete checkpoint.json to restart the algorithm from the stored evaluations,"
+            " which are intact"
         ) from None
     return True
 
@@ -113,11 +121,13 @@ def run_search(
     max_requests: int | None = None,
     max_consecutive_hits: int = 10_000,
     poll_seconds: float = 0.25,
+    retry_failed: bool = True,
 ) -> SearchResult:
     """Search until `budget` evaluations are stored (default: the run config's budget).
 
     `backend` defaults to evaluating `problem.evaluate` in this process. The store's rows
-    pre-fill the cache, so calling this on a resumed store never re-evaluates anything.
+    pre-fill the cache, so calling this on a resumed store never re-evaluates a stored
+    evaluation, except the failed ones, evaluated once more first (`retry_failed`).
     """
     budget = store.config.budget if budget is None else budget
     backend = backend or SerialBackend(lambda: problem.evaluate)
@@ -138,6 +148,7 @@ def run_search(
         return budget - cache.counters.performed - len(submitted)
 
     try:
+        retried = _retry(algorithm, cache, backend, racing, view, poll_seconds, retry_failed)
         while True:
             if racing is not None:  # the front and floor as they are now (evolution.racing)
                 backend.context = racing.context(getattr(algorithm, "floor", None))
@@ -201,6 +212,7 @@ def run_search(
         raced=(counts := race_counts(cache.records()))["raced"],
         raced_stopped=counts["stopped"],
         images_saved=counts["saved"],
+        retried=retried,
     )
 
 
@@ -223,7 +235,14 @@ def resume_search(
     with RunStore.open(path) as store:
         if budget is not None and budget != store.config.budget:
             store.set_budget(budget)
-        algorithm = algorithm_factory(store.config)
+        try:
+            algorithm = algorithm_factory(store.config)
+        except (TypeError, ValueError, OverflowError) as e:  # config.json's params, crafted
+            why = " ".join(str(e).split())[:200]
+            raise RunError(
+                f"{store.path}: config.json does not rebuild algorithm"
+                f" {store.config.algorithm!r} ({type(e).__name__}: {why})"
+            ) from None
         restore_from_checkpoint(store, algorithm)
         return run_search(problem, algorithm, store, backend, **options)
 
@@ -246,6 +265,53 @@ def _record(result: Result, canonical: Genotype, n_objectives: int) -> Evaluatio
         images=result.images if objectives is not None else None,
         bound=result.bound if objectives is not None else None,
     )
+
+
+def _retry(
+    algorithm: Algorithm,
+    cache: EvaluationCache,
+    backend: Backend,
+    racing: RaceFront | None,
+    view: _View,
+    poll_seconds: float,
+    enabled: bool = True,
+) -> int:
+    """Evaluate every stored failure once more, keeping the backend full; each result
+    replaces its failed row (`EvaluationCache.replace`: same id, no row added, so the
+    budget is untouched). Tickets are negative: never one the algorithm gave. Returns
+    how many were retried."""
+    todo = cache.failed() if enabled else []
+    pending: dict[int, EvaluationRecord] = {}
+    for n, failed in enumerate(todo, start=1):
+        while len(pending) >= backend.capacity:
+            _retried(backend.results(timeout=poll_seconds), pending, algorithm, cache, racing, view)
+        if racing is not None:
+            backend.context = racing.context(getattr(algorithm, "floor", None))
+        backend.submit(-n, failed.genotype)
+        pending[-n] = failed
+    while pending:
+        _retried(backend.results(timeout=poll_seconds), pending, algorithm, cache, racing, view)
+    return len(todo)
+
+
+def _retried(
+    results: list[Result],
+    pending: dict[int, EvaluationRecord],
+    algorithm: Algorithm,
+    cache: EvaluationCache,
+    racing: RaceFront | None,
+    view: _View,
+) -> None:
+    """Store the retries that came back, tell the algorithm and racing those that worked."""
+    for result in results:
+        failed = pending.pop(result.ticket)
+        record = cache.replace(_record(result, failed.canonical, cache.problem.n_objectives))
+        if record.ok:
+            algorithm.remember(record.canonical, cache.told(record))
+            if racing is not None:
+                racing.add(record)
+        else:
+            view.failure(record)
 
 
 def _races(problem: Problem) -> bool:
@@ -272,11 +338,11 @@ def _checkpoint(
 
 def _restore_counters(store: RunStore, counters: CacheCounters) -> None:
     """Requests and hits come from the checkpoint; rows stored after it count as requests."""
-    checkpoint = store.load_checkpoint() or {}
+    checkpoint = store.load_checkpoint() or {}  # its types checked by the store
     saved = checkpoint.get("counters", {})
-    counters.cache_hits = int(saved.get("cache_hits", 0))
-    rows_after = counters.performed - int(checkpoint.get("rows", 0))
-    counters.requested = int(saved.get("requested", 0)) + max(0, rows_after)
+    counters.cache_hits = saved.get("cache_hits", 0)
+    rows_after = counters.performed - checkpoint.get("rows", 0)
+    counters.requested = saved.get("requested", 0) + max(0, rows_after)
 
 
 class _View:

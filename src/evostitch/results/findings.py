@@ -196,11 +196,13 @@ def inactive_variables(
         "solutions": [str(r.id) for r in changed[:MAX_LISTED]],
     } | dict.fromkeys(("proposals", "cache_hits", "memo_hits", "answered_from_cache", "share"))
     counters = (checkpoint or {}).get("counters")
-    if counters:
+    if counters and isinstance(counters, dict):
         # as the loop resumes: rows stored after the checkpoint were requested too
-        requested = int(counters["requested"]) + max(0, rows - int(checkpoint.get("rows", 0)))
-        memo = int((checkpoint.get("state") or {}).get("memo_hits", 0))
-        hits = int(counters["cache_hits"])
+        requested = _count(counters.get("requested"))
+        requested += max(0, rows - _count(checkpoint.get("rows")))
+        state = checkpoint.get("state")
+        memo = _count(state.get("memo_hits") if isinstance(state, dict) else 0)
+        hits = _count(counters.get("cache_hits"))
         proposals = requested + memo
         out |= {
             "proposals": proposals,
@@ -210,6 +212,11 @@ def inactive_variables(
             "share": (hits + memo) / proposals if proposals else None,
         }
     return out
+
+
+def _count(value: Any) -> int:
+    """A counter read from a checkpoint: a non-negative integer, else 0 (never a crash)."""
+    return value if type(value) is int and value >= 0 else 0
 
 
 def val_test_gap(
@@ -314,7 +321,7 @@ def compute_findings(
     findings = {
         "dominating_offspring": dominating_offspring(solutions, split, pool, parents),
         "ensemble_like": ensemble_like(solutions, split, pool),
-        "stitches_hold": {"measured": hold is not None, "split": "val", **(hold or {})},
+        "stitches_hold": {**(hold or {}), "measured": hold is not None, "split": "val"},
         "inactive_variables": inactive_variables(
             records if stored is None else stored, checkpoint, search_split
         ),

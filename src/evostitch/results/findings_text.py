@@ -45,10 +45,11 @@ def _ensemble_text(f: dict, metric: str) -> str:
         reached = f"; the best offspring reaches {_m(best['metric'])}" if best else ""
         return f"No offspring is as good as {ens} on {f['split']}{reached}."
     s, verb = f["solution"], "reaches" if f["count"] == 1 else "reach"
+    share = f["saving_fraction"]  # None when the ensemble costs no MACs (a crafted run)
     return (
         f"{f['count']} offspring {verb} {ens} on {f['split']}; the cheapest,"
         f" #{s['label']}, reaches {_m(s['metric'])} at {_mmacs(s['macs'])}:"
-        f" {_mmacs(f['saving_macs'])} ({f['saving_fraction']:.0%}) less."
+        f" {_mmacs(f['saving_macs'])}" + (f" ({share:.0%})" if share is not None else "") + " less."
     )
 
 
@@ -94,7 +95,9 @@ def _hypervolume_text(f: dict, metric: str) -> str:
 
 def _hold_text(f: dict, metric: str) -> str:
     if f["measured"]:
-        return f"Stitches hold (stored at stitch time): {f['text']}"
+        text = f.get("text")  # the figure's own sentence, read from the supernetwork folder
+        text = " ".join(text.split())[:300] if isinstance(text, str) else "(no summary stored)"
+        return f"Stitches hold (stored at stitch time): {text}"
     return "Stitches hold: not measured for this supernetwork (`evostitch stitch --hold-samples`)."
 
 
