@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..errors import EvostitchError
 from ..files import expand_user
@@ -98,16 +101,55 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+# a full disk, a quota, a file size limit (`ulimit -f`: Python ignores SIGXFSZ, so the
+# write fails with EFBIG), a read-only place or a missing permission: the user's to fix
+WRITE_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for an OSError the user can fix (`WRITE_ERRORS`), naming the file when
+    the error does; None for another (a bug: its traceback is shown)."""
+    if exc.errno not in WRITE_ERRORS:
+        return None
+    where = f" {exc.filename}" if exc.filename is not None else ""
+    return f"cannot write{where} ({exc.strerror or errno.errorcode.get(exc.errno, exc.errno)})"
+
+
+def sqlite_error_line(exc: sqlite3.Error) -> str | None:
+    """One line for a run database that cannot be written (a full disk: SQLITE_FULL, a
+    file size limit: SQLITE_IOERR_WRITE, a read-only place: SQLITE_READONLY), else None."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if not name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY")):
+        return None
+    return f"cannot write the run database ({' '.join(str(exc).split())}: {name})"
+
+
+def fail(message: str) -> None:
+    """Print `message` as one error line on stderr (its brackets are text, not markup) and
+    exit with code 2."""
+    console.print(Text("error: ", style="red") + Text(message), soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors (and a full disk) become one line on stderr and exit code 2."""
     from ..execution.allocator import keep_freed_memory
 
     keep_freed_memory()
     try:
         app()
     except EvostitchError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        fail(str(exc))
+    except OSError as exc:
+        if (line := os_error_line(exc)) is None:
+            raise
+        fail(line)
+    except sqlite3.Error as exc:
+        if (line := sqlite_error_line(exc)) is None:
+            raise
+        fail(line)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)

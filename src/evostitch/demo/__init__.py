@@ -18,7 +18,7 @@ from ..errors import RunError
 from ..evaluation.holding import hold_evaluator, measured, save_hold_figure
 from ..evolution.algorithms import AUTO, default_algorithm
 from ..evolution.stitching import make_evaluator
-from ..files import user_path
+from ..files import atomic_write, inside, writable_folder, write_text_atomic
 from ..results.findings import KEYS as FINDINGS
 from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
@@ -56,7 +56,7 @@ def build_demo_supernet(
     for name, model in zip(info["names"], (model_a, model_b), strict=True):
         path = folder / f"{name}.safetensors"
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(path))
+        atomic_write(path, lambda tmp, state=state: save_file(state, tmp))
         specs.append((f"demo:{name}?num_classes={num_classes}", path))
     net = Supernet.build(
         specs[0][0],
@@ -90,12 +90,7 @@ def run_demo(
     `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
     small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
     """
-    out = user_path(out)
-    if (out / SUMMARY).exists():
-        raise RunError(f"{out} already holds a finished demo: choose another --out")
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out / "supernet", ignore_errors=True)  # an interrupted earlier demo
-        shutil.rmtree(out / "run", ignore_errors=True)
+    out = _output_folder(out)
     with torch_threads(threads):
         say = Console(stderr=True).print if progress else (lambda *a, **k: None)
         start = time.perf_counter()
@@ -134,44 +129,66 @@ def run_demo(
             batch=DEFAULT_EVAL_BATCH,
             progress=progress,
         )
-        search, records = run.result, run.records
-        by_name = {reference_name(r.canonical): r for r in records}
-        refs = {label: by_name[k] for k, label in LABELS.items() if k in by_name}
-        scored = json.loads(reevaluate(out / "run", "test").read_text())  # findings on test
-        on_test = {row["genotype"]: row["test"][scored["metric"]] for row in scored["solutions"]}
-        files = write_report(out / "run")  # its references: those stored in the run
-        findings = json.loads((out / "run" / "findings.json").read_text())
-        reference_set = set(net.reference_genotypes)
-        front = {r.canonical for r in search.front}
-        best = _best_offspring(records, reference_set, front)
-        test = make_evaluator(net, spec, "test")  # for a best offspring off the front
-        folder = out.resolve()
-        summary = {
-            "task": task,
-            "metric": test.metric_name,
-            "dataset": spec,
-            "parents_test": info["metrics"],
-            "references": {k: _row(r, test, on_test) for k, r in refs.items()},
-            "best": {
-                **_row(best, test, on_test),
-                "genotype": list(best.canonical),
-                "description": net.describe(best.canonical),
-                "on_front": best.canonical in front,
-            },
-            "front_size": len(search.front),
-            "front_stitched": sum(r.canonical not in reference_set for r in search.front),
-            "evaluations": search.performed,
-            "findings": {k: findings[k]["text"] for k in FINDINGS if k in findings},
-            "seconds": time.perf_counter() - start,
-            "files": {
-                "summary": str(folder / SUMMARY),
-                "supernetwork": str(folder / "supernet"),
-                "run": str(folder / "run"),
-                **{p.name: str(p.resolve()) for p in files},
-            },
-        }
-        (out / SUMMARY).write_text(json.dumps(summary, indent=1))
+        summary = _summarize(task, out, net, info, run, start)
+        write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
         return summary
+
+
+def _summarize(task: str, out: Path, net: Supernet, info: dict, run: Any, start: float) -> dict:
+    """Re-evaluate the run on test, write its report and sum the demo up (summary.json)."""
+    spec = info["dataset"]
+    search, records = run.result, run.records
+    by_name = {reference_name(r.canonical): r for r in records}
+    refs = {label: by_name[k] for k, label in LABELS.items() if k in by_name}
+    scored = json.loads(reevaluate(out / "run", "test").read_text())  # findings on test
+    on_test = {row["genotype"]: row["test"][scored["metric"]] for row in scored["solutions"]}
+    files = write_report(out / "run")  # its references: those stored in the run
+    findings = json.loads((out / "run" / "findings.json").read_text())
+    reference_set = set(net.reference_genotypes)
+    front = {r.canonical for r in search.front}
+    best = _best_offspring(records, reference_set, front)
+    test = make_evaluator(net, spec, "test")  # for a best offspring off the front
+    folder = out.resolve()
+    summary = {
+        "task": task,
+        "metric": test.metric_name,
+        "dataset": spec,
+        "parents_test": info["metrics"],
+        "references": {k: _row(r, test, on_test) for k, r in refs.items()},
+        "best": {
+            **_row(best, test, on_test),
+            "genotype": list(best.canonical),
+            "description": net.describe(best.canonical),
+            "on_front": best.canonical in front,
+        },
+        "front_size": len(search.front),
+        "front_stitched": sum(r.canonical not in reference_set for r in search.front),
+        "evaluations": search.performed,
+        "findings": {k: findings[k]["text"] for k in FINDINGS if k in findings},
+        "seconds": time.perf_counter() - start,
+        "files": {
+            "summary": str(folder / SUMMARY),
+            "supernetwork": str(folder / "supernet"),
+            "run": str(folder / "run"),
+            **{p.name: str(p.resolve()) for p in files},
+        },
+    }
+    return summary
+
+
+def _output_folder(out: Path) -> Path:
+    """`out` checked before any work (writable, no finished demo) and cleared of an
+    interrupted earlier demo; its subfolders must not be links leading outside it (a
+    received folder's `supernet` link would make us delete or write the files it leads to)."""
+    out = writable_folder(out, "demo folder")
+    if (out / SUMMARY).exists() or (out / SUMMARY).is_symlink():
+        raise RunError(f"{out} already holds a finished demo: choose another --out")
+    for name in ("parents", "supernet", "run"):
+        inside(out, out / name)
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out / "supernet", ignore_errors=True)  # an interrupted earlier demo
+        shutil.rmtree(out / "run", ignore_errors=True)
+    return out
 
 
 def _best_offspring(records: list, references: set, front: set) -> Any:

@@ -197,11 +197,20 @@ def load_or_train_parent(
     model, metrics = train_parent(
         name, dataset_spec, steps=plan["steps"], seed=seed, device=device, progress=progress
     )
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(weights, lambda p: save_file(state, p, metadata={"hash": digest}))
     record = {"hash": digest, "metrics": metrics, "config": plan}
-    atomic_write(meta, lambda p: Path(p).write_text(json.dumps(record, indent=1)))
+    try:  # a cache: the trained parent is used even when it cannot be kept
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(weights, lambda p: save_file(state, p, metadata={"hash": digest}))
+        atomic_write(meta, lambda p: Path(p).write_text(json.dumps(record, indent=1)))
+    except OSError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"note: could not cache the trained parent in {folder} ({e.strerror or e})",
+            markup=False,
+            highlight=False,
+        )
     return model, metrics
 
 

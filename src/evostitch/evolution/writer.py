@@ -40,8 +40,10 @@ class Writer:
     def _raise(self) -> None:
         if self._error is not None:
             e = self._error
-            why = " ".join(str(e).split()) or type(e).__name__
-            raise RunError(f"could not write to the run folder {self._root}: {why}") from e
+            raise RunError(
+                f"could not write to the run folder {self._root}: {_why(e)}; the rows stored"
+                f" before are intact (`evostitch search --resume {self._root}` goes on)"
+            ) from e
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -53,3 +55,16 @@ class Writer:
             finally:
                 self._queue.task_done()
         self._queue.task_done()
+
+
+def _why(e: BaseException) -> str:
+    """What went wrong, on one line: an OSError's own words (No space left on device, File
+    too large), SQLite's with its code (a full disk surfaces as SQLITE_FULL, a file size
+    limit as SQLITE_IOERR_WRITE "disk I/O error")."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    why = " ".join(str(e).split()) or type(e).__name__
+    name = getattr(e, "sqlite_errorname", None)
+    if name and name.startswith(("SQLITE_IOERR", "SQLITE_FULL")):
+        why += f" ({name}: a full disk or a file size limit?)"
+    return why

@@ -11,7 +11,9 @@ seeded run stays reproducible. Without it, this is the search loop's `SerialBack
 
 from __future__ import annotations
 
+import atexit
 import queue
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -21,6 +23,31 @@ from ..evolution.backend import EvaluatorFactory, Result, SerialBackend
 from ..evolution.base import Genotype
 
 JOIN_SECONDS = 10.0  # close(): the most it waits for an idle evaluation thread to end
+_BUSY: set[threading.Thread] = set()  # closed while evaluating: joined at exit
+NOTE_SECONDS = 2.0  # at exit, a longer wait for them is announced
+WAIT_NOTE = "waiting for the evaluation in progress to end (Ctrl-C again to leave at once)"
+
+
+def _join_busy_threads() -> None:
+    """At interpreter exit, wait for the evaluation threads `close()` left evaluating a
+    batch. A daemon thread still inside torch when the interpreter finalizes is ended by
+    pthread_exit, which aborts the process from a C++ frame ("terminate called without
+    an active exception", exit 134), e.g. after a full disk ended a search in one line."""
+    try:
+        while _BUSY:
+            thread = _BUSY.pop()
+            thread.join(timeout=NOTE_SECONDS)
+            if thread.is_alive():
+                print(WAIT_NOTE, file=sys.stderr, flush=True)
+                thread.join()
+    except KeyboardInterrupt:  # a second Ctrl-C: the user prefers to leave at once
+        pass
+
+
+def _join_at_exit(thread: threading.Thread) -> None:
+    if not _BUSY:  # the first one: the exit hook (atexit runs before finalization)
+        atexit.register(_join_busy_threads)
+    _BUSY.add(thread)
 
 
 class InProcessBackend(SerialBackend):
@@ -71,6 +98,8 @@ class InProcessBackend(SerialBackend):
             self._todo.put(None)
             if not busy:  # only cancelled batches before the sentinel: it ends at once
                 self._thread.join(timeout=JOIN_SECONDS)
+            else:
+                _join_at_exit(self._thread)
             self._thread = None
 
     def _start(self) -> None:

@@ -38,8 +38,9 @@ from torch import fx, nn
 
 from .. import __version__
 from ..errors import ExportError
-from ..files import absolute, user_path
+from ..files import absolute, writable_folder
 from ..supernet import Supernet
+from .plots import save_output
 from .run import find_solution, genotype_text, load_finetuned, load_supernet, read_run
 
 TOLERANCE = 1e-5  # relative to the largest output (at least 1)
@@ -204,8 +205,7 @@ def export_offspring(
     """Write the offspring into `out` (see the module docstring); return the files written."""
     if onnx:
         _need_onnx()
-    out = user_path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out, "export folder")
     net = net.cpu().eval()
     module = offspring_module(net, genotype, weights)
     gen = torch.Generator().manual_seed(0)
@@ -224,16 +224,27 @@ def export_offspring(
         "example": out / "example.safetensors",
         "meta": out / "offspring.json",
     }
-    files["code"].write_text(generate_code(flat, docstring, net.input_shape))
+    code = generate_code(flat, docstring, net.input_shape)
+    _make_folder(out)
+    save_output(files["code"], lambda tmp: Path(tmp).write_text(code, encoding="utf-8"))
     state = {k: v.detach().cpu().contiguous().clone() for k, v in flat.state_dict().items()}
-    save_file(state, str(files["weights"]))
-    save_file({"input": x, "output": expected.contiguous()}, str(files["example"]))
+    save_output(files["weights"], lambda tmp: save_file(state, tmp))
+    example = {"input": x, "output": expected.contiguous()}
+    save_output(files["example"], lambda tmp: save_file(example, tmp))
     check(files["code"], x, expected)
     if onnx:
         files["onnx"] = export_onnx(module, x, out / "offspring.onnx")
     meta["files"] = {k: p.name for k, p in files.items()}
-    files["meta"].write_text(json.dumps(meta, indent=1))
+    text = json.dumps(meta, indent=1)
+    save_output(files["meta"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return list(files.values())
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create {out} ({e.strerror})") from None
 
 
 def check(code: Path, x: torch.Tensor, expected: torch.Tensor) -> float:
@@ -250,8 +261,12 @@ def export_onnx(module: nn.Module, x: torch.Tensor, path: Path) -> Path:
     """ONNX export with a dynamic batch size (torch.export-based exporter)."""
     _need_onnx()
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(module, (x,), str(path), dynamic_shapes=({0: batch},), external_data=False)
-    return path
+    return save_output(
+        path,
+        lambda tmp: torch.onnx.export(
+            module, (x,), tmp, dynamic_shapes=({0: batch},), external_data=False
+        ),
+    )
 
 
 def export_solution(
@@ -264,6 +279,7 @@ def export_solution(
     trust_code: bool = False,
 ) -> list[Path]:
     """Export the run's solution `solution` (row id or reference name) into `out`."""
+    writable_folder(out, "export folder")  # before any work
     config, records = read_run(run)
     net = load_supernet(config, trust_code=trust_code)
     found = find_solution(net, records, solution)

@@ -34,12 +34,13 @@ from torch.utils.data import Dataset
 
 from ..data import dataset_info, load_dataset
 from ..devices import autocast, check_amp, resolve_device
-from ..errors import SupernetError
+from ..errors import RunError, SupernetError
 from ..evaluation.metrics import evaluate, make_metric, primary_metric
-from ..files import user_path
+from ..files import inside, user_path, writable_folder
 from ..progress import progress_bar
 from ..supernet import Supernet
 from .export import offspring_module
+from .plots import save_output
 from .run import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
 
 SUMMARY = "finetune.json"
@@ -172,6 +173,7 @@ def finetune_solution(
     config, records = read_run(run)
     net = load_supernet(config, trust_code=trust_code)
     found = find_solution(net, records, solution)
+    weights = output_file(run, found.label)  # checked before the work
     data = config.problem["data"]
     info = dataset_info(data)
     device = resolve_device(device)
@@ -208,11 +210,32 @@ def finetune_solution(
         "before": before,
         "after": scores(done.model),
     }
-    model = done.model
-    folder = finetuned_weights(run, found.label).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(finetuned_weights(run, found.label)))
-    (folder / SUMMARY).write_text(json.dumps(summary, indent=1))
-    summary["folder"] = str(folder)
+    save_finetuned(run, done.model, summary, weights)
+    summary["folder"] = str(weights.parent)
     return summary
+
+
+def output_file(run: Path, label: str) -> Path:
+    """Where the weights go (`finetuned_weights`), checked before any work: inside the run
+    (a `finetuned` link in a received run folder must not send them elsewhere), in a
+    folder that can be written."""
+    weights = finetuned_weights(run, label)
+    writable_folder(inside(run, weights.parent), "fine-tuning folder")
+    return weights
+
+
+def save_finetuned(
+    run: Path, model: torch.nn.Module, summary: dict[str, Any], weights: Path
+) -> None:
+    """The kept weights and the summary beside them, each written atomically (a link in
+    their place is replaced, never written through)."""
+    folder = inside(run, weights.parent)  # again: a link may have appeared meanwhile
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create {folder} ({e.strerror})") from None
+    inside(run, folder)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_output(weights, lambda tmp: save_file(state, tmp))
+    text = json.dumps(summary, indent=1)
+    save_output(folder / SUMMARY, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

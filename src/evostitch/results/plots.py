@@ -8,15 +8,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..errors import RunError
 from ..evolution.archive import dominates, hypervolume, nondominated, weakly_dominates
 from ..evolution.store import EvaluationRecord
+from ..files import atomic_write
 from .findings import hypervolume_box
 
 PARENT_MARKERS = "s^<>ph*XP8"  # one per parent (cycled past ten), in their order
@@ -25,6 +28,23 @@ SUB_ENSEMBLE_MARKER = "d"  # a subset's ("ensemble A+B", K >= 3)
 HV_POINTS = 300  # evaluations at which the hypervolume is computed
 BELOW = 1.0  # the view reaches below the lowest front/reference metric by their metric span
 PAD = 0.06  # margin around the points shown, a fraction of their range (as report.html's)
+
+
+def save_output(path: Path, write: Callable[[str], Any]) -> Path:
+    """`files.atomic_write` of an output file (a link at `path` is replaced, never written
+    through; a reader sees the old file or the new one), with a full disk, a file size
+    limit or a read-only place as one line naming the file."""
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise RunError(f"cannot write {path} ({e.strerror or e})") from None
+    return path
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """`fig` as a PNG at `path` (`save_output`; the format is given: the temporary file's
+    name ends in .tmp)."""
+    return save_output(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 @dataclass(frozen=True)
@@ -49,14 +69,19 @@ def front_view(
     """The region that matters: every metric from `BELOW` spans under the lowest of the
     front and the references (and `keep`, e.g. other runs' fronts) up to the best, padded;
     MACs over everything shown. A search spends most evaluations on poor offspring, and
-    drawn, they squash the front into a line; they are counted in `outside` instead."""
+    drawn, they squash the front into a line; they are counted in `outside` instead.
+    Without a front or references (every full evaluation failed, only offspring stopped
+    early by racing are left), every offspring is shown."""
     marks = [r.objectives for r in [*nondominated(records), *keep]] + list(references.values())
+    marks = marks or [r.objectives for r in records if r.ok]
+    if not marks:
+        return FrontView((0.0, 1.0), (0.0, 1.0), 0)
     metrics = [-o[0] for o in marks]
     lo, hi = min(metrics), max(metrics)
     span = (hi - lo) or abs(hi) * 0.02 or 1.0  # one point (or equal ones): 2% of its metric
-    lowest = min([-r.objectives[0] for r in records] + [lo])
+    lowest = min([-r.objectives[0] for r in records if r.ok] + [lo])
     y = _padded(max(lo - BELOW * span, lowest), hi)
-    inside = [r.objectives for r in records if -r.objectives[0] >= y[0]]
+    inside = [r.objectives for r in records if r.ok and -r.objectives[0] >= y[0]]
     macs = [o[1] for o in inside + marks]
     return FrontView(_padded(min(macs), max(macs)), y, len(records) - len(inside))
 
@@ -128,9 +153,10 @@ def plot_front(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def hypervolume_trace(
@@ -170,6 +196,7 @@ def plot_hypervolume(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path, final
+    try:
+        return save_figure(fig, path), final
+    finally:
+        plt.close(fig)

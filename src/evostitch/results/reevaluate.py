@@ -32,8 +32,9 @@ from typing import Any
 
 from ..errors import RunError
 from ..evaluation.metrics import fit_temperature
-from ..evolution.store import write_json_atomic
-from ..files import user_path
+from ..evolution.store import readable_json
+from ..files import user_path, writable_folder
+from .plots import save_output
 from .run import genotype_text, load_supernet, read_run, run_solutions
 
 FORMAT = "evostitch-reevaluation"
@@ -54,7 +55,7 @@ def reevaluate(
     the file. `calibrate`: also temperature-scaled, T fitted on the search split."""
     from ..evolution.stitching import make_evaluator
 
-    run = user_path(run)
+    run = writable_folder(run, "run folder")  # before the work: it receives the file
     config, records = read_run(run)
     search_split = config.problem.get("split", "val")
     if split == search_split:
@@ -91,9 +92,9 @@ def reevaluate(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "solutions": rows,
     }
+    text = readable_json(result)
     path = run / f"reevaluation_{split}.json"
-    write_json_atomic(path, result)
-    return path
+    return save_output(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def temperature_scaled(searched: dict[str, Any], held_out: dict[str, Any]) -> dict[str, float]:

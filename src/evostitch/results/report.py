@@ -33,11 +33,11 @@ from ..errors import EvostitchError, RunError
 from ..evaluation.holding import load_hold_figure
 from ..evaluation.metrics import primary_metric
 from ..evolution.archive import nondominated, reference_point_from
-from ..evolution.store import EvaluationRecord, RunConfig, RunStore, write_json_atomic
-from ..files import absolute, user_path
+from ..evolution.store import EvaluationRecord, RunConfig, RunStore, readable_json
+from ..files import absolute, user_path, writable_folder
 from ..supernet import Supernet
 from .findings import compute_findings, finding_texts
-from .plots import front_view, plot_front, plot_hypervolume
+from .plots import front_view, plot_front, plot_hypervolume, save_output
 from .reevaluate import load_reevaluation
 from .run import (
     TWO_PARENTS,
@@ -104,23 +104,26 @@ def write_front_csv(
             extra += [f"{searched}_ece", f"{split}_ece"]
         if reeval.get("calibrated"):
             extra += [f"{split}_ece_calibrated", "temperature"]
+    table = [["id", "solution", "metric", "macs", *extra, "genotype"]]
+    for r in front + refs:
+        values = []
+        if row := rows.get(genotype_text(r.canonical)):
+            test = row[split][metric]
+            values = [test, test - (-r.objectives[0])]
+            if len(extra) > 2:
+                values += [row[searched]["ece"], row[split]["ece"]]
+            if len(extra) > 4:
+                values += [row[split]["ece_calibrated"], row["temperature"]]
+        values += [""] * (len(extra) - len(values))
+        name = reference_name(r.canonical, output_choices) or ""
+        cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
+        table.append([*cells, genotype_text(r.canonical)])
+    return save_output(path, lambda tmp: _write_csv(tmp, table))
+
+
+def _write_csv(path: str, table: list[list]) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "solution", "metric", "macs", *extra, "genotype"])
-        for r in front + refs:
-            values = []
-            if row := rows.get(genotype_text(r.canonical)):
-                test = row[split][metric]
-                values = [test, test - (-r.objectives[0])]
-                if len(extra) > 2:
-                    values += [row[searched]["ece"], row[split]["ece"]]
-                if len(extra) > 4:
-                    values += [row[split]["ece_calibrated"], row["temperature"]]
-            values += [""] * (len(extra) - len(values))
-            name = reference_name(r.canonical, output_choices) or ""
-            cells = [r.id, name, -r.objectives[0], r.objectives[1], *values]
-            writer.writerow([*cells, genotype_text(r.canonical)])
-    return path
+        csv.writer(f).writerows(table)
 
 
 def _hex(bits: list[bool]) -> str:
@@ -220,13 +223,23 @@ def html_data(
     return data
 
 
+# in the page's data block, no label may open or close a markup context (`</script>`,
+# `<!--`, `<script`): JSON.parse reads these escapes back as the characters they stand for
+_MARKUP_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+def embeddable_json(data: dict) -> str:
+    """`data` as JSON text safe inside a <script> element: `<`, `>` and `&` escaped (they
+    occur only inside strings), every non-ASCII character too (U+2028, U+2029...)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=True).translate(_MARKUP_ESCAPES)
+
+
 def write_html(data: dict, path: Path, images: list[Path] = ()) -> Path:
     """Fill the page template with the data (and PNGs as data URIs): one offline file."""
     template = resources.files("evostitch").joinpath("assets/report.html").read_text("utf-8")
     data = dict(data, images=[_data_uri(p) for p in images])
-    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    path.write_text(template.replace("__DATA__", text), encoding="utf-8")
-    return path
+    page = template.replace("__DATA__", embeddable_json(data))
+    return save_output(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
 
 
 def _data_uri(path: Path) -> str:
@@ -239,6 +252,37 @@ def _load_net(config: RunConfig, trust_code: bool) -> Supernet | None:
     except (EvostitchError, KeyError) as exc:
         Console(stderr=True).print(f"[yellow]report without graphs: {exc}[/yellow]")
         return None
+
+
+def _read_run(run: Path) -> tuple[RunConfig, list[EvaluationRecord], dict | None]:
+    """The run's config, every stored row (failed ones too) and its checkpoint; a one-line
+    error when no evaluation succeeded (nothing to draw), with the first failure's cause."""
+    with RunStore.open(run, readonly=True) as store:
+        config, stored, checkpoint = store.config, list(store.records()), store.load_checkpoint()
+    if not any(r.ok for r in stored):
+        failed = [r for r in stored if not r.ok]
+        why = f": all {len(failed)} failed, the first with: {failed[0].error}" if failed else ""
+        why = " ".join(why.split())[:300]  # an error's traceback text on one line
+        raise RunError(f"{run} holds no successful evaluation{why or ' yet'}")
+    return config, stored, checkpoint
+
+
+def _compared_runs(
+    run: Path, config: RunConfig, records: list[EvaluationRecord], others: Sequence[str | Path]
+) -> tuple[list[tuple[str, list[EvaluationRecord]]], list[RunConfig]]:
+    """(label, successful rows) of the run and of each run compared with it, and their
+    configs; a one-line error for a run of another problem."""
+    runs, configs = [(_run_label(run, config), records)], [config]
+    for other in map(user_path, others):
+        other_config, other_records = read_run(other)
+        keys = ("supernet", "data", "split")
+        if any(other_config.problem.get(k) != config.problem.get(k) for k in keys):
+            raise RunError(f"{other} searched another problem than {run}: not comparable")
+        label = _run_label(other, other_config)
+        label += f" #{len(runs) + 1}" if label in dict(runs) else ""
+        runs.append((label, other_records))
+        configs.append(other_config)
+    return runs, configs
 
 
 def _run_label(run: Path, config: RunConfig) -> str:
@@ -260,22 +304,10 @@ def write_report(
     draws the parents' graphs when their supernetwork loads (a code-named parent only
     with `trust_code`).
     """
-    run = user_path(run)
-    with RunStore.open(run, readonly=True) as store:
-        config, stored, checkpoint = store.config, list(store.records()), store.load_checkpoint()
+    run = writable_folder(run, "run folder")  # before any work: it receives every file
+    config, stored, checkpoint = _read_run(run)
     records = [r for r in stored if r.ok]
-    if not records:
-        raise RunError(f"{run} holds no successful evaluation yet")
-    runs, configs = [(_run_label(run, config), records)], [config]
-    for other in map(user_path, others):
-        other_config, other_records = read_run(other)
-        keys = ("supernet", "data", "split")
-        if any(other_config.problem.get(k) != config.problem.get(k) for k in keys):
-            raise RunError(f"{other} searched another problem than {run}: not comparable")
-        label = _run_label(other, other_config)
-        label += f" #{len(runs) + 1}" if label in dict(runs) else ""
-        runs.append((label, other_records))
-        configs.append(other_config)
+    runs, configs = _compared_runs(run, config, records, others)
     net = _load_net(config, trust_code)
     choices = net.output_choices if net is not None else output_choices_of(config)
     references = references or references_in(records, choices)
@@ -315,7 +347,8 @@ def write_report(
         hold=load_hold_figure(config.problem["supernet"]) if "supernet" in config.problem else None,
         output_choices=choices,
     )
-    write_json_atomic(run / "findings.json", findings)
+    text = readable_json(findings)
+    save_output(run / "findings.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     data["findings"] = finding_texts(findings)
     files.append(write_html(data, run / "report.html", files[1:3]))
     return [*files, run / "findings.json"]
