@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import EvostitchError
+from .errors import EvostitchError, RunError
 
 
 def user_path(path: str | os.PathLike[str]) -> Path:
@@ -60,6 +60,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> N
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """`atomic_write` of a UTF-8 text."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_output(path: str | os.PathLike[str], write: Callable[[str], Any]) -> Path:
+    """`atomic_write` of an output file (a link at `path` is replaced, never written
+    through; a reader sees the old file or the new one), with a full disk, a file size
+    limit or a read-only place as one line naming the file."""
+    path = Path(path)
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        raise RunError(f"cannot write {path} ({e.strerror or e})") from None
+    return path
 
 
 def writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> Path:

@@ -36,11 +36,10 @@ from ..data import dataset_info, load_dataset
 from ..devices import autocast, check_amp, resolve_device
 from ..errors import RunError, SupernetError
 from ..evaluation.metrics import evaluate, make_metric, primary_metric
-from ..files import inside, user_path, writable_folder
+from ..files import inside, save_output, user_path, writable_folder
 from ..progress import progress_bar
 from ..supernet import Supernet
 from .export import offspring_module
-from .plots import save_output
 from .run import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
 
 SUMMARY = "finetune.json"

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RunError
 from ..evolution.archive import dominates, hypervolume, nondominated, weakly_dominates
 from ..evolution.store import EvaluationRecord
-from ..files import atomic_write
+from ..files import save_output
 from .findings import hypervolume_box
 
 PARENT_MARKERS = "s^<>ph*XP8"  # one per parent (cycled past ten), in their order
@@ -28,17 +27,6 @@ SUB_ENSEMBLE_MARKER = "d"  # a subset's ("ensemble A+B", K >= 3)
 HV_POINTS = 300  # evaluations at which the hypervolume is computed
 BELOW = 1.0  # the view reaches below the lowest front/reference metric by their metric span
 PAD = 0.06  # margin around the points shown, a fraction of their range (as report.html's)
-
-
-def save_output(path: Path, write: Callable[[str], Any]) -> Path:
-    """`files.atomic_write` of an output file (a link at `path` is replaced, never written
-    through; a reader sees the old file or the new one), with a full disk, a file size
-    limit or a read-only place as one line naming the file."""
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise RunError(f"cannot write {path} ({e.strerror or e})") from None
-    return path
 
 
 def save_figure(fig: Any, path: Path) -> Path:

@@ -33,8 +33,7 @@ from typing import Any
 from ..errors import RunError
 from ..evaluation.metrics import fit_temperature
 from ..evolution.store import readable_json
-from ..files import user_path, writable_folder
-from .plots import save_output
+from ..files import save_output, user_path, writable_folder
 from .run import genotype_text, load_supernet, read_run, run_solutions
 
 FORMAT = "evostitch-reevaluation"

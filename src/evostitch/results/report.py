@@ -34,10 +34,10 @@ from ..evaluation.holding import load_hold_figure
 from ..evaluation.metrics import primary_metric
 from ..evolution.archive import nondominated, reference_point_from
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore, readable_json
-from ..files import absolute, user_path, writable_folder
+from ..files import absolute, save_output, user_path, writable_folder
 from ..supernet import Supernet
 from .findings import compute_findings, finding_texts
-from .plots import front_view, plot_front, plot_hypervolume, save_output
+from .plots import front_view, plot_front, plot_hypervolume
 from .reevaluate import load_reevaluation
 from .run import (
     TWO_PARENTS,
