@@ -8,8 +8,16 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
-from .data import check_input_shape, dataset_info, format_spec, load_dataset, parse_spec
+from .data import (
+    check_input_shape,
+    dataset_info,
+    format_spec,
+    load_dataset,
+    parse_spec,
+    skipped,
+)
 from .errors import DataError
 from .files import absolute
 from .supernet import Supernet, side_names
@@ -50,6 +58,23 @@ def check_data(net: Supernet, data: str) -> None:
             f"{data} has {info.num_classes} classes, the parents output {classes}: "
             "give them a head for this dataset (e.g. ?num_classes=...)"
         )
+
+
+def check_images(data: str, splits: Sequence[str], progress: bool = True) -> None:
+    """Decode every image of `data`'s `splits` once, before any work (`evostitch.data.
+    readable`): a file that does not decode is left out of its split, said in one line
+    per split, so that no evaluation or training step fails on it."""
+    say = _say(progress)
+    for split in splits:
+        bad = skipped(load_dataset(data, split))
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            images = "image" if len(bad) == 1 else "images"
+            say(
+                f"[yellow]skipped {len(bad)} unreadable {images} of the {split} split: "
+                f"{escape(shown)}[/yellow]",
+                soft_wrap=True,
+            )
 
 
 def resolve_data(

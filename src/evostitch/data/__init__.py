@@ -24,7 +24,9 @@ imagefolder: with ``train/`` and ``val/`` subfolders those give train and val an
 ``test/`` gives test; without ``test/`` the ``val/`` folder is halved per class (seeded)
 into val and test. A folder without ``train/`` is split 70/15/15 per class.
 voc: ``train.txt`` is train; ``test.txt`` is test when present, else ``val.txt`` is
-halved (seeded) into val and test.
+halved (seeded) into val and test. Images of imagefolder and voc that do not decode
+(truncated, corrupt) are left out of their split after it is drawn, each load alike;
+`skipped(split)` lists them (`evostitch.data.readable`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch.utils.data import Dataset
 
 from evostitch.errors import DataError
 
+from .readable import SKIPPED, read_rgb, skipped, unreadable
 from .streams import ArrayDataset, batches, default_workers, subset, unwrap
 
 SPLITS = ("train", "val", "test")
@@ -58,6 +61,7 @@ __all__ = [
     "default_workers",
     "load_dataset",
     "parse_spec",
+    "skipped",
     "subset",
     "unwrap",
 ]
@@ -295,22 +299,13 @@ def _folder_transform(opts: dict[str, str]) -> dict:
 
 
 def _imagefolder_split(path: Path, split: str, how: dict, seed: int) -> Dataset:
-    from torch.utils.data import Subset
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
-    mode = transforms.InterpolationMode(how["interpolation"])
-    tf = transforms.Compose(
-        [
-            transforms.Resize(how["resize"], interpolation=mode),
-            transforms.CenterCrop(how["size"]),
-            transforms.ToTensor(),
-            transforms.Normalize(how["mean"], how["std"]),
-        ]
-    )
+    tf = _folder_tf(how)
 
     def folder(root: Path) -> datasets.ImageFolder:
         try:
-            ds = datasets.ImageFolder(str(root), transform=tf)
+            ds = datasets.ImageFolder(str(root), transform=tf, loader=read_rgb)
         except (FileNotFoundError, RuntimeError) as e:
             raise DataError(f"unusable image folder {root}: {e}".splitlines()[0]) from None
         if ds.classes != _folder_classes(_imagefolder_root(path)):
@@ -319,13 +314,43 @@ def _imagefolder_split(path: Path, split: str, how: dict, seed: int) -> Dataset:
 
     if (path / "train").is_dir():
         if split == "train" or (split == "test" and (path / "test").is_dir()):
-            return folder(path / split)
+            ds = folder(path / split)
+            return _readable_part(ds, range(len(ds)), split, path)
         val = folder(path / "val")
         halves = _stratified(np.array(val.targets), (0.5, 0.5), seed)
-        return Subset(val, halves[int(split == "test")].tolist())
+        return _readable_part(val, halves[int(split == "test")].tolist(), split, path)
     full = folder(path)
     parts = _stratified(np.array(full.targets), RATIOS, seed)
-    return Subset(full, parts[SPLITS.index(split)].tolist())
+    return _readable_part(full, parts[SPLITS.index(split)].tolist(), split, path)
+
+
+def _folder_tf(how: dict):
+    from torchvision import transforms
+
+    mode = transforms.InterpolationMode(how["interpolation"])
+    return transforms.Compose(
+        [
+            transforms.Resize(how["resize"], interpolation=mode),
+            transforms.CenterCrop(how["size"]),
+            transforms.ToTensor(),
+            transforms.Normalize(how["mean"], how["std"]),
+        ]
+    )
+
+
+def _readable_part(ds, indices: Sequence[int], split: str, path: Path) -> Dataset:
+    """The samples of `ds` at `indices` whose image decodes; the split is drawn before
+    the check, so a bad file changes no other sample's split. The files left out are
+    listed in the result's `unreadable` (`skipped`)."""
+    from torch.utils.data import Subset
+
+    bad = set(unreadable([ds.samples[i][0] for i in indices]))
+    keep = [i for i in indices if ds.samples[i][0] not in bad]
+    if not keep:
+        raise DataError(f"no readable image in the {split} split of {path}")
+    part = Subset(ds, keep)
+    setattr(part, SKIPPED, sorted(bad))
+    return part
 
 
 def _voc_root(path: Path) -> Path:
@@ -371,8 +396,29 @@ class VOCSegmentation(Dataset):
 def _voc_split(root: Path, split: str, size: int, seed: int) -> Dataset:
     lists = root / "ImageSets" / "Segmentation"
     if split == "train" or (split == "test" and (lists / "test.txt").is_file()):
-        return VOCSegmentation(root, _voc_ids(root, split), size)
-    ids = _voc_ids(root, "val")
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    half = perm[: len(ids) // 2] if split == "val" else perm[len(ids) // 2 :]
-    return VOCSegmentation(root, [ids[i] for i in sorted(half)], size)
+        ids = _voc_ids(root, split)
+    else:
+        val = _voc_ids(root, "val")
+        perm = np.random.default_rng(seed).permutation(len(val))
+        half = perm[: len(val) // 2] if split == "val" else perm[len(val) // 2 :]
+        ids = [val[i] for i in sorted(half)]
+    return _readable_voc(root, ids, split, size)
+
+
+def _readable_voc(root: Path, ids: list[str], split: str, size: int) -> VOCSegmentation:
+    """The VOC samples of `ids` whose image and mask both decode; the rest are listed in
+    the result's `unreadable` (as `_readable_part`)."""
+    files = {
+        name: (
+            str(root / "JPEGImages" / f"{name}.jpg"),
+            str(root / "SegmentationClass" / f"{name}.png"),
+        )
+        for name in ids
+    }
+    bad = set(unreadable([f for pair in files.values() for f in pair]))
+    keep = [name for name in ids if not bad & set(files[name])]
+    if not keep:
+        raise DataError(f"no readable image in the {split} split of {root}")
+    part = VOCSegmentation(root, keep, size)
+    setattr(part, SKIPPED, sorted(bad))
+    return part

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import batches, unwrap
@@ -32,7 +34,7 @@ from ..errors import SupernetError
 from ..files import user_path
 from ..progress import progress_bar
 from ..supernet import Supernet
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import identity, load_checkpoint, save_checkpoint
 from .fit import RIDGE, held_out_losses, least_squares_init
 from .walks import forward_random
 
@@ -157,6 +159,7 @@ def train_stitches(
     checkpoint_every: int = 100,
     workers: int | None = None,
     fit_memory: int | None = None,
+    checkpoint_identity: dict | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
@@ -172,13 +175,18 @@ def train_stitches(
     `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen
     parents run under autocast; stitches stay float32) say where and how. With
     `checkpoint_dir`, state is saved after the fit and every `checkpoint_every` steps, and
-    a run started with the same arguments resumes from there. Batches stream from `data`
-    through a DataLoader with `workers` processes (`evostitch.data.batches`).
+    a run started with the same arguments resumes from there (said in one line; one with
+    other arguments, other parents or other `checkpoint_identity`, the caller's own
+    settings such as the data spec, is refused in one line naming what differs). Batches
+    stream from `data` through a DataLoader with `workers` processes
+    (`evostitch.data.batches`).
     """
     data, own_workers = unwrap(data, "stitch training")
     workers = own_workers if workers is None else workers
     if fit_samples < 0 or held_out < 0:
         raise SupernetError(f"need fit_samples, held_out >= 0; got {fit_samples}, {held_out}")
+    if batch_size < 1 or not 0 <= seed < 2**32:
+        raise SupernetError(f"need batch_size >= 1 and 0 <= seed < 2**32; got {batch_size}, {seed}")
     fit, train, held = _split(len(data), fit_samples, held_out, seed)
     steps = _steps(len(train), batch_size, steps, epochs, samples)
     device = resolve_device(device)
@@ -187,9 +195,16 @@ def train_stitches(
     net.parents.eval()
     net.stitches.train()
     opt = _StitchOptimizers(net, lr=lr, weight_decay=weight_decay)
-    plan = {"steps": steps, "fit_samples": len(fit), "batch_size": batch_size, "ridge": ridge}
     ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
-    resumed = load_checkpoint(net, opt, ckpt, plan) if ckpt is not None else None
+    settings = {
+        **(checkpoint_identity or {}),
+        **{"seed": seed, "steps": steps, "fit_samples": len(fit), "batch_size": batch_size},
+        **{"ridge": ridge, "lr": lr, "weight_decay": weight_decay, "p": p, "amp": amp},
+        **{"clean_targets": clean_targets, "held_out": len(held), "train_samples": len(data)},
+        "fit_memory": fit_memory,
+    }
+    plan = identity(net, settings) if ckpt is not None else {}
+    resumed = _resume(net, opt, ckpt, plan, steps, progress)
     start, history = resumed if resumed is not None else (0, [])
 
     def inputs(indices: list[int]):
@@ -259,6 +274,18 @@ def train_stitches(
         len(fit),
         len(held),
     )
+
+
+def _resume(net: Supernet, opt, ckpt: Path | None, plan: dict, steps: int, progress: bool):
+    """(step, history) of a checkpoint in `ckpt` made for `plan`, said in one line; None
+    without a checkpoint folder or a checkpoint in it."""
+    resumed = load_checkpoint(net, opt, ckpt, plan) if ckpt is not None else None
+    if resumed is not None and progress:
+        Console(stderr=True, highlight=False).print(
+            f"resuming stitch training from {escape(str(ckpt))} (step {resumed[0]} of {steps})",
+            soft_wrap=True,
+        )
+    return resumed
 
 
 class _StitchOptimizers:
