@@ -62,6 +62,7 @@ def match(
     from ..models import load_model
 
     shape = parse_shape(input_shape)
+    api.check_match_options(max_ratio, time_limit)  # before the parents are traced
     specs, weights = api.parent_list(
         a, b, parent or (), (a_weights, b_weights), parent_weights or ()
     )
@@ -196,6 +197,9 @@ def stitch(
     )
 
 
+MAX_INSPECT_SAMPLES = 10_000  # each is costed from the table: a few ms
+
+
 @app.command()
 def inspect(
     folder: Annotated[
@@ -206,6 +210,8 @@ def inspect(
     trust_code: TrustCode = False,
 ) -> None:
     """Parents, matches, variables and the cost of a sample of offspring."""
+    if not 0 <= samples <= MAX_INSPECT_SAMPLES:
+        raise EvostitchError(f"need 0 <= --samples <= {MAX_INSPECT_SAMPLES}")
     report = api.inspect(folder, samples, trust_code=trust_code)
     if as_json:
         print(json.dumps(report, indent=1))

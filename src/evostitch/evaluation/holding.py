@@ -18,6 +18,7 @@ Fractions are of the parents' mean metric on the same images.
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
@@ -27,7 +28,10 @@ from typing import Any, TypeVar
 from torch.utils.data import Dataset
 
 from ..data import subset
+from ..errors import EvostitchError
+from ..files import write_text_atomic
 from ..supernet import Supernet
+from ..supernet.schema import read_json
 from .evaluator import Evaluator
 
 T = TypeVar("T")
@@ -36,6 +40,7 @@ HOLD_PS = (0.02, 0.1)
 HOLD_SAMPLES = 16
 HOLD_IMAGES = 256
 HOLD_FILE = "stitches_hold.json"
+MAX_HOLD_BYTES = 1 << 20  # a figure is a few hundred bytes per p
 
 
 def sample_offspring(net: Supernet, n: int, p: float, seed: int) -> list[tuple[int, ...]]:
@@ -170,16 +175,52 @@ def hold_text(figure: dict[str, Any]) -> str:
 
 
 def save_hold_figure(figure: dict[str, Any], folder: str | Path) -> Path:
-    """Write the figure as ``stitches_hold.json`` into a supernetwork folder."""
+    """Write the figure as ``stitches_hold.json`` into a supernetwork folder (atomically:
+    the old figure or the new one, never a part; a link there is replaced, not followed)."""
     path = Path(folder) / HOLD_FILE
-    path.write_text(json.dumps(figure, indent=1), encoding="utf-8")
+    write_text_atomic(path, json.dumps(figure, indent=1))
     return path
 
 
 def load_hold_figure(folder: str | Path) -> dict[str, Any] | None:
-    """The stored figure of a supernetwork folder, None if absent or unreadable."""
+    """The stored figure of a supernetwork folder; None if absent, not a regular file
+    (never opened: a FIFO would block), or not a figure as `hold_figure` makes it."""
     try:
-        figure = json.loads((Path(folder) / HOLD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        figure = read_json(Path(folder) / HOLD_FILE, MAX_HOLD_BYTES)
+    except (EvostitchError, OSError):
         return None
-    return figure if isinstance(figure, dict) and "p" in figure else None
+    return figure if is_hold_figure(figure) else None
+
+
+def _finite(value: Any, low: float = -math.inf) -> bool:
+    """A finite number (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and value >= low
+
+
+def _quartiles_ok(value: Any) -> bool:
+    return isinstance(value, dict) and all(_finite(value.get(k)) for k in ("median", "q1", "q3"))
+
+
+def is_hold_figure(figure: Any) -> bool:
+    """Whether `figure` has every field `hold_figure` writes, of its type and range."""
+    if not isinstance(figure, dict) or not isinstance(figure.get("p"), list):
+        return False
+    rows_ok = all(
+        isinstance(row, dict)
+        and _finite(row.get("p"), 0)
+        and _quartiles_ok(row.get("trained"))
+        and ("untrained" not in row or _quartiles_ok(row["untrained"]))
+        for row in figure["p"]
+    )
+    parents = figure.get("parents")
+    return (
+        rows_ok
+        and all(isinstance(figure.get(k), str) for k in ("split", "metric", "text"))
+        and all(
+            isinstance(figure.get(k), int) and _finite(figure[k], 0) for k in ("images", "samples")
+        )
+        and isinstance(parents, list)
+        and all(_finite(v) for v in parents)
+    )

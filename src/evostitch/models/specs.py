@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import numbers
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ModelError
 from . import hub
-from .weights import load_weights, read_state_dict
+from .weights import Layout, layout, load_weights, read_state_dict
+
+# what a builder raises for options it cannot use (a negative size, a float for an int...)
+BUILD_ERRORS = (TypeError, ValueError, RuntimeError, ArithmeticError, AssertionError)
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -115,6 +120,7 @@ def build_model(spec: str, *, trust_code: bool = True) -> nn.Module:
             f"{spec!r} names code ({source}.{name}): it runs only if you trust where it came "
             "from (--trust-code, trust_code=True)"
         )
+    _check_sizes(spec, options)
     if source == "torchvision":
         model = _torchvision(name, options)
     elif source == "timm":
@@ -127,12 +133,40 @@ def build_model(spec: str, *, trust_code: bool = True) -> nn.Module:
         if name not in zoo.DEMO_MODELS:
             known = ", ".join(sorted(zoo.DEMO_MODELS))
             raise ModelError(f"unknown demo model {name!r} (known: {known})")
-        model = zoo.build_demo_model(name, **options)
+        build = zoo.build_demo_model
+        model = _call(lambda **kw: build(name, **kw), options, f"demo:{name}", BUILD_ERRORS)
     else:
         model = _factory(source, name, options)
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _check_sizes(spec: str, options: dict[str, Any]) -> None:
+    """A class or channel count given as an option is a whole number (timm's
+    `num_classes=0` drops the classifier); a builder would fail on it deep inside."""
+    for key, least in (("num_classes", 0), ("in_channels", 1), ("in_chans", 1)):
+        value = options.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ModelError(
+                f"bad model spec {spec!r}: {key} must be a whole number >= {least}, not {value!r}"
+            )
+
+
+def model_layout(spec: str, *, trust_code: bool = True) -> Layout | None:
+    """The layout of the state dict `spec` builds (names, dtypes, shapes), built on the
+    meta device: no memory is taken however large the options make it, so stored
+    weights can be checked against it first. None for a builder that cannot run on the
+    meta device (one computing values while it builds) or that fails: building it for
+    real then says why in one line."""
+    try:
+        with torch.device("meta"):
+            model = build_model(spec, trust_code=trust_code)
+        return layout(model.state_dict())
+    except Exception:  # meta tensors hold no values; a bad spec fails again when built
+        return None
 
 
 def _torchvision(name: str, options: dict[str, Any]) -> nn.Module:
@@ -147,7 +181,7 @@ def _torchvision(name: str, options: dict[str, Any]) -> nn.Module:
     if "weights_backbone" in inspect.signature(builder).parameters:
         kwargs.setdefault("weights_backbone", None)  # the pretrained weights cover it
     if kwargs["weights"] is None:
-        return _call(builder, kwargs, f"torchvision:{name}")
+        return _call(builder, kwargs, f"torchvision:{name}", BUILD_ERRORS)
     label = f"torchvision:{name}?weights={kwargs['weights']}"
     kwargs["weights"] = hub.torchvision_weights(name, str(kwargs["weights"]))
     return hub.pretrained(lambda: _call(builder, kwargs, label), label, torchvision=True)
@@ -164,7 +198,7 @@ def _timm(name: str, options: dict[str, Any]) -> nn.Module:
     kwargs = {"model_name": name, "pretrained": False, **options}
     label = name if hub_name else f"timm:{name}"
     if not kwargs["pretrained"]:
-        return _call(timm.create_model, kwargs, label)
+        return _call(timm.create_model, kwargs, label, BUILD_ERRORS)
     return hub.pretrained(lambda: _call(timm.create_model, kwargs, label), label)
 
 
@@ -176,14 +210,24 @@ def _factory(module_name: str, attr: str, options: dict[str, Any]) -> nn.Module:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelError(f"{module_name!r} has no callable {attr!r}")
-    return _call(factory, options, f"{module_name}:{attr}")
+    return _call(factory, options, f"{module_name}:{attr}", BUILD_ERRORS)
 
 
-def _call(builder: Any, kwargs: dict[str, Any], label: str) -> nn.Module:
+def _call(
+    builder: Any,
+    kwargs: dict[str, Any],
+    label: str,
+    errors: tuple[type[BaseException], ...] = (TypeError,),
+) -> nn.Module:
+    """`builder(**kwargs)`; `errors` become one ModelError line (a pretrained builder's
+    other errors are left to `hub.pretrained`, which says how to fetch the weights)."""
     try:
         return builder(**kwargs)
-    except TypeError as exc:
-        raise ModelError(f"cannot build {label} with options {kwargs}: {exc}") from exc
+    except ModelError:
+        raise
+    except errors as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelError(f"cannot build {label} with options {kwargs}: {why}") from exc
 
 
 def load_model(

@@ -9,6 +9,7 @@ sample. Parameters are counted once per distinct tensor an offspring uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,9 @@ class CostTable:
             stitch_macs = {k: float(v) for k, v in data["stitch_macs"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SupernetError(f"saved cost table is damaged ({exc})") from None
+        figures = [*node_macs.values(), *stitch_macs.values()]
+        if not all(math.isfinite(v) and v >= 0 for v in figures):
+            raise SupernetError("saved cost table holds MACs negative or not finite")
         if set(node_macs) != set(net.structure.inputs) or set(stitch_macs) != set(net.stitches):
             raise SupernetError("saved cost table does not fit the supernetwork")
         return _with_params(net, node_macs, stitch_macs)

@@ -5,10 +5,18 @@ matching, cost table, the sha256 of each weights file), `stitches.safetensors` a
 `parents.safetensors` (every parent's weights, whatever they were built from: a later
 load, a Ray worker or another machine never downloads them again nor needs the file
 they came from). `supernet.json` is written last, so a folder without it is an
-interrupted save. Reading checks every file before anything is built: a damaged file
-gives one clear error, never a half-built network. Parents are rebuilt from their
-architecture's spec; one that names code (`package.module:factory`) only with
-`trust_code`. `Supernet.save` / `Supernet.load` are the entry points.
+interrupted save. Parents are rebuilt from their architecture's spec; one that names
+code (`package.module:factory`) only with `trust_code`. `Supernet.save` /
+`Supernet.load` are the entry points.
+
+Reading trusts nothing in the folder (it may come from anyone): every file must be a
+regular file (a FIFO or a device would hang the reader); `supernet.json` is checked
+field by field against what `save` writes (types, ranges, lengths; an input shape
+against the memory tracing it would take) before anything is built; each parent is
+first built on the meta device (no memory) and its stored tensors' names, dtypes and
+shapes compared with it from the file's header, before a byte is loaded; stored
+tensors holding NaN or infinities are refused. Any failure is one SupernetError line
+naming the file and the field, never a half-built network.
 
 K parents (sides "a", "b", "c", ...): `parents` lists K entries in side order, each row
 of `matches` is a group, K node names (null where a parent has none) and its weight;
@@ -20,27 +28,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .. import __version__
-from ..errors import EvostitchError, SupernetError
+from ..errors import EvostitchError, ModelError, SupernetError
 from ..files import absolute, atomic_write, user_path
 from ..graph import Graph, example_input, trace
-from ..models import architecture_spec, load_model, load_weights
+from ..models import architecture_spec, load_model, load_weights, names_code
+from ..models.specs import model_layout
+from ..models.weights import Layout, layout, layout_mismatch, non_finite
 from .plan import side_names
+from .schema import FORMAT, VERSION, available_memory, check_meta, read_json, readable_file, show
 
 if TYPE_CHECKING:
     from .module import Supernet
 
-FORMAT = "evostitch.supernet"
-VERSION = 1
 JSON_NAME, STITCHES, PARENTS = "supernet.json", "stitches.safetensors", "parents.safetensors"
-load_weights_into = load_weights
 
 
 def _sha256(path: str | Path) -> str:
@@ -110,34 +122,72 @@ def save(net: Supernet, folder: str | Path) -> Path:
     return folder
 
 
-def _portable(weights: str, folder: Path) -> str:
-    """Weights inside the folder are recorded relative to it, so the folder can move."""
-    path = absolute(weights)
+def _checked_file(path: Path, sha256: str | None) -> Path:
+    """A regular file with the sha256 recorded for it (when one was)."""
+    readable_file(path)
     try:
-        return str(path.relative_to(folder.resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    if sha256 is not None and path.is_file() and _sha256(path) != sha256:
+        digest = _sha256(path) if sha256 is not None else None
+    except OSError as exc:
+        raise SupernetError(f"cannot read {path}: {exc.strerror}") from None
+    if digest != sha256:
         raise SupernetError(f"{path} is damaged or truncated (not the file saved: sha256 differs)")
+    return path
+
+
+def _header(path: Path) -> Layout:
+    """The layout of a safetensors file, from its header alone (nothing loaded)."""
     try:
-        return load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            return {
+                k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape()))
+                for k in f.keys()  # noqa: SIM118 (a safe_open handle is no dict)
+            }
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SupernetError(f"{path} is damaged or truncated ({first})") from exc
+        raise SupernetError(f"{path} is damaged or truncated ({first})") from None
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checked file; SupernetError if one holds NaN or infinities."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SupernetError(f"{path} is damaged or truncated ({first})") from None
+    bad = non_finite(tensors)
+    if bad:
+        raise SupernetError(f"{path}: tensor {bad} holds NaN or infinite values")
+    return tensors
+
+
+def _fits(nbytes: int, what: str, path: Path) -> None:
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise SupernetError(
+            f"{path}: {what} take {nbytes / 2**30:.1f} GiB, more than the "
+            f"{avail / 2**30:.1f} GiB of memory available"
+        )
+
+
+def load_stitches(stitches: nn.Module, path: Path) -> None:
+    """Load the stitches from their checked file: the same names, dtypes and shapes as
+    the supernetwork's (compared before loading), all finite."""
+    why = layout_mismatch(layout(stitches.state_dict()), _header(path), exact_dtype=True)
+    if why:
+        raise SupernetError(f"{path} does not fit the supernetwork's stitches: {why}")
+    stitches.load_state_dict(_load(path))
 
 
 @dataclass
 class Saved:
-    """What a saved folder holds, checked and with every parent traced."""
+    """What a saved folder holds, checked and with every parent traced (the stitches'
+    file checked against its sha256, loaded by `load_stitches` once they are built)."""
 
     folder: Path
     graphs: tuple[Graph, ...]
     matches: list[tuple]
     specs: list[dict[str, Any]]
-    stitches: dict[str, torch.Tensor]
+    stitches: Path
     input_shape: tuple[int, ...]
     leaf_modules: list[str]
     matching: dict | None
@@ -150,55 +200,101 @@ def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
     whose spec names code only with `trust_code`)."""
     folder = user_path(folder)
     meta_path = folder / JSON_NAME
-    if not meta_path.is_file():
+    if not os.path.lexists(meta_path):
         raise SupernetError(f"{folder} is not a saved supernetwork (no {JSON_NAME})")
+    meta = read_json(meta_path)
+    check_meta(meta, meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SupernetError(f"{meta_path} is damaged: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise SupernetError(f"{meta_path} is not an evostitch supernetwork file")
-    if meta.get("version") != VERSION:
-        raise SupernetError(f"{meta_path} has format version {meta.get('version')}, not {VERSION}")
-    try:
-        hashes = meta.get("sha256") or {}
-        stitches = _read_tensors(folder / STITCHES, hashes.get(STITCHES))
-        stored = {}
-        if (folder / PARENTS).exists() or any(not p.get("weights") for p in meta["parents"]):
-            stored = _read_tensors(folder / PARENTS, hashes.get(PARENTS))
-        sides = side_names(len(meta["parents"]))
-        models = [
-            _parent(folder, side, entry, stored, trust_code)
-            for side, entry in zip(sides, meta["parents"], strict=True)
-        ]
-        example = example_input(meta["input_shape"])
-        graphs = tuple(trace(m, example, meta["leaf_modules"]) for m in models)
-        for col, (side, g) in enumerate(zip(sides, graphs, strict=True)):
-            missing = [
-                m[col] for m in meta["matches"] if m[col] is not None and m[col] not in g.nodes
-            ]
-            if missing:
-                raise SupernetError(
-                    f"parent {side.upper()} no longer traces to the saved graph "
-                    f"(node {missing[0]} is gone): was the model or library changed?"
-                )
-        specs = [_provenance(folder, p) for p in meta["parents"]]
-        return Saved(
-            folder=folder,
-            graphs=graphs,
-            matches=[tuple(m) for m in meta["matches"]],
-            specs=specs,
-            stitches=stitches,
-            input_shape=tuple(meta["input_shape"]),
-            leaf_modules=list(meta["leaf_modules"]),
-            matching=meta.get("matching"),
-            data=meta.get("data"),
-            cost=meta.get("cost"),
-        )
+        return _read_checked(folder, meta, trust_code)
     except EvostitchError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SupernetError(f"{meta_path} is damaged: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:  # a file of the folder we may not read
+        raise SupernetError(f"cannot read {exc.filename or folder}: {exc.strerror}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # what no check foresaw
+        why = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise SupernetError(f"{meta_path} is damaged: {type(exc).__name__}: {why}") from exc
+
+
+def _read_checked(folder: Path, meta: dict, trust_code: bool) -> Saved:
+    """`read` of a folder whose supernet.json passed `check_meta`."""
+    sides = side_names(len(meta["parents"]))
+    for side, entry in zip(sides, meta["parents"], strict=True):
+        if not trust_code and names_code(_architecture(entry)):  # before reading any more
+            raise ModelError(
+                f"{folder / JSON_NAME}: parent {side.upper()} ({show(entry['spec'])}) names "
+                "code that runs only if you trust where it came from (--trust-code, "
+                "trust_code=True)"
+            )
+    hashes = meta.get("sha256") or {}
+    stitches = _checked_file(folder / STITCHES, hashes.get(STITCHES))
+    stored: dict[str, dict[str, torch.Tensor]] = {}
+    if os.path.lexists(folder / PARENTS) or any(not p.get("weights") for p in meta["parents"]):
+        path = _checked_file(folder / PARENTS, hashes.get(PARENTS))
+        stored = _stored_parents(path, meta["parents"], sides, trust_code)
+    models = [
+        _parent(folder, side, entry, stored.get(side, {}), trust_code)
+        for side, entry in zip(sides, meta["parents"], strict=True)
+    ]
+    example = example_input(meta["input_shape"])
+    graphs = tuple(trace(m, example, meta["leaf_modules"]) for m in models)
+    for col, (side, g) in enumerate(zip(sides, graphs, strict=True)):
+        missing = [m[col] for m in meta["matches"] if m[col] is not None and m[col] not in g.nodes]
+        if missing:
+            raise SupernetError(
+                f"{folder / JSON_NAME}: parent {side.upper()} no longer traces to the saved "
+                f"graph (node {show(missing[0])} is gone): was the model or library changed?"
+            )
+    return Saved(
+        folder=folder,
+        graphs=graphs,
+        matches=[tuple(m) for m in meta["matches"]],
+        specs=[_provenance(folder, p) for p in meta["parents"]],
+        stitches=stitches,
+        input_shape=tuple(meta["input_shape"]),
+        leaf_modules=list(meta["leaf_modules"]),
+        matching=meta.get("matching"),
+        data=meta.get("data"),
+        cost=meta.get("cost"),
+    )
+
+
+def _stored_parents(
+    path: Path, parents: list[dict], sides: tuple[str, ...], trust_code: bool
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per side, the parent's tensors from parents.safetensors: first their names,
+    dtypes and shapes against the architecture built on the meta device (so a crafted
+    spec or file takes no memory), then their values, all finite."""
+    header = _header(path)
+    stray = [k for k in header if not any(k.startswith(f"{side}.") for side in sides)]
+    if stray:
+        raise SupernetError(f"{path}: tensor {stray[0]} belongs to no parent")
+    nbytes = 0
+    for side, entry in zip(sides, parents, strict=True):
+        prefix = f"{side}."
+        own = {k[len(prefix) :]: v for k, v in header.items() if k.startswith(prefix)}
+        if not own:
+            continue  # evostitch <= 0.1: the weights file recorded with the parent
+        expected = model_layout(_architecture(entry), trust_code=trust_code)
+        why = expected is not None and layout_mismatch(expected, own, exact_dtype=True)
+        if why:
+            raise SupernetError(f"{path}: parent {side.upper()} ({entry['spec']}): {why}")
+        nbytes += sum(_nbytes(dtype, shape) for dtype, shape in own.values())
+    _fits(2 * nbytes, "the parents' weights (as read, then as built)", path)
+    tensors = _load(path)
+    return {
+        side: {k[len(side) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{side}.")}
+        for side in sides
+    }
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    size = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}.get(dtype, 1)
+    return size * math.prod(shape)
+
+
+def _architecture(entry: dict) -> str:
+    """The spec a parent is rebuilt from: its architecture, or its spec without weights."""
+    return entry.get("architecture") or architecture_spec(entry["spec"])
 
 
 def _provenance(folder: Path, entry: dict) -> dict[str, Any]:
@@ -212,24 +308,27 @@ def _provenance(folder: Path, entry: dict) -> dict[str, Any]:
 
 
 def _parent(
-    folder: Path, side: str, entry: dict, stored: dict[str, torch.Tensor], trust_code: bool
+    folder: Path, side: str, entry: dict, own: dict[str, torch.Tensor], trust_code: bool
 ) -> torch.nn.Module:
     """Parent `side`: its architecture rebuilt, its weights from the folder (or, in folders
     of evostitch <= 0.1 that did not store them, from the file recorded with its sha256)."""
-    spec = entry.get("architecture") or architecture_spec(entry["spec"])
-    prefix = f"{side}."
-    own = {k[len(prefix) :]: v for k, v in stored.items() if k.startswith(prefix)}
-    if own:
-        model = load_model(spec, trust_code=trust_code)
-        load_weights(model, own, entry["spec"])
-        return model
-    weights = entry.get("weights")
-    if not weights:
-        raise SupernetError(f"{folder} holds no weights for parent {side.upper()}")
-    if not Path(weights).is_absolute():
-        weights = str(folder / weights)
-    if not Path(weights).is_file():
-        raise SupernetError(f"parent {side.upper()} weights {weights} are missing")
-    if _sha256(weights) != entry.get("sha256"):
-        raise SupernetError(f"parent {side.upper()} weights {weights} have changed")
-    return load_model(spec, weights, trust_code=trust_code)
+    spec = _architecture(entry)
+    label = f"parent {side.upper()} ({entry['spec']})"
+    try:
+        if own:
+            model = load_model(spec, trust_code=trust_code)
+            load_weights(model, own, entry["spec"])
+            return model
+        weights = entry.get("weights")
+        if not weights:
+            raise SupernetError(f"{folder} holds no weights for parent {side.upper()}")
+        path = Path(weights) if Path(weights).is_absolute() else folder / weights
+        if not os.path.lexists(path):
+            raise SupernetError(f"parent {side.upper()} weights {path} are missing")
+        if _sha256(readable_file(path)) != entry.get("sha256"):
+            raise SupernetError(f"parent {side.upper()} weights {path} have changed")
+        return load_model(spec, path, trust_code=trust_code)
+    except SupernetError:
+        raise
+    except EvostitchError as exc:  # the same kind, saying which parent of which folder
+        raise type(exc)(f"{folder / JSON_NAME}: {label}: {exc}") from None

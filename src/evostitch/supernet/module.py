@@ -204,7 +204,7 @@ class Supernet(nn.Module):
             net = cls(list(saved.graphs), matches=saved.matches, specs=saved.specs)
         except SupernetError as exc:
             raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
-        io.load_weights_into(net.stitches, saved.stitches, "the stitches")
+        io.load_stitches(net.stitches, saved.stitches)
         net.input_shape = saved.input_shape
         net.leaf_modules = saved.leaf_modules
         net.matching = saved.matching
