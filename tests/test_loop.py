@@ -26,7 +26,8 @@ from evostitch.evolution.algorithms import make_algorithm
 from evostitch.evolution.archive import nondominated
 from evostitch.evolution.base import Algorithm, Candidate, Genotype, Objectives, Problem
 from evostitch.evolution.loop import resume_search, run_search
-from evostitch.evolution.store import RunConfig, RunStore, genotype_key
+from evostitch.evolution.schema import genotype_key
+from evostitch.evolution.store import RunConfig, RunStore
 from evostitch.execution import InProcessBackend
 
 TESTS = Path(__file__).resolve().parent
@@ -449,11 +450,11 @@ def test_progress_shows_time_left_and_a_resumed_run_starts_where_it_was(monkeypa
     from types import SimpleNamespace
 
     from evostitch.evolution.cache import CacheCounters
-    from evostitch.evolution.loop import _View
+    from evostitch.evolution.progress import SearchView
 
     monkeypatch.setenv("COLUMNS", "200")
     algorithm = SimpleNamespace(memo_hits=0, archive=None)
-    view = _View(True, 100, 2, algorithm, cache=None, done=40)
+    view = SearchView(True, 100, 2, algorithm, cache=None, done=40)
     task = view.progress.tasks[0]
     assert task.completed == 40
     for performed in range(41, 51):

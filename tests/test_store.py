@@ -10,13 +10,9 @@ import numpy as np
 import pytest
 
 from evostitch.errors import EvostitchError
-from evostitch.evolution.store import (
-    EvaluationRecord,
-    RunConfig,
-    RunStore,
-    genotype_key,
-    readable_json,
-)
+from evostitch.evolution.schema import genotype_key
+from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
+from evostitch.files import readable_json
 
 
 def config(**overrides) -> RunConfig:

@@ -11,9 +11,6 @@ The CLI parses arguments and prints; everything else happens here or below.
 
 from __future__ import annotations
 
-import math
-import numbers
-import operator
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,10 +20,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import check_input_shape, dataset_info, load_dataset
+from .data import check_input_shape
 from .devices import check_amp, resolve_device
-from .errors import EvostitchError, SearchError, SupernetError
-from .evaluation.holding import HOLD_SAMPLES, hold_evaluator, measured, save_hold_figure
+from .errors import SupernetError
+from .evaluation.holding import HOLD_SAMPLES
 from .evaluation.racing import DEFAULT_CONFIDENCE
 from .evolution.algorithms import AUTO, check_algorithm, default_algorithm, make_algorithm
 from .evolution.backend import Backend
@@ -35,12 +32,23 @@ from .evolution.racing import save_race_counts
 from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, make_backend
-from .files import user_path, writable_folder
+from .files import user_path
+from .fitting import fit_supernet
 from .graph import Graph, example_input, trace
 from .inputs import check_data, check_images, input_batches, resolve_data
 from .matching import MatchResult, MultiMatchResult, match_many
 from .matching import match as match_graphs
 from .models import load_model
+from .options import (
+    check_backend_options,
+    check_leftover,
+    check_match_options,
+    check_search_options,
+    check_stitch_options,
+    parent_list,
+    run_folder,
+    stitch_folder,
+)
 from .results.folder import Run
 from .supernet import Supernet
 
@@ -53,23 +61,6 @@ def _say(progress: bool):
 
 
 Parent = str | nn.Module
-
-
-def parent_list(
-    a: Any, b: Any, parents: Sequence[Any], weights: Sequence[Any], more: Sequence[Any]
-) -> tuple[list[Any], list[Any]]:
-    """The parents in side order (a, b when given, then `parents`) and their weights."""
-    more = list(more) or [None] * len(parents)
-    if len(more) != len(parents):
-        raise SupernetError(f"{len(more)} parent_weights for {len(parents)} parents")
-    given = list(zip((a, b), weights, strict=True))
-    if any(m is None and w is not None for m, w in given):
-        raise SupernetError("weights for parent a or b, which is not given")
-    listed = [(m, w) for m, w in given if m is not None]
-    listed += zip(parents, more, strict=True)
-    if len(listed) < 2:
-        raise SupernetError("need at least two parents: a and b, and/or parents=[...]")
-    return [m for m, _ in listed], [w for _, w in listed]
 
 
 def match(
@@ -123,15 +114,6 @@ def match(
     )
 
 
-def check_match_options(max_ratio: Any, time_limit: Any = None) -> None:
-    """The matching's numbers in range, in one line, before any parent is traced."""
-    if not _count(max_ratio, 1) or not (time_limit is None or _finite(time_limit, 0)):
-        raise SupernetError(
-            f"need max_ratio (--max-ratio) >= 1 and time_limit (--time-limit) >= 0; "
-            f"got {max_ratio!r}, {time_limit!r}"
-        )
-
-
 def stitch(
     a: Parent | None = None,
     b: Parent | None = None,
@@ -174,16 +156,16 @@ def stitch(
     say = _say(progress)
     training = {"fit_samples": fit_samples, "fit_memory": fit_memory, "steps": steps}
     training.update(epochs=epochs, batch_size=batch_size, seed=seed)
-    _check_stitch_options(input_shape, max_ratio, hold_samples, training)
+    check_stitch_options(input_shape, max_ratio, hold_samples, training)
     device, amp = resolve_device(device), check_amp(amp)  # before an hour of work, not after
-    folder = _stitch_folder(out)
+    folder = stitch_folder(out)
     models, weights = parent_list(a, b, parents, (weights_a, weights_b), parent_weights)
     data = resolve_data(data, models, input_shape, progress)
     if data is not None:
         check_input_shape(data, input_shape)
         matching = {"data": data, "similarity": similarity, "max_ratio": max_ratio}
         matching["leaf_modules"] = list(leaf_modules)
-        _check_leftover(folder, models, input_shape, matching, training)
+        check_leftover(folder, models, input_shape, matching, training)
         check_images(data, ("train", "val"), progress)
     batches = input_batches(data, input_shape, progress=progress) if similarity == "cka" else None
     options = {
@@ -205,135 +187,13 @@ def stitch(
     points = "points" if len(models) == 2 else f"groups of {len(models)} parents"
     say(f"matched {len(net.matches)} {points}: {len(net.genotype_spec)} variables")
     if data is not None:
-        _train(net, folder, training, matching, hold_samples, device, amp, say, progress)
+        fit_supernet(net, folder, training, matching, hold_samples, device, amp, say, progress)
     else:
         say("[yellow]no data: stitches are untrained[/yellow]")
     if folder is not None:
         net.save(folder)
         say(f"supernetwork saved to {folder}")
     return net
-
-
-MAX_SEED = 2**32 - 1  # training derives seeds from it (seed * 100_003 + epoch) for torch
-
-
-def check_seed(seed: Any, error: type[EvostitchError] = EvostitchError) -> int:
-    """`seed` if it is an integer in 0..MAX_SEED; `error` in one line otherwise."""
-    if not _count(seed, 0) or seed > MAX_SEED:
-        raise error(f"need a seed from 0 to {MAX_SEED} (--seed), got {seed!r}")
-    return operator.index(seed)
-
-
-def _count(value: Any, least: int) -> bool:
-    """Whether `value` is an integer (not a bool; numpy's too) of at least `least`."""
-    try:
-        return not isinstance(value, bool) and operator.index(value) >= least
-    except TypeError:
-        return False
-
-
-def _check_stitch_options(
-    input_shape: Sequence[int] | None, max_ratio: int, hold_samples: int, training: dict
-) -> None:
-    """Every numeric option of `stitch` in its range, in one line, before any work."""
-    if input_shape is None:
-        raise SupernetError("stitching needs input_shape (one input's shape, e.g. (3, 224, 224))")
-    if len(input_shape) == 0 or not all(_count(n, 1) for n in input_shape):
-        raise SupernetError(f"need an input shape of positive sizes, got {tuple(input_shape)}")
-    check_seed(training["seed"], SupernetError)
-    epochs = training["epochs"]
-    bad = [
-        ("max_ratio (--max-ratio) >= 1", not _count(max_ratio, 1)),
-        ("hold_samples (--hold-samples) >= 0", not _count(hold_samples, 0)),
-        ("batch_size (--batch-size) >= 1", not _count(training["batch_size"], 1)),
-        ("fit_samples (--fit-samples) >= 0", not _count(training["fit_samples"] or 0, 0)),
-        ("fit_memory (--fit-memory) >= 1", not _count(training["fit_memory"] or 1, 1)),
-        ("steps (--steps) >= 0", not _count(training["steps"] or 0, 0)),
-        ("epochs (--epochs) >= 0", epochs is not None and not _finite(epochs, 0)),
-    ]
-    if wrong := [what for what, failed in bad if failed]:
-        raise SupernetError(f"need {', '.join(wrong)}")
-    if training["steps"] is not None and epochs is not None:
-        raise SupernetError("give steps (--steps) or epochs (--epochs), not both")
-
-
-def _finite(value: Any, least: float) -> bool:
-    """Whether `value` is a finite number (not a bool) of at least `least`."""
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return number and least <= value < math.inf
-
-
-def _stitch_folder(out: str | Path | None) -> Path | None:
-    """The output folder, checked writable before any work; None without one."""
-    if out is None:
-        return None
-    folder = writable_folder(out, "output folder")
-    if (folder / "supernet.json").exists():
-        raise SupernetError(f"{folder} already holds a finished result: choose another folder")
-    return folder
-
-
-def _check_leftover(
-    folder: Path | None, models: list, input_shape: Sequence[int], matching: dict, training: dict
-) -> None:
-    """Refuse, before the parents are loaded and matched, a stitch-training checkpoint
-    left in `folder` by a command with other parents or settings (`training.checkpoint`;
-    their weights and stitches are checked once built)."""
-    from .training.checkpoint import check_settings
-
-    if folder is None:
-        return
-    names = [m if isinstance(m, str) else type(m).__name__ for m in models]
-    settings = {"parents": names, "input_shape": list(input_shape), **matching}
-    settings.update(seed=training["seed"], batch_size=training["batch_size"])
-    check_settings(folder / "checkpoints", settings)
-
-
-def _train(
-    net: Supernet,
-    folder: Path | None,
-    training: dict,
-    matching: dict,
-    hold_samples: int,
-    device: torch.device,
-    amp: str | None,
-    say: Any,
-    progress: bool,
-) -> None:
-    """Fit the stitches on the train split of `matching["data"]`, scoring random
-    offspring on val before and after; the losses (and figure) saved into `folder`."""
-    from .training import DEFAULT_FIT_SAMPLES, train_stitches
-
-    data, seed = matching["data"], training["seed"]
-    fit_samples = training["fit_samples"]
-    result, hold = measured(
-        lambda: train_stitches(
-            net,
-            load_dataset(data, "train"),
-            fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
-            fit_memory=training["fit_memory"],
-            steps=training["steps"],
-            epochs=training["epochs"],
-            batch_size=training["batch_size"],
-            seed=seed,
-            device=device,
-            amp=amp,
-            checkpoint_dir=folder / "checkpoints" if folder is not None else None,
-            checkpoint_identity=matching,
-            progress=progress,
-        ),
-        hold_evaluator(
-            net, load_dataset(data, "val"), dataset_info(data).num_classes, device=device, amp=amp
-        ),
-        samples=hold_samples,
-        seed=seed,
-    )
-    say(result.summary(net) + (f"\n{hold['text']}" if hold else ""))
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        result.save(folder / "stitch_losses.json")
-        if hold:
-            save_hold_figure(hold, folder)
 
 
 def inspect(
@@ -415,9 +275,9 @@ def search(
     "race" stops offspring early at `confidence` (`evostitch.evaluation.racing`)."""
     check_algorithm(algorithm, auto=True)
     device, amp = resolve_device(device), check_amp(amp)
-    _check_search_options(budget, seed, population, p_stitch, steer_to, val_subset, batch)
-    _check_backend_options(backend_options)
-    _run_folder(out)
+    check_search_options(budget, seed, population, p_stitch, steer_to, val_subset, batch)
+    check_backend_options(backend_options)
+    run_folder(out)
     data = data or supernet_data(supernet)
     spec = problem_spec(
         supernet, data, amp=amp, subset=val_subset, fidelity=fidelity, confidence=confidence
@@ -467,53 +327,6 @@ def search(
     run.write_front_csv()
     save_race_counts(run.path, run.records)
     return run
-
-
-def _check_search_options(
-    budget: int,
-    seed: int,
-    population: int,
-    p_stitch: float,
-    steer_to: float,
-    val_subset: int | None,
-    batch: int,
-) -> None:
-    """Every numeric option of `search` in its range, in one line, before any work."""
-    check_seed(seed, SearchError)
-    bad = [
-        ("budget (--budget) >= 1", not _count(budget, 1)),
-        ("population (--population) >= 2", not _count(population, 2)),
-        ("0 <= p_stitch (--p-stitch) <= 1", not (_finite(p_stitch, 0) and p_stitch <= 1)),
-        ("0 <= steer_to (--steer-to) <= 1", not (_finite(steer_to, 0) and steer_to <= 1)),
-        ("val_subset (--val-subset) >= 1", val_subset is not None and not _count(val_subset, 1)),
-        ("batch (--batch) >= 1", not _count(batch, 1)),
-    ]
-    if wrong := [what for what, failed in bad if failed]:
-        raise SearchError(f"need {', '.join(wrong)}")
-
-
-def _check_backend_options(options: dict[str, Any]) -> None:
-    """The Ray backend's numbers in range (workers >= 1, GPUs >= 0, CPUs > 0)."""
-    workers = options.get("workers", 1)
-    gpus, cpus = options.get("gpus_per_worker", 0.0), options.get("cpus_per_worker", 1.0)
-    bad = [
-        ("workers (--workers) >= 1", not _count(workers, 1)),
-        ("gpus_per_worker (--gpus-per-worker) >= 0", not _finite(gpus, 0)),
-        ("cpus_per_worker (--cpus-per-worker) > 0", not (_finite(cpus, 0) and cpus > 0)),
-    ]
-    if wrong := [what for what, failed in bad if failed]:
-        raise SearchError(f"need {', '.join(wrong)}")
-
-
-def _run_folder(out: str | Path) -> Path:
-    """A new run folder, checked before any work: writable, and new or empty (a run
-    folder already used is continued with `resume`, never written over)."""
-    folder = writable_folder(out, "run folder")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise SearchError(
-            f"{folder} already exists and is not empty: choose a new run folder or resume it"
-        )
-    return folder
 
 
 def resume(

@@ -14,6 +14,7 @@ from rich.table import Table
 from .. import api
 from ..errors import EvostitchError
 from ..files import expand_user
+from ..options import check_match_options, parent_list
 from ..supernet import side_names
 from ..training import DEFAULT_FIT_SAMPLES
 from .app import (
@@ -62,10 +63,8 @@ def match(
     from ..models import load_model
 
     shape = parse_shape(input_shape)
-    api.check_match_options(max_ratio, time_limit)  # before the parents are traced
-    specs, weights = api.parent_list(
-        a, b, parent or (), (a_weights, b_weights), parent_weights or ()
-    )
+    check_match_options(max_ratio, time_limit)  # before the parents are traced
+    specs, weights = parent_list(a, b, parent or (), (a_weights, b_weights), parent_weights or ())
     start = time.perf_counter()
     graphs = [
         trace(load_model(spec, w), example_input(shape), leaf_module or ())

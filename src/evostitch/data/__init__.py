@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 
 from evostitch.errors import DataError
 
-from .readable import SKIPPED, read_rgb, skipped, unreadable
+from .readable import skipped
 from .streams import ArrayDataset, batches, default_workers, subset, unwrap
 
 SPLITS = ("train", "val", "test")
@@ -151,6 +151,9 @@ def dataset_info(spec: str) -> DatasetInfo:
     if kind == "nuclei":
         crop = _nuclei_crop(opts)
         return DatasetInfo("segmentation", 2, (1, crop, crop), IGNORE_INDEX)
+    # folders reads this module's options and splits, so it is imported here, on use
+    from .folders import _folder_classes, _folder_transform, _imagefolder_root, _voc_root
+
     if kind == "imagefolder":
         size = _folder_transform(opts)["size"]
         classes = _folder_classes(_imagefolder_root(_need_path(kind, path)))
@@ -177,6 +180,8 @@ def load_dataset(spec: str, split: str, *, seed: int = 0) -> Dataset:
         return ArrayDataset(images[idx], targets[idx], idx, size=side, channels=channels)
     if kind == "nuclei":
         return ArrayDataset(*_nuclei_split(split, info.input_shape[-1]))
+    from .folders import _folder_transform, _imagefolder_split, _voc_root, _voc_split
+
     if kind == "imagefolder":
         return _imagefolder_split(_need_path(kind, path), split, _folder_transform(opts), seed)
     return _voc_split(_voc_root(_need_path(kind, path)), split, info.input_shape[-1], seed)
@@ -250,175 +255,3 @@ def _nuclei_split(split: str, crop: int) -> tuple[torch.Tensor, torch.Tensor, to
         masks = np.concatenate([np.flip(masks, f) if f else masks for f in flips])
         boxes = boxes * len(flips)
     return torch.from_numpy(imgs.copy()), torch.from_numpy(masks.copy()), torch.tensor(boxes)
-
-
-# ---- folders on disk ----------------------------------------------------------------
-
-
-def _folder_classes(root: Path) -> list[str]:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"image folder has no class subfolders: {root}")
-    return classes
-
-
-def _imagefolder_root(path: Path) -> Path:
-    return path / "train" if (path / "train").is_dir() else path
-
-
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-
-
-def _floats(opts: dict[str, str], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    if key not in opts:
-        return default
-    try:
-        values = tuple(float(v) for v in opts[key].split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or (key == "std" and min(values) <= 0):
-        raise DataError(f"dataset option {key} must be three numbers R,G,B, got {opts[key]!r}")
-    return values
-
-
-def _folder_transform(opts: dict[str, str]) -> dict:
-    """An image folder's preprocessing from its spec options (size, resize, mean, std,
-    interpolation)."""
-    _check_opts(opts, {"size", "resize", "mean", "std", "interpolation"})
-    size = _int_opt(opts, "size", 224, check=False)
-    interpolation = opts.get("interpolation", "bilinear")
-    if interpolation not in INTERPOLATIONS:
-        raise DataError(f"dataset option interpolation must be one of {', '.join(INTERPOLATIONS)}")
-    return {
-        "size": size,
-        "resize": _int_opt(opts, "resize", size, check=False),
-        "mean": _floats(opts, "mean", IMAGENET_MEAN),
-        "std": _floats(opts, "std", IMAGENET_STD),
-        "interpolation": interpolation,
-    }
-
-
-def _imagefolder_split(path: Path, split: str, how: dict, seed: int) -> Dataset:
-    from torchvision import datasets
-
-    tf = _folder_tf(how)
-
-    def folder(root: Path) -> datasets.ImageFolder:
-        try:
-            ds = datasets.ImageFolder(str(root), transform=tf, loader=read_rgb)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise DataError(f"unusable image folder {root}: {e}".splitlines()[0]) from None
-        if ds.classes != _folder_classes(_imagefolder_root(path)):
-            raise DataError(f"class subfolders of {root} differ from those of train/")
-        return ds
-
-    if (path / "train").is_dir():
-        if split == "train" or (split == "test" and (path / "test").is_dir()):
-            ds = folder(path / split)
-            return _readable_part(ds, range(len(ds)), split, path)
-        val = folder(path / "val")
-        halves = _stratified(np.array(val.targets), (0.5, 0.5), seed)
-        return _readable_part(val, halves[int(split == "test")].tolist(), split, path)
-    full = folder(path)
-    parts = _stratified(np.array(full.targets), RATIOS, seed)
-    return _readable_part(full, parts[SPLITS.index(split)].tolist(), split, path)
-
-
-def _folder_tf(how: dict):
-    from torchvision import transforms
-
-    mode = transforms.InterpolationMode(how["interpolation"])
-    return transforms.Compose(
-        [
-            transforms.Resize(how["resize"], interpolation=mode),
-            transforms.CenterCrop(how["size"]),
-            transforms.ToTensor(),
-            transforms.Normalize(how["mean"], how["std"]),
-        ]
-    )
-
-
-def _readable_part(ds, indices: Sequence[int], split: str, path: Path) -> Dataset:
-    """The samples of `ds` at `indices` whose image decodes; the split is drawn before
-    the check, so a bad file changes no other sample's split. The files left out are
-    listed in the result's `unreadable` (`skipped`)."""
-    from torch.utils.data import Subset
-
-    bad = set(unreadable([ds.samples[i][0] for i in indices]))
-    keep = [i for i in indices if ds.samples[i][0] not in bad]
-    if not keep:
-        raise DataError(f"no readable image in the {split} split of {path}")
-    part = Subset(ds, keep)
-    setattr(part, SKIPPED, sorted(bad))
-    return part
-
-
-def _voc_root(path: Path) -> Path:
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        if not (path / sub).is_dir():
-            raise DataError(f"not a Pascal VOC folder (no {sub}/): {path}")
-    return path
-
-
-def _voc_ids(root: Path, name: str) -> list[str]:
-    f = root / "ImageSets" / "Segmentation" / f"{name}.txt"
-    if not f.is_file():
-        raise DataError(f"Pascal VOC split list not found: {f}")
-    ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise DataError(f"Pascal VOC split list is empty: {f}")
-    return ids
-
-
-class VOCSegmentation(Dataset):
-    """Pascal VOC images with class masks, resized to size x size."""
-
-    def __init__(self, root: Path, ids: list[str], size: int) -> None:
-        self.root, self.ids, self.size = root, ids, size
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
-        name = self.ids[i]
-        image = Image.open(self.root / "JPEGImages" / f"{name}.jpg").convert("RGB")
-        mask = Image.open(self.root / "SegmentationClass" / f"{name}.png")
-        image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        mask = mask.resize((self.size, self.size), Image.Resampling.NEAREST)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        x = (x - mean[:, None, None]) / std[:, None, None]
-        return x, torch.from_numpy(np.array(mask, dtype=np.int64))
-
-
-def _voc_split(root: Path, split: str, size: int, seed: int) -> Dataset:
-    lists = root / "ImageSets" / "Segmentation"
-    if split == "train" or (split == "test" and (lists / "test.txt").is_file()):
-        ids = _voc_ids(root, split)
-    else:
-        val = _voc_ids(root, "val")
-        perm = np.random.default_rng(seed).permutation(len(val))
-        half = perm[: len(val) // 2] if split == "val" else perm[len(val) // 2 :]
-        ids = [val[i] for i in sorted(half)]
-    return _readable_voc(root, ids, split, size)
-
-
-def _readable_voc(root: Path, ids: list[str], split: str, size: int) -> VOCSegmentation:
-    """The VOC samples of `ids` whose image and mask both decode; the rest are listed in
-    the result's `unreadable` (as `_readable_part`)."""
-    files = {
-        name: (
-            str(root / "JPEGImages" / f"{name}.jpg"),
-            str(root / "SegmentationClass" / f"{name}.png"),
-        )
-        for name in ids
-    }
-    bad = set(unreadable([f for pair in files.values() for f in pair]))
-    keep = [name for name in ids if not bad & set(files[name])]
-    if not keep:
-        raise DataError(f"no readable image in the {split} split of {root}")
-    part = VOCSegmentation(root, keep, size)
-    setattr(part, SKIPPED, sorted(bad))
-    return part

@@ -33,8 +33,8 @@ from ..errors import EvostitchError, RunError
 from ..evaluation.holding import load_hold_figure
 from ..evaluation.metrics import primary_metric
 from ..evolution.archive import nondominated, reference_point_from
-from ..evolution.store import EvaluationRecord, RunConfig, RunStore, readable_json
-from ..files import absolute, save_output, user_path, writable_folder
+from ..evolution.store import EvaluationRecord, RunConfig, RunStore
+from ..files import absolute, readable_json, save_output, user_path, writable_folder
 from ..supernet import Supernet
 from .findings import compute_findings, finding_texts
 from .plots import front_view, plot_front, plot_hypervolume
