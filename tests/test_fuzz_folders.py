@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from evostitch import load_run
 from evostitch.cli.app import main
 from test_report import tiny_run
 
@@ -202,13 +203,15 @@ def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny supernetwork folder and a run of it whose config names that folder."""
+    """A tiny supernetwork folder and a run of it (re-evaluated on test) whose config names
+    that folder."""
     run = tiny_run(tmp_path_factory, "fuzz")
     sn = run.parent / "sn"
     config = json.loads((run / "config.json").read_text())
     shutil.copytree(config["problem"]["supernet"], sn)
     config["problem"]["supernet"] = str(sn)
     (run / "config.json").write_text(json.dumps(config))
+    load_run(run).reevaluate("test")  # its file is read by report: damaged too
     return sn, run
 
 

@@ -26,14 +26,14 @@ treat these fields as optional (the version stays 1). Other tasks refuse ``calib
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
 from ..evaluation.metrics import fit_temperature
-from ..evolution.store import readable_json
-from ..files import save_output, user_path, writable_folder
+from ..files import readable_json, save_output, user_path, writable_folder
 from .run import genotype_text, load_supernet, read_run, run_solutions
 
 FORMAT = "evostitch-reevaluation"
@@ -118,4 +118,35 @@ def load_reevaluation(run: str | Path, split: str = "test") -> dict | None:
         raise RunError(f"{path} is unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RunError(f"{path} is not an evostitch re-evaluation")
+    why = _damage(data)
+    if why:
+        raise RunError(f"{path} is damaged: {why}")
     return data
+
+
+def _damage(data: dict) -> str | None:
+    """What makes a stored re-evaluation unusable (a folder may come from anyone), or None:
+    the fields the report and the findings read, with their types and finite scores."""
+    names = ("split", "search_split", "metric", "task")
+    if not all(isinstance(data.get(k), str) for k in names):
+        return f"{', '.join(names)} must be texts"
+    rows = data.get("solutions")
+    if not isinstance(rows, list):
+        return "solutions must be a list"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not isinstance(row.get("label"), str):
+            return f"solution {i} has no label"
+        if row.get("id") is not None and type(row["id"]) is not int:
+            return f"solution {i} has an id that is not a whole number"
+        for split in (data["search_split"], data["split"]):
+            scores = row.get(split)
+            if not isinstance(scores, dict) or not _finite(scores.get(data["metric"])):
+                return f"solution {i} has no finite {data['metric']} on {split}"
+            numbers = [v for v in scores.values() if not isinstance(v, dict | list | None)]
+            if not all(map(_finite, numbers)):
+                return f"solution {i} has a score on {split} that is not a finite number"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
