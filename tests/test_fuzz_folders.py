@@ -92,7 +92,7 @@ def mutate_file(file: Path, rng: random.Random, outside: Path) -> str:
     kind = rng.choice(["truncate", "garbage", "delete", "fifo", "link-out", "empty", "folder"])
     if kind == "truncate":
         data = file.read_bytes()
-        file.write_bytes(data[: rng.randrange(len(data))])
+        file.write_bytes(data[: rng.randrange(max(len(data), 1))])
     elif kind == "garbage":
         file.write_bytes(rng.randbytes(rng.randrange(1, 4096)))
     elif kind == "empty":
