@@ -12,7 +12,9 @@ of the offspring's accuracy as a fraction of the parents' mean test accuracy.
 
 Variants: `untrained` (stitches as built), `default` (the library's defaults),
 `lsN` (least squares on N images, no gradient steps), `lsN+sM` / `lsN+eE` (then M
-gradient steps / E epochs), `lsNrR` (the fit's ridge R instead of the default 1e-2).
+gradient steps / E epochs), `lsNrR` (the fit's ridge R instead of the default 1e-2); any
+of them followed by `+kdK` (then K steps of the downstream stage, training.downstream:
+all stitches on random offspring toward the parents' output).
 Goal (issue 20): default median >= 0.90 at p=0.02 on both pairs, stitch training under
 10 minutes on 2 CPU cores.
 
@@ -35,7 +37,8 @@ from evostitch.data import load_dataset
 from evostitch.evaluation import Evaluator
 from evostitch.evaluation.holding import sample_offspring
 from evostitch.supernet import Supernet
-from evostitch.training import train_stitches
+from evostitch.training import held_out_losses, train_stitches
+from evostitch.training.downstream import train_downstream
 
 
 def scores(ev: Evaluator, genotypes: list[tuple[int, ...]]) -> list[float]:
@@ -45,13 +48,27 @@ def scores(ev: Evaluator, genotypes: list[tuple[int, ...]]) -> list[float]:
     return [accuracy[g] for g in genotypes]
 
 
+def held_inputs(train, seed: int, n: int = 256):
+    """The images train_stitches holds out (the last of its seeded permutation)."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = order[len(train) - min(n, len(train) // 5) :]
+    return (train[i][0].unsqueeze(0) for i in held)
+
+
 def summary(values: list[float], base: float) -> str:
     q1, med, q3 = statistics.quantiles([v / base for v in values], n=4, method="inclusive")
     return f"median {med:.3f}  IQR [{q1:.3f}, {q3:.3f}]  min {min(values) / base:.3f}"
 
 
+def downstream_steps(name: str) -> tuple[str, int]:
+    """(the variant without its `+kdK`, K): the downstream stage's steps (0: none)."""
+    m = re.fullmatch(r"(.+)\+kd(\d+)", name)
+    return (m[1], int(m[2])) if m else (name, 0)
+
+
 def variant_kwargs(name: str) -> dict:
     """train_stitches' budget for a variant name (see the module docstring)."""
+    name = downstream_steps(name)[0]
     if name == "default":
         return {}
     if name == "untrained":
@@ -116,6 +133,11 @@ def main() -> None:
                 net, train, seed=args.seed, device="cpu", progress=False,
                 **variant_kwargs(name),
             )  # fmt: skip
+            if kd := downstream_steps(name)[1]:
+                train_downstream(net, train, steps=kd, seed=args.seed, device="cpu", progress=False)
+                result.held_out_losses = held_out_losses(
+                    net, held_inputs(train, args.seed), device="cpu", progress=False
+                )
             seconds = time.perf_counter() - start
             held = statistics.median(result.held_out_losses.values())
             ev = Evaluator(net, test, 10, device="cpu")
