@@ -33,3 +33,22 @@ def sigkill_when():
         child.stderr.close()
 
     return kill
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """`evostitch ARGV` through the real entry point (errors as one line, exit 2), in this
+    process: (exit code, stdout, stderr)."""
+    import sys
+
+    from evostitch.cli.app import main
+
+    old, sys.argv = sys.argv, ["evostitch", *map(str, argv)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err

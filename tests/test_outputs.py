@@ -24,25 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from test_report import embedded_data, tiny_run
 
 cli_app = importlib.import_module("evostitch.cli.app")  # the module (`cli.app` is the app)
 OUTPUTS = ("front.csv", "front.png", "front_full.png", "hypervolume.png", "report.html")
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    """The CLI's entry point in-process: (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["evostitch", *map(str, argv)]
-    try:
-        cli_app.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(err: str) -> str:

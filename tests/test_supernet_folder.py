@@ -29,6 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import run_cli as cli_main
 from evostitch import Supernet
 from evostitch.errors import EvostitchError, ModelError, SupernetError
 from evostitch.evaluation import holding
@@ -321,16 +322,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 def run_cli(argv, capsys) -> tuple[int, str]:
     """The CLI's entry point in-process: (exit code, stderr)."""
-    old = sys.argv
-    sys.argv = ["evostitch", *map(str, argv)]
-    try:
-        cli_app.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+    code, _, err = cli_main(argv, capsys)
+    return code, err
 
 
 def one_error_line(err: str) -> str:
