@@ -69,7 +69,7 @@ PROBLEMS = ("classification", "segmentation", "pretrained")
 
 
 # ----- supernetworks ------------------------------------------------------------------------------
-def build_supernet(problem: str, folder: Path) -> str:
+def build_supernet(problem: str, folder: Path, downstream: int | None = None) -> str:
     """Build, fit and save `problem`'s supernetwork into folder/supernet (once); its data."""
     done = folder / "supernet" / "benchmark.json"
     if done.is_file():
@@ -95,7 +95,9 @@ def build_supernet(problem: str, folder: Path) -> str:
         )
         data = info["dataset"]
         parents = {n: info["metrics"][n] for n in info["names"]}
-    fit = train_stitches(net, load_dataset(data, "train"), seed=0, progress=False)
+    fit = train_stitches(
+        net, load_dataset(data, "train"), seed=0, downstream=downstream, progress=False
+    )
     net.save(folder / "supernet")
     seconds = time.perf_counter() - start
     record = {"data": data, "parents": _short(parents), "seconds": seconds}
@@ -252,6 +254,13 @@ def main() -> None:
     ap.add_argument(
         "--report-only", action="store_true", help="tabulate the finished runs, start none"
     )
+    ap.add_argument(
+        "--downstream-steps",
+        type=int,
+        default=None,
+        help="steps of the stitches' downstream stage (default: the library's; given, the "
+        "supernetwork is its own, in <problem>-kdN: 0 is the least-squares fit alone)",
+    )
     args = ap.parse_args()
     if not 0 <= args.steer_to <= 1 or not 0 <= args.p_stitch <= 1:
         raise SystemExit("--steer-to and --p-stitch must lie in [0, 1]")
@@ -275,8 +284,9 @@ def main() -> None:
     results: dict = {}
     lines: list[str] = []
     for name in problems:
-        folder = OUT / name
-        data = build_supernet(name, folder)
+        kd = args.downstream_steps
+        folder = OUT / (name if kd is None else f"{name}-kd{kd}")
+        data = build_supernet(name, folder, kd)
         subset = args.val_subset or None
         spec = problem_spec(folder / "supernet", data, subset=subset)
         problem, net = problem_from_spec(spec, device="cpu")

@@ -1,25 +1,30 @@
-"""The downstream stage of stitch training (training.downstream): parents stay exact, and
-stitches fitted alone get better at what the offspring they sit in compute."""
+"""The downstream stage of stitch training (training.downstream): each sample runs its
+own offspring exactly, parents stay exact, stitches fitted alone get better at what the
+offspring they sit in compute, and a killed stage resumes to the same weights."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 from evostitch.data import load_dataset
 from evostitch.supernet import Supernet
-from evostitch.training import train_stitches
-from evostitch.training.downstream import distillation, draw_offspring, train_downstream
+from evostitch.supernet.executor import combine_outputs
+from evostitch.training import checkpoint, train_stitches
+from evostitch.training import downstream as stage
+from evostitch.training.downstream import _SampleOffspring, distillation, draw_offspring
 
 
 def offspring_loss(net: Supernet, x: torch.Tensor, genotypes) -> float:
-    """Mean KL from the parents' output to each offspring's, on `x`."""
+    """Mean KL from the parents' output to each offspring's, on `x`, one by one."""
     refs = net.reference_genotypes
     with torch.no_grad():
-        return sum(float(distillation(net(x, g), net(x, refs[g[0]]))) for g in genotypes) / len(
-            genotypes
-        )
+        losses = [float(distillation(net(x, g), net(x, refs[g[0]]))) for g in genotypes]
+    return sum(losses) / len(losses)
 
 
 def trained(spec: str, train, steps: int = 150) -> torch.nn.Module:
@@ -40,12 +45,36 @@ def trained(spec: str, train, steps: int = 150) -> torch.nn.Module:
     return model.eval()
 
 
-def test_downstream_stage_keeps_parents_exact_and_lowers_the_offspring_loss():
+@pytest.fixture(scope="module")
+def digits_net():
+    """Two briefly trained demo parents on the digits, stitched and fitted (no stage)."""
     torch.manual_seed(0)
     train, val = load_dataset("digits", "train"), load_dataset("digits", "val")
     a, b = trained("demo:resnet_like", train), trained("demo:mobilenet_like", train)
     net = Supernet.build(a, b, (1, 8, 8))
-    train_stitches(net, train, fit_samples=256, progress=False)
+    train_stitches(net, train, fit_samples=256, downstream=0, progress=False)
+    return net, train, val
+
+
+def test_each_sample_runs_its_own_offspring_exactly(digits_net):
+    net, train, _ = digits_net
+    x = torch.stack([train[i][0] for i in range(24)])
+    rng = random.Random(0)
+    genotypes = [draw_offspring(net, rng) for _ in range(len(x))]
+    assert len(set(genotypes)) > 20  # many offspring in one batch, not one
+    with torch.no_grad():
+        outputs = _SampleOffspring(net, genotypes, None).run(net.structure.full_plan(), x)
+        for i, g in enumerate(genotypes):
+            choice = net.output_choices[g[0]]
+            mixed = combine_outputs(choice, {s: v[1][i : i + 1] for s, v in outputs.items()})
+            clean = combine_outputs(choice, {s: v[0][i : i + 1] for s, v in outputs.items()})
+            torch.testing.assert_close(mixed, net(x[i : i + 1], g), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(clean, net(x[i : i + 1], net.reference_genotypes[g[0]]))
+
+
+def test_stage_keeps_parents_exact_and_lowers_held_out_offspring_loss(digits_net):
+    net, train, val = digits_net
+    saved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
     x = torch.stack([val[i][0] for i in range(128)])
     parents = {k: v.clone() for k, v in net.parents.state_dict().items()}
     wanted = [p.requires_grad for p in net.parents.parameters()]
@@ -54,13 +83,96 @@ def test_downstream_stage_keeps_parents_exact_and_lowers_the_offspring_loss():
     rng = random.Random(1)
     held = [draw_offspring(net, rng, (0.1, 0.3)) for _ in range(24)]
     before = offspring_loss(net, x, held)
-    history = train_downstream(net, train, steps=60, batch_size=32, seed=0, progress=False)
+    result = train_stitches(net, train, fit_samples=0, downstream=60, progress=False)
     after = offspring_loss(net, x, held)
-    assert len(history) == 60 and all(map(torch.isfinite, torch.tensor(history)))
+    net.stitches.load_state_dict(saved)  # the module's fixture stays as it was
+    assert result.downstream_steps == 60 and len(result.downstream_history) == 60
+    assert all(map(torch.isfinite, torch.tensor(result.downstream_history)))
     assert after < 0.9 * before, (before, after)  # held-out offspring, never trained on x
+    kl_before, kl_after = result.downstream_held_out
+    assert kl_after < kl_before  # the stage's own held-out measure says the same
+    assert "downstream stage: 60 steps" in result.summary(net)
     for key, value in net.parents.state_dict().items():
         assert torch.equal(value, parents[key]), key
     with torch.no_grad():
         for g, ref in zip(net.reference_genotypes, before_refs, strict=True):
             assert torch.equal(net(x, g), ref)  # references use no stitch: unchanged
     assert [p.requires_grad for p in net.parents.parameters()] == wanted  # as they were
+
+
+class Squashed(nn.Module):
+    """x -> tanh(3x) -> logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.hidden.weight.copy_(3 * torch.eye(4))
+            self.hidden.bias.zero_()
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.hidden(x)))
+
+
+class Sharp(nn.Module):
+    """x -> x -> logits +-30 x0: only the sign of x0, near 0, decides the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.eye(4))
+            self.hidden.bias.zero_()
+            self.head.weight.copy_(torch.tensor([[30.0, 0, 0, 0], [-30.0, 0, 0, 0]]))
+            self.head.bias.zero_()
+
+    def forward(self, x):
+        return self.head(nn.functional.hardtanh(self.hidden(x), -100.0, 100.0))
+
+
+def test_stage_fixes_a_stitch_that_least_squares_fits_for_the_wrong_inputs():
+    """The stitch from tanh(3x) to x: least squares fits the slope over all of x (about
+    1), where the sharp parent reads only x near 0 (slope 1/3 there), so the crossing
+    offspring is overconfident; the stage moves the stitch to what the output needs."""
+    torch.manual_seed(0)
+    x = torch.randn(2048, 4)
+    data = TensorDataset(x, torch.zeros(len(x), dtype=torch.long))
+    net = Supernet.build(Squashed(), Sharp(), (4,))
+    crossing = net.canonical((1, 0, 0, 0, 1))  # output b, B's hardtanh from A's tanh
+    assert [sw.stitch for sw in net.plan(crossing).stitched] == ["ab1"]
+    train_stitches(net, data, fit_samples=1024, downstream=0, progress=False)
+    local = offspring_loss(net, x[:512], [crossing])
+    train_stitches(net, data, fit_samples=0, downstream=300, progress=False)
+    assert offspring_loss(net, x[:512], [crossing]) < 0.5 * local
+
+
+def test_killed_stage_resumes_from_its_checkpoint_to_the_same_weights(
+    digits_net, tmp_path, monkeypatch
+):
+    net, train, _ = digits_net
+    saved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    kwargs = {"fit_samples": 0, "downstream": 12, "checkpoint_every": 5, "progress": False}
+    train_stitches(net, train, **kwargs)
+    whole = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+
+    net.stitches.load_state_dict(saved)
+    real, calls = stage.offspring_loss, []
+
+    def killed_at_step_8(*args, **kw):
+        calls.append(torch.is_grad_enabled())  # a training step, not the held-out measure
+        if sum(calls) > 8:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(stage, "offspring_loss", killed_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train_stitches(net, train, checkpoint_dir=tmp_path, **kwargs)
+    monkeypatch.setattr(stage, "offspring_loss", real)
+    meta, _ = checkpoint._read(tmp_path, tensors=False)
+    assert meta["step"] == 5  # the last checkpoint before the kill, mid-stage
+    net.stitches.load_state_dict(saved)  # what a new process would hold before resuming
+    result = train_stitches(net, train, checkpoint_dir=tmp_path, **kwargs)
+    for key, value in net.stitches.state_dict().items():
+        assert torch.equal(value, whole[key]), key
+    assert len(result.downstream_history) == 12
+    net.stitches.load_state_dict(saved)

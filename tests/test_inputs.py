@@ -94,7 +94,7 @@ def test_stitch_and_search_on_a_folder_with_a_truncated_png_skip_it_and_say_so(t
         truncate(path)
     done = cli(tmp_path, "stitch", "--a", A3, "--b", B3, "--input-shape", "3,8,8",
                "--data", "imagefolder:photos", "--out", "sn", "--fit-samples", "32",
-               "--steps", "0", "--hold-samples", "0")  # fmt: skip
+               "--steps", "0", "--downstream-steps", "0", "--hold-samples", "0")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     for split, path in bad.items():
@@ -121,7 +121,8 @@ def leftover(tmp_path) -> Path:
     return out
 
 
-QUICK = {"fit_samples": 64, "steps": 3, "batch_size": 16, "hold_samples": 0, "progress": False}
+QUICK = {"fit_samples": 64, "steps": 3, "downstream": 2, "batch_size": 16, "hold_samples": 0}
+QUICK["progress"] = False
 
 
 @pytest.mark.parametrize(
@@ -131,6 +132,7 @@ QUICK = {"fit_samples": 64, "steps": 3, "batch_size": 16, "hold_samples": 0, "pr
         ({"a": B1, "b": A1}, f"was made with parents {A1}, {B1}, not {B1}, {A1}: rerun with"),
         ({"steps": 5}, "was made with --steps 3, not 5"),
         ({"batch_size": 8}, "was made with --batch-size 16, not 8"),
+        ({"downstream": 4}, "was made with --downstream-steps 2, not 4"),
         ({"data": "digits?size=8"}, "was made with --data digits, not digits?size=8"),
     ],
 )
@@ -165,7 +167,7 @@ def test_the_same_command_resumes_and_says_so(leftover, capsys):
     options = {**QUICK, "progress": True}
     net = api.stitch(A1, B1, (1, 8, 8), data="digits", out=leftover, seed=0, **options)
     err = capsys.readouterr().err
-    assert f"resuming stitch training from {leftover / 'checkpoints'} (step 3 of 3)" in (
+    assert f"resuming stitch training from {leftover / 'checkpoints'} (step 5 of 5)" in (
         " ".join(err.split())
     )
     fresh = api.stitch(A1, B1, (1, 8, 8), data="digits", seed=0, **QUICK)  # no checkpoint
@@ -176,7 +178,7 @@ def test_the_same_command_resumes_and_says_so(leftover, capsys):
 def test_parents_swapped_on_the_command_line_is_one_line(leftover):
     done = cli(leftover.parent, "stitch", "--a", B1, "--b", A1, "--input-shape", "1,8,8",
                "--data", "digits", "--out", leftover, "--fit-samples", "64", "--steps", "3",
-               "--batch-size", "16", "--hold-samples", "0")  # fmt: skip
+               "--downstream-steps", "2", "--batch-size", "16", "--hold-samples", "0")  # fmt: skip
     one_line(done, f"was made with parents {A1}, {B1}, not {B1}, {A1}")
 
 

@@ -296,7 +296,7 @@ def supernet(tmp_path_factory):
 
     net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
     net.data = "digits"
-    train_stitches(net, load_dataset("digits", "train"), samples=64, progress=False)
+    train_stitches(net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False)
     folder = tmp_path_factory.mktemp("racing") / "sn"
     net.save(folder)
     return folder, net

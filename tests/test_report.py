@@ -43,7 +43,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
         shutil.rmtree(base, ignore_errors=True)
         net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
         net.data = "digits"
-        train_stitches(net, load_dataset("digits", "train"), samples=64, progress=False)
+        train_stitches(
+            net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False
+        )
         net.save(base / "sn")
         search(
             base / "sn",

@@ -63,6 +63,7 @@ def test_training_lowers_stitch_loss_and_leaves_parents_alone():
         epochs=3,
         batch_size=32,
         fit_samples=0,  # from the constructor's initialisation
+        downstream=0,
         progress=False,
     )
     first, last = sum(result.history[:5]) / 5, sum(result.history[-5:]) / 5
@@ -135,7 +136,7 @@ class Crash(Exception):
 def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
     data = load_dataset("digits", "train")
     straight = small_supernet()
-    train_stitches(straight, data, samples=640, batch_size=32, seed=1, progress=False)
+    train_stitches(straight, data, samples=640, batch_size=32, seed=1, downstream=0, progress=False)
 
     crashed = small_supernet()
     calls = {"n": 0}
@@ -155,6 +156,7 @@ def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
             samples=640,
             batch_size=32,
             seed=1,
+            downstream=0,
             progress=False,
             checkpoint_dir=tmp_path,
             checkpoint_every=4,
@@ -168,6 +170,7 @@ def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
         samples=640,
         batch_size=32,
         seed=1,
+        downstream=0,
         progress=False,
         checkpoint_dir=tmp_path,
         checkpoint_every=4,
@@ -206,7 +209,7 @@ def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
     an uninterrupted run."""
     data = load_dataset("digits", "train")
     straight = small_supernet()
-    train_stitches(straight, data, samples=640, batch_size=32, seed=1, progress=False)
+    train_stitches(straight, data, samples=640, batch_size=32, seed=1, downstream=0, progress=False)
 
     real_save, writes = checkpoint.save_file, {"n": 0}
 
@@ -218,7 +221,7 @@ def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
         real_save(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(checkpoint, "save_file", dies_on_the_third_write)
-    options = {"samples": 640, "batch_size": 32, "seed": 1, "progress": False}
+    options = {"samples": 640, "batch_size": 32, "seed": 1, "downstream": 0, "progress": False}
     with contextlib.suppress(Crash):
         train_stitches(
             small_supernet(), data, checkpoint_dir=tmp_path, checkpoint_every=4, **options
@@ -240,12 +243,12 @@ def test_relative_losses_read_as_fractions_of_the_target_variance():
     model = load_model("demo:resnet_like")
     net = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
     data = load_dataset("digits", "train")
-    result = train_stitches(net, data, samples=64, lr=0.0, progress=False)  # the LS start
+    result = train_stitches(net, data, samples=64, lr=0.0, downstream=0, progress=False)  # LS
     assert set(result.relative_losses) == set(net.stitches.keys())
     assert max(result.relative_losses.values()) < 0.03  # the fit's ridge keeps it from 0
     assert all(v >= 0 for v in result.relative_losses.values())
     untrained = small_supernet()  # unrelated untrained parents: far from exact
-    result = train_stitches(untrained, data, samples=64, lr=0.0, progress=False)
+    result = train_stitches(untrained, data, samples=64, lr=0.0, downstream=0, progress=False)
     assert max(result.relative_losses.values()) > 0.1
 
 
@@ -282,9 +285,13 @@ def test_the_ridge_shrinks_the_fit_toward_the_targets_mean():
     losses, largest = {}, {}
     for ridge in (1e-2, 1e6):
         twins = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
-        result = train_stitches(twins, data, fit_samples=256, ridge=ridge, progress=False)
+        result = train_stitches(
+            twins, data, fit_samples=256, ridge=ridge, downstream=0, progress=False
+        )
         losses[ridge] = result.held_out_losses
-        largest[ridge] = max(float(s.layer.weight.abs().max()) for s in twins.stitches.values())
+        largest[ridge] = max(
+            float(s.layer.weight.detach().abs().max()) for s in twins.stitches.values()
+        )
     assert largest[1e6] < 1e-4 < 0.1 < largest[1e-2]
     assert max(losses[1e-2].values()) < 0.03
     assert all(losses[1e6][k] > 0.1 for k in losses[1e-2]), losses[1e6]
@@ -315,7 +322,7 @@ def test_held_out_images_are_never_fitted_or_trained_on(monkeypatch):
 
     monkeypatch.setattr(loop, "held_out_losses", held_out)
     result = train_stitches(
-        small_supernet(), data, fit_samples=300, steps=20, workers=0, progress=False
+        small_supernet(), data, fit_samples=300, steps=20, workers=0, downstream=0, progress=False
     )
     assert len(data.read["held out"]) == result.held_out == min(256, len(data) // 5)
     assert not data.read["held out"] & data.read["fit and train"]
@@ -356,9 +363,9 @@ def test_a_dataloader_is_taken_as_its_dataset():
 
     data = Subset(load_dataset("digits", "train"), range(200))  # not an in-memory array
     nets = [small_supernet(), small_supernet()]
-    train_stitches(nets[0], data, samples=96, batch_size=32, progress=False)
+    train_stitches(nets[0], data, samples=96, batch_size=32, downstream=0, progress=False)
     loader = DataLoader(data, batch_size=7, shuffle=True, num_workers=1)
-    train_stitches(nets[1], loader, samples=96, batch_size=32, progress=False)
+    train_stitches(nets[1], loader, samples=96, batch_size=32, downstream=0, progress=False)
     a, b = stitch_state(nets[0]), stitch_state(nets[1])
     assert all(torch.equal(a[k], b[k]) for k in a)
     genotype = [1] + [1, 0] * ((len(nets[0].genotype_spec) - 1) // 2)

@@ -25,6 +25,7 @@ from .devices import check_amp, resolve_device
 from .errors import SupernetError
 from .evaluation.holding import HOLD_SAMPLES
 from .evaluation.racing import DEFAULT_CONFIDENCE
+from .evaluation.transitions import load_transitions
 from .evolution.algorithms import AUTO, check_algorithm, default_algorithm, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
@@ -132,6 +133,7 @@ def stitch(
     fit_memory: int | None = None,
     steps: int | None = None,
     epochs: float | None = None,
+    downstream: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -149,13 +151,15 @@ def stitch(
 
     `fit_samples` images fit the stitches by least squares (in passes whose equations
     take at most `fit_memory` bytes), then `steps` (or `epochs`) gradient steps train
-    them; None takes the library's defaults
-    (`evostitch.training.DEFAULT_FIT_SAMPLES`, `DEFAULT_STEPS`). Options, `out` and the
+    them, then `downstream` steps train all of them together on random offspring toward
+    the parents' output (`evostitch.training.downstream`); None takes the library's
+    defaults (`evostitch.training.DEFAULT_FIT_SAMPLES`, `DEFAULT_STEPS`,
+    `downstream.default_steps`). Options, `out` and the
     data's images are checked before any work; a stitch training interrupted in `out`
     resumes from `out/checkpoints` when every setting is the same (refused otherwise)."""
     say = _say(progress)
     training = {"fit_samples": fit_samples, "fit_memory": fit_memory, "steps": steps}
-    training.update(epochs=epochs, batch_size=batch_size, seed=seed)
+    training.update(epochs=epochs, downstream=downstream, batch_size=batch_size, seed=seed)
     check_stitch_options(input_shape, max_ratio, hold_samples, training)
     device, amp = resolve_device(device), check_amp(amp)  # before an hour of work, not after
     folder = stitch_folder(out)
@@ -201,7 +205,9 @@ def inspect(
 ) -> dict[str, Any]:
     """Parents and their cost, matches, variables and a sample of offspring
     (`evostitch inspect`), as plain JSON-able values."""
+    transitions = None
     if not isinstance(supernet, Supernet):
+        transitions = load_transitions(supernet)
         supernet = Supernet.load(supernet, trust_code=trust_code)
     net = supernet
     rng = random.Random(0)
@@ -228,6 +234,7 @@ def inspect(
         "variables": len(net.genotype_spec),
         "genotype_spec": net.genotype_spec,
         "offspring_sample": sample,
+        "transitions": transitions,
     }
 
 

@@ -11,6 +11,7 @@ import torch
 
 from .data import dataset_info, load_dataset
 from .evaluation.holding import hold_evaluator, measured, save_hold_figure
+from .evaluation.transitions import save_transitions, transition_map
 from .supernet import Supernet
 
 
@@ -26,11 +27,15 @@ def fit_supernet(
     progress: bool,
 ) -> None:
     """Fit the stitches on the train split of `matching["data"]`, scoring random
-    offspring on val before and after; the losses (and figure) saved into `folder`."""
+    offspring on val before and after and then every single crossing (the transition
+    map; both skipped when `hold_samples` is 0); losses and figures saved into `folder`."""
     from .training import DEFAULT_FIT_SAMPLES, train_stitches
 
     data, seed = matching["data"], training["seed"]
     fit_samples = training["fit_samples"]
+    val = hold_evaluator(
+        net, load_dataset(data, "val"), dataset_info(data).num_classes, device=device, amp=amp
+    )
     result, hold = measured(
         lambda: train_stitches(
             net,
@@ -39,6 +44,7 @@ def fit_supernet(
             fit_memory=training["fit_memory"],
             steps=training["steps"],
             epochs=training["epochs"],
+            downstream=training.get("downstream"),
             batch_size=training["batch_size"],
             seed=seed,
             device=device,
@@ -47,15 +53,17 @@ def fit_supernet(
             checkpoint_identity=matching,
             progress=progress,
         ),
-        hold_evaluator(
-            net, load_dataset(data, "val"), dataset_info(data).num_classes, device=device, amp=amp
-        ),
+        val,
         samples=hold_samples,
         seed=seed,
     )
-    say(result.summary(net) + (f"\n{hold['text']}" if hold else ""))
+    transitions = transition_map(net, val) if hold_samples else None
+    lines = [result.summary(net), *(f["text"] for f in (hold, transitions) if f)]
+    say("\n".join(lines))
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         result.save(folder / "stitch_losses.json")
         if hold:
             save_hold_figure(hold, folder)
+        if transitions:
+            save_transitions(transitions, folder)

@@ -81,6 +81,7 @@ def check_stitch_options(
         ("fit_samples (--fit-samples) >= 0", not _count(training["fit_samples"] or 0, 0)),
         ("fit_memory (--fit-memory) >= 1", not _count(training["fit_memory"] or 1, 1)),
         ("steps (--steps) >= 0", not _count(training["steps"] or 0, 0)),
+        ("downstream (--downstream-steps) >= 0", not _count(training.get("downstream") or 0, 0)),
         ("epochs (--epochs) >= 0", epochs is not None and not _finite(epochs, 0)),
     ]
     if wrong := [what for what, failed in bad if failed]:

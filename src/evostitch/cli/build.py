@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import api
@@ -145,6 +146,14 @@ def stitch(
         float | None,
         typer.Option(help="Gradient steps as passes over the train split, instead of --steps."),
     ] = None,
+    downstream_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps that then train all stitches together on random offspring toward "
+            "the parents' output, so chains of stitches hold (default: 100, at most 3 passes "
+            "over the train split; 0: none; see docs/METHOD.md section 4)."
+        ),
+    ] = None,
     fit_memory: Annotated[
         int | None,
         typer.Option(
@@ -188,6 +197,7 @@ def stitch(
         fit_memory=fit_memory * 2**20 if fit_memory is not None else None,
         steps=steps,
         epochs=epochs,
+        downstream=downstream_steps,
         batch_size=batch_size,
         seed=seed,
         device=device,
@@ -232,3 +242,5 @@ def inspect(
             f"{row['macs'] / 1e6:.2f}", f"{row['params'] / 1e6:.2f}", row["description"][:100]
         )
     out.print(table)
+    if report["transitions"] is not None:
+        out.print(escape(report["transitions"]["text"]), soft_wrap=True)

@@ -32,6 +32,13 @@ def demo(
     steps: Annotated[
         int, typer.Option(help="Gradient steps of stitch training after the least-squares fit.")
     ] = 0,
+    downstream_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps training all stitches together on random offspring toward the "
+            "parents' output (default: 100; 0: none)."
+        ),
+    ] = None,
     population: Annotated[int, typer.Option(help="Search population size.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed of stitch training and search.")] = 0,
     cache: Annotated[
@@ -45,9 +52,10 @@ def demo(
     (about 3 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
     if task not in TASKS:
         raise EvostitchError(f"unknown --task {task!r}: classification or segmentation")
-    if budget < 1 or steps < 0 or population < 2 or threads < 0:
+    if budget < 1 or steps < 0 or population < 2 or threads < 0 or (downstream_steps or 0) < 0:
         raise EvostitchError(
-            "need --budget >= 1, --steps >= 0, --population >= 2 and --threads >= 0"
+            "need --budget >= 1, --steps >= 0, --downstream-steps >= 0, --population >= 2 "
+            "and --threads >= 0"
         )
     summary = run_demo(
         task,
@@ -55,6 +63,7 @@ def demo(
         algorithm=algorithm,
         budget=budget,
         steps=steps,
+        downstream=downstream_steps,
         population=population,
         seed=seed,
         cache_dir=cache,

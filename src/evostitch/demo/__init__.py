@@ -16,6 +16,7 @@ from ..data import load_dataset
 from ..devices import torch_threads
 from ..errors import RunError
 from ..evaluation.holding import hold_evaluator, measured, save_hold_figure
+from ..evaluation.transitions import save_transitions, transition_map
 from ..evolution.algorithms import AUTO, default_algorithm
 from ..evolution.stitching import make_evaluator
 from ..files import atomic_write, inside, writable_folder, write_text_atomic
@@ -76,6 +77,7 @@ def run_demo(
     algorithm: str,
     budget: int,
     steps: int = 0,
+    downstream: int | None = None,
     population: int,
     seed: int = 0,
     cache_dir: Path | None = None,
@@ -85,7 +87,8 @@ def run_demo(
 ) -> dict:
     """Run the whole pipeline into `out`; `summary.json` is written last (it marks success).
 
-    Stitches get the library's least-squares fit, then `steps` gradient steps.
+    Stitches get the library's least-squares fit, then `steps` gradient steps, then
+    `downstream` steps of the downstream stage (None: the library's default).
     `parent_steps` overrides the parents' training length (tests use a few steps).
     `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
     small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
@@ -103,15 +106,23 @@ def run_demo(
         say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
         result, hold = measured(
             lambda: train_stitches(
-                net, load_dataset(spec, "train"), steps=steps, seed=seed, progress=progress
+                net,
+                load_dataset(spec, "train"),
+                steps=steps,
+                downstream=downstream,
+                seed=seed,
+                progress=progress,
             ),
-            hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes),
+            val := hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes),
             seed=seed,
         )
-        say(f"    {result.summary(net)}\n    {hold['text']}")
+        transitions = transition_map(net, val)
+        lines = [*result.summary(net).splitlines(), hold["text"], transitions["text"]]
+        say("\n".join(f"    {line}" for line in lines))
         net.save(out / "supernet")
         result.save(out / "supernet" / "stitch_losses.json")
         save_hold_figure(hold, out / "supernet")
+        save_transitions(transitions, out / "supernet")
         if algorithm == AUTO:
             algorithm = default_algorithm(len(net.genotype_spec))
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")

@@ -97,7 +97,9 @@ def _hold_text(f: dict, metric: str) -> str:
     if f["measured"]:
         text = f.get("text")  # the figure's own sentence, read from the supernetwork folder
         text = " ".join(text.split())[:300] if isinstance(text, str) else "(no summary stored)"
-        return f"Stitches hold (stored at stitch time): {text}"
+        crossings = f.get("transitions")
+        more = f" {' '.join(crossings.split())[:400]}" if isinstance(crossings, str) else ""
+        return f"Stitches hold (stored at stitch time): {text}{more}"
     return "Stitches hold: not measured for this supernetwork (`evostitch stitch --hold-samples`)."
 
 

@@ -32,6 +32,7 @@ from rich.console import Console
 from ..errors import EvostitchError, RunError
 from ..evaluation.holding import load_hold_figure
 from ..evaluation.metrics import primary_metric
+from ..evaluation.transitions import load_transitions
 from ..evolution.archive import nondominated, reference_point_from
 from ..evolution.store import EvaluationRecord, RunConfig, RunStore
 from ..files import absolute, readable_json, save_output, user_path, writable_folder
@@ -344,7 +345,7 @@ def write_report(
         checkpoint=checkpoint,
         runs=[(label, c, recs) for (label, recs), c in zip(runs, configs, strict=True)],
         ref_point=ref_point,
-        hold=load_hold_figure(config.problem["supernet"]) if "supernet" in config.problem else None,
+        hold=stored_figures(config.problem.get("supernet")),
         output_choices=choices,
     )
     text = readable_json(findings)
@@ -352,3 +353,11 @@ def write_report(
     data["findings"] = finding_texts(findings)
     files.append(write_html(data, run / "report.html", files[1:3]))
     return [*files, run / "findings.json"]
+
+
+def stored_figures(supernet: str | None) -> dict | None:
+    """The supernetwork folder's "stitches hold" figure, with its transition map's
+    sentence when it has one; None without a figure."""
+    hold = load_hold_figure(supernet) if supernet else None
+    transitions = load_transitions(supernet) if hold else None
+    return {**hold, "transitions": transitions["text"]} if transitions else hold

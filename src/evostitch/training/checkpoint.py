@@ -39,6 +39,7 @@ LABELS = {
     "leaf_modules": "--leaf-module",
     "fit_samples": "--fit-samples",
     "steps": "--steps",
+    "downstream": "--downstream-steps",
     "batch_size": "--batch-size",
     "amp": "--amp",
     "train_samples": "train-split size",
@@ -163,7 +164,8 @@ def _check_identity(folder: Path, meta: Any, wanted: dict) -> tuple[int, list[fl
             f"{folder} was made with {label} {old}, not {_show(wanted[key])}: rerun with "
             f"{label} {old} to resume, or {start_over}"
         )
-    step, history, steps = meta.get("step"), meta.get("history"), wanted.get("steps")
+    step, history = meta.get("step"), meta.get("history")
+    steps = wanted.get("steps", 0) + wanted.get("downstream", 0) if "steps" in wanted else None
     if not _is_int(step) or not 0 <= step <= (steps if _is_int(steps) else step):
         raise RunError(f"{folder} holds a checkpoint with a bad step {step!r}: {start_over}")
     if not isinstance(history, list) or not all(_is_number(h) for h in history):

@@ -34,6 +34,7 @@ from ..errors import SupernetError
 from ..files import user_path
 from ..progress import progress_bar
 from ..supernet import Supernet
+from . import downstream as stage
 from .checkpoint import identity, load_checkpoint, save_checkpoint
 from .fit import RIDGE, held_out_losses, least_squares_init
 from .walks import forward_random
@@ -60,6 +61,11 @@ class TrainResult:
     held_out_losses: dict[str, float] = field(default_factory=dict)
     fit_samples: int = 0
     held_out: int = 0
+    downstream_steps: int = 0
+    downstream_history: list[float] = field(default_factory=list)
+    # the stage's measure (`downstream.held_out_loss`) before and after it; before is None
+    # when the stage resumed from a checkpoint; empty without held-out images or stage
+    downstream_held_out: list[float | None] = field(default_factory=list)
 
     def save(self, path: str | Path) -> None:
         user_path(path).write_text(json.dumps(vars(self), indent=1))
@@ -74,11 +80,21 @@ class TrainResult:
         ranked = sorted(losses, key=losses.get, reverse=True)[:worst]
         names = ", ".join(f"{point_name(net, k)} {losses[k]:.2f}" for k in ranked)
         poor = sum(v > 0.5 for v in losses.values())
-        return (
+        line = (
             f"stitches: relative loss {where} (1.0 = no better than the target's mean): "
             f"median {statistics.median(losses.values()):.3f}, {poor} of {len(losses)} above "
             f"0.5; worst {names}"
         )
+        if len(self.downstream_held_out) == 2:
+            before, after = self.downstream_held_out
+            change = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
+            line += (
+                f"\ndownstream stage: {self.downstream_steps} steps; random offspring's KL "
+                f"from the parents' output on the held-out images {change}"
+            )
+            if before is not None and after >= before:
+                line += " (not lower: the stitches before the stage were kept)"
+        return line
 
 
 def point_name(net: Supernet, key: str) -> str:
@@ -160,6 +176,7 @@ def train_stitches(
     workers: int | None = None,
     fit_memory: int | None = None,
     checkpoint_identity: dict | None = None,
+    downstream: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
@@ -179,7 +196,9 @@ def train_stitches(
     other arguments, other parents or other `checkpoint_identity`, the caller's own
     settings such as the data spec, is refused in one line naming what differs). Batches
     stream from `data` through a DataLoader with `workers` processes
-    (`evostitch.data.batches`).
+    (`evostitch.data.batches`). Then `downstream` steps (None: `downstream.default_steps`)
+    train all stitches together on random offspring toward the parents' output
+    (`training.downstream`), checkpointed and resumed in the same way.
     """
     data, own_workers = unwrap(data, "stitch training")
     workers = own_workers if workers is None else workers
@@ -189,6 +208,9 @@ def train_stitches(
         raise SupernetError(f"need batch_size >= 1 and 0 <= seed < 2**32; got {batch_size}, {seed}")
     fit, train, held = _split(len(data), fit_samples, held_out, seed)
     steps = _steps(len(train), batch_size, steps, epochs, samples)
+    if downstream is not None and downstream < 0:
+        raise SupernetError(f"need downstream >= 0 steps; got {downstream}")
+    down = stage.default_steps(len(train), batch_size) if downstream is None else downstream
     device = resolve_device(device)
     check_amp(amp)
     net.to(device)
@@ -202,10 +224,15 @@ def train_stitches(
         **{"ridge": ridge, "lr": lr, "weight_decay": weight_decay, "p": p, "amp": amp},
         **{"clean_targets": clean_targets, "held_out": len(held), "train_samples": len(data)},
         "fit_memory": fit_memory,
+        "downstream": down,
     }
     plan = identity(net, settings) if ckpt is not None else {}
-    resumed = _resume(net, opt, ckpt, plan, steps, progress)
+    pending = _Pending()  # the optimiser state of whichever stage the checkpoint was in
+    resumed = _resume(net, pending, ckpt, plan, steps + down, progress)
     start, history = resumed if resumed is not None else (0, [])
+    history, down_history = history[:steps], history[steps:]
+    down_opt = stage.StageOptimizer(net)
+    pending.apply(opt if start <= steps else down_opt)
 
     def inputs(indices: list[int]):
         return (x for x, _ in batches(data, _chunks(indices), workers=workers))
@@ -258,6 +285,23 @@ def train_stitches(
             if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 save_checkpoint(net, opt, ckpt, step + 1, plan, history)
     net.stitches.eval()
+    held_images = _Reiterable(lambda: (x.to(device) for x in inputs(held))) if held else None
+    kl: list[float | None] = []
+    if down:
+
+        def checkpoint(done: int) -> None:
+            if ckpt is not None and (done % checkpoint_every == 0 or done == down):
+                save_checkpoint(net, down_opt, ckpt, steps + done, plan, history + down_history)
+
+        def stream(first: int):
+            order = ([train[i] for i in _batch_indices(len(train), batch_size, steps + k, seed)]
+                     for k in range(first, down))  # fmt: skip
+            return (x.to(device) for x, _ in batches(data, order, workers=workers))
+
+        kl = stage.run_stage(
+            net, stream, held_images, steps=down, first=max(start - steps, 0), opt=down_opt,
+            seed=seed, amp=amp, history=down_history, after_step=checkpoint, progress=progress,
+        )  # fmt: skip
     held_losses = {}
     if held:
         held_losses = held_out_losses(
@@ -273,7 +317,27 @@ def train_stitches(
         held_losses,
         len(fit),
         len(held),
+        down,
+        down_history,
+        kl,
     )
+
+
+class _Pending:
+    """Optimiser state read from a checkpoint before it is known which stage's it is."""
+
+    def __init__(self) -> None:
+        self.entries: dict[torch.Tensor, dict] = {}
+
+    def state(self, p: torch.Tensor) -> dict:
+        return {}
+
+    def set_state(self, p: torch.Tensor, entry: dict) -> None:
+        self.entries[p] = entry
+
+    def apply(self, opt) -> None:
+        for p, entry in self.entries.items():
+            opt.set_state(p, entry)
 
 
 def _resume(net: Supernet, opt, ckpt: Path | None, plan: dict, steps: int, progress: bool):
