@@ -49,7 +49,7 @@ def demo(
     ] = 1,
 ) -> None:
     """Train two small parents on bundled real data, stitch them, search, report
-    (about 3 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
+    (about 4 minutes on two CPU cores with the parents cached, 1-2 more to train them)."""
     if task not in TASKS:
         raise EvostitchError(f"unknown --task {task!r}: classification or segmentation")
     if budget < 1 or steps < 0 or population < 2 or threads < 0 or (downstream_steps or 0) < 0:
