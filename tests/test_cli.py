@@ -1,27 +1,11 @@
 """The command line: output of `match`/`inspect`, and one-line errors with exit code 2."""
 
 import json
-import sys
 
 import pytest
 import torch
 
-from evostitch import cli
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["evostitch", *argv]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import run_cli as run
 
 
 def test_match_json(capsys):

@@ -13,26 +13,13 @@ import pytest
 import torch
 
 import evostitch
+from conftest import run_cli as run
 from evostitch import Supernet, api, cli
 from evostitch.evolution.store import RunStore
 from evostitch.matching import is_acyclic_merge_k
 
 VIT = "demo:vit_like?image_size=8&patch_size=2&depth=2&width=32"
 PARENTS = ["demo:resnet_like", "demo:mobilenet_like", VIT]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """`evostitch ARGV` in this process: (exit code, stdout, stderr)."""
-    old, sys.argv = sys.argv, ["evostitch", *map(str, argv)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

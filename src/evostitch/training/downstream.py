@@ -174,35 +174,34 @@ class StageOptimizer:
         self.opt.state[p] = entry
 
 
-def train_downstream(
-    net: Supernet,
-    batches: Iterable[torch.Tensor],
-    *,
-    steps: int,
-    first: int = 0,
-    opt: StageOptimizer | None = None,
-    seed: int = 0,
-    amp: str | None = None,
-    history: list[float] | None = None,
-    after_step: Callable[[int], None] | None = None,
-    progress: bool = True,
-) -> list[float]:
-    """Steps `first` .. `steps - 1` of the stage, one batch of `batches` (inputs on the
-    stitches' device) each; their losses are appended to `history` (returned).
-    `after_step(n)` is called after step n - 1 (checkpoints). The learning rate follows a
-    cosine over the `steps`."""
-    opt = opt or StageOptimizer(net)
-    history = [] if history is None else history
+@dataclasses.dataclass
+class StageRun:
+    """One run of the stage: steps `first` .. `steps - 1` of `steps`, their losses appended
+    to `history`; `after_step(n)` is called after step n - 1 (checkpoints)."""
+
+    steps: int
+    opt: StageOptimizer
+    first: int = 0
+    seed: int = 0
+    amp: str | None = None
+    history: list[float] = dataclasses.field(default_factory=list)
+    after_step: Callable[[int], None] | None = None
+    progress: bool = True
+
+
+def train_downstream(net: Supernet, batches: Iterable[torch.Tensor], run: StageRun) -> list[float]:
+    """The steps of `run`, one batch of `batches` (inputs on the stitches' device) each;
+    returns `run.history`. The learning rate follows a cosine over `run.steps`."""
+    steps, first, opt = run.steps, run.first, run.opt
+    bar_on = run.progress and steps > first
     with (
         stitches_only(net),
-        progress_bar(
-            "training stitches downstream", total=steps, enabled=progress and steps > first
-        ) as bar,
+        progress_bar("training stitches downstream", total=steps, enabled=bar_on) as bar,
     ):
         bar.update(completed=first)
         for step, x in zip(range(first, steps), batches, strict=False):
             opt.set_lr(0.5 * opt.lr * (1 + math.cos(math.pi * step / steps)))
-            loss = offspring_loss(net, x, step_offspring(net, seed, step, len(x)), amp)
+            loss = offspring_loss(net, x, step_offspring(net, run.seed, step, len(x)), run.amp)
             if not torch.isfinite(loss):
                 raise SupernetError(
                     f"the downstream stage diverged at step {step} (loss {float(loss)}): "
@@ -212,12 +211,12 @@ def train_downstream(
             loss.backward()
             opt.opt.step()
             opt.opt.zero_grad(set_to_none=True)
-            history.append(float(loss.detach()))
-            kl = history[-1]
+            run.history.append(float(loss.detach()))
+            kl = run.history[-1]
             bar.update(advance=1, description=f"training stitches downstream (KL {kl:.3f})")
-            if after_step is not None:
-                after_step(step + 1)
-    return history
+            if run.after_step is not None:
+                run.after_step(step + 1)
+    return run.history
 
 
 def held_out_loss(
@@ -238,33 +237,22 @@ def run_stage(
     net: Supernet,
     stream: Callable[[int], Iterable[torch.Tensor]],
     held: Iterable[torch.Tensor] | None,
-    *,
-    steps: int,
-    first: int,
-    opt: StageOptimizer,
-    seed: int,
-    amp: str | None,
-    history: list[float],
-    after_step: Callable[[int], None] | None,
-    progress: bool,
+    run: StageRun,
 ) -> list[float | None]:
-    """The stage from step `first` on `stream(first)`'s batches, measured on `held`
-    images before (when starting at step 0) and after: [before, after] (empty without
-    `held`). A stage that does not lower the held-out loss is undone: the stitches it
-    started from are kept (Adafactor takes steps of the same relative size however small
-    the gradient, so stitches that were already exact would only drift)."""
-    before = held_out_loss(net, held, seed, amp) if held is not None and first == 0 else None
-    keep = before is not None
-    start = {k: v.clone() for k, v in net.stitches.state_dict().items()} if keep else None
-    train_downstream(
-        net, stream(first), steps=steps, first=first, opt=opt, seed=seed, amp=amp,
-        history=history, after_step=after_step, progress=progress,
-    )  # fmt: skip
+    """`run` on `stream(run.first)`'s batches, measured on `held` images before (when
+    starting at step 0) and after: [before, after] (empty without `held`). A stage that
+    does not lower the held-out loss is undone: the stitches it started from are kept
+    (Adafactor takes steps of the same relative size however small the gradient, so
+    stitches that were already exact would only drift)."""
+    measure = held is not None and run.first == 0
+    before = held_out_loss(net, held, run.seed, run.amp) if measure else None
+    start = {k: v.clone() for k, v in net.stitches.state_dict().items()} if measure else None
+    train_downstream(net, stream(run.first), run)
     if held is None:
         return []
-    after = held_out_loss(net, held, seed, amp)
+    after = held_out_loss(net, held, run.seed, run.amp)
     if start is not None and after >= before:
         net.stitches.load_state_dict(start)
-        if after_step is not None:
-            after_step(steps)  # the final checkpoint holds what was kept
+        if run.after_step is not None:
+            run.after_step(run.steps)  # the final checkpoint holds what was kept
     return [before, after]

@@ -298,10 +298,9 @@ def train_stitches(
                      for k in range(first, down))  # fmt: skip
             return (x.to(device) for x, _ in batches(data, order, workers=workers))
 
-        kl = stage.run_stage(
-            net, stream, held_images, steps=down, first=max(start - steps, 0), opt=down_opt,
-            seed=seed, amp=amp, history=down_history, after_step=checkpoint, progress=progress,
-        )  # fmt: skip
+        run = stage.StageRun(down, down_opt, max(start - steps, 0), seed, amp, down_history)
+        run.after_step, run.progress = checkpoint, progress
+        kl = stage.run_stage(net, stream, held_images, run)
     held_losses = {}
     if held:
         held_losses = held_out_losses(
