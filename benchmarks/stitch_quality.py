@@ -145,6 +145,15 @@ def main() -> None:
                 f"{len(result.held_out_losses)} above 0.5)",
                 flush=True,
             )
+            before, after = (result.downstream_held_out + [None, None])[:2]
+            if before is not None and after is not None:
+                first, last = result.downstream_history[0], result.downstream_history[-1]
+                kept = "kept" if after < before else "UNDONE (not lower)"
+                print(
+                    f"  downstream stage: training KL {first:.3f} -> {last:.3f}; held-out KL "
+                    f"{before:.3f} -> {after:.3f}: {kept}",
+                    flush=True,
+                )
             results[name] = {}
             fractions = [p["fraction"] for p in transition_map(net, ev, "test")["points"]]
             crossing[name] = (statistics.median(fractions), sum(f < POOR for f in fractions))

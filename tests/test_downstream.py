@@ -176,3 +176,27 @@ def test_killed_stage_resumes_from_its_checkpoint_to_the_same_weights(
         assert torch.equal(value, whole[key]), key
     assert len(result.downstream_history) == 12
     net.stitches.load_state_dict(saved)
+
+
+def test_a_stage_that_raises_the_held_out_loss_stops_at_its_check_undone(
+    digits_net, tmp_path, monkeypatch
+):
+    """Held-out losses that rise by the first check (a quarter of the steps): the stage
+    stops there, the fit's stitches are kept, and its checkpoint says the stage is done."""
+    net, train, _ = digits_net
+    saved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    measures = iter([1.0, 2.0])
+    monkeypatch.setattr(stage, "held_out_loss", lambda *a, **k: next(measures))
+    kwargs = {"fit_samples": 0, "downstream": 12, "checkpoint_dir": tmp_path, "progress": False}
+    result = train_stitches(net, train, **kwargs)
+    assert len(result.downstream_history) == 3 and result.downstream_held_out == [1.0, 2.0]
+    for key, value in net.stitches.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    assert "stopped after 3 of 12 steps" in result.summary(net)
+    assert "stitches before the stage were kept" in result.summary(net)
+    assert checkpoint._read(tmp_path, tensors=False)[0]["step"] == 12  # stage done
+    monkeypatch.setattr(stage, "held_out_loss", lambda *a, **k: 0.5)
+    again = train_stitches(net, train, **kwargs)  # resumes at its end: trains nothing
+    assert len(again.downstream_history) == 3
+    for key, value in net.stitches.state_dict().items():
+        assert torch.equal(value, saved[key]), key

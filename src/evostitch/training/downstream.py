@@ -38,6 +38,7 @@ DEFAULT_STEPS = 100  # batches of the downstream stage (capped by EPOCHS of the 
 EPOCHS = 3  # at most this many passes over the training images
 LR = 1e-2  # Adafactor's relative step: a hundredth of each stitch's weight scale
 P_RANGE = (0.02, 0.3)  # per offspring, the probability that a switch is stitched
+CHECK = 0.25  # the held-out loss is first checked after this fraction of the steps
 
 
 def default_steps(train_images: int, batch_size: int) -> int:
@@ -189,17 +190,21 @@ class StageRun:
     progress: bool = True
 
 
-def train_downstream(net: Supernet, batches: Iterable[torch.Tensor], run: StageRun) -> list[float]:
-    """The steps of `run`, one batch of `batches` (inputs on the stitches' device) each;
-    returns `run.history`. The learning rate follows a cosine over `run.steps`."""
+def train_downstream(
+    net: Supernet, batches: Iterable[torch.Tensor], run: StageRun, until: int | None = None
+) -> list[float]:
+    """The steps of `run` (up to step `until`, default all), one batch of `batches`
+    (inputs on the stitches' device) each; returns `run.history`. The learning rate
+    follows a cosine over `run.steps`."""
     steps, first, opt = run.steps, run.first, run.opt
-    bar_on = run.progress and steps > first
+    last = steps if until is None else min(until, steps)
+    bar_on = run.progress and last > first
     with (
         stitches_only(net),
         progress_bar("training stitches downstream", total=steps, enabled=bar_on) as bar,
     ):
         bar.update(completed=first)
-        for step, x in zip(range(first, steps), batches, strict=False):
+        for step, x in zip(range(first, last), batches, strict=False):
             opt.set_lr(0.5 * opt.lr * (1 + math.cos(math.pi * step / steps)))
             loss = offspring_loss(net, x, step_offspring(net, run.seed, step, len(x)), run.amp)
             if not torch.isfinite(loss):
@@ -243,16 +248,32 @@ def run_stage(
     starting at step 0) and after: [before, after] (empty without `held`). A stage that
     does not lower the held-out loss is undone: the stitches it started from are kept
     (Adafactor takes steps of the same relative size however small the gradient, so
-    stitches that were already exact would only drift)."""
+    stitches that were already exact would only drift). The loss is first checked after
+    `CHECK` of the steps, and a stage that has not lowered it by then stops there, undone
+    (on pretrained EfficientNet-Lites it only rose: METHOD.md section 4)."""
     measure = held is not None and run.first == 0
     before = held_out_loss(net, held, run.seed, run.amp) if measure else None
     start = {k: v.clone() for k, v in net.stitches.state_dict().items()} if measure else None
-    train_downstream(net, stream(run.first), run)
+    batches = stream(run.first)
+    check = math.ceil(CHECK * run.steps) if measure else 0
+    if 0 < check < run.steps:
+        train_downstream(net, batches, run, until=check)
+        run = dataclasses.replace(run, first=check)
+        after = held_out_loss(net, held, run.seed, run.amp)
+        if after >= before:
+            return _undo(net, start, run, [before, after])
+    train_downstream(net, batches, run)
     if held is None:
         return []
     after = held_out_loss(net, held, run.seed, run.amp)
     if start is not None and after >= before:
-        net.stitches.load_state_dict(start)
-        if run.after_step is not None:
-            run.after_step(run.steps)  # the final checkpoint holds what was kept
+        return _undo(net, start, run, [before, after])
     return [before, after]
+
+
+def _undo(net: Supernet, start: dict, run: StageRun, kl: list[float | None]) -> list:
+    """Back to the stitches before the stage, saved as the stage's final checkpoint; `kl`."""
+    net.stitches.load_state_dict(start)
+    if run.after_step is not None:
+        run.after_step(run.steps)
+    return kl

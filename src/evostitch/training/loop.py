@@ -88,8 +88,12 @@ class TrainResult:
         if len(self.downstream_held_out) == 2:
             before, after = self.downstream_held_out
             change = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
+            ran = len(self.downstream_history)
+            steps = f"{self.downstream_steps} steps"
+            if ran < self.downstream_steps:
+                steps = f"stopped after {ran} of {steps}"
             line += (
-                f"\ndownstream stage: {self.downstream_steps} steps; random offspring's KL "
+                f"\ndownstream stage: {steps}; random offspring's KL "
                 f"from the parents' output on the held-out images {change}"
             )
             if before is not None and after >= before:

@@ -1,0 +1,104 @@
+"""Why the downstream stage fails on a pair: its losses per learning rate and warmup.
+
+From the least-squares fit (cached in benchmarks/out), the downstream stage
+(training.downstream) is run for --steps with each setting of --settings
+(`LR` or `LR/wW`: Adafactor's relative step, and W steps of linear warmup before its
+cosine), and the script prints the training KL per tenth of the steps, the stage's
+held-out KL before and after (256 training images never trained on) and the median test
+accuracy of the same random offspring at p = 0.1 and 0.25 (fraction of the parents'
+mean, on 500 test images) before and after. The stage is not undone here: this shows
+what it does, not what `stitch` keeps.
+
+Run: .venv/bin/python benchmarks/downstream_probe.py --pair pretrained
+        [--settings 1e-2,1e-3,1e-2/w20] [--steps 40] [--offspring 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from evostitch.data import batches, load_dataset, subset
+from evostitch.evaluation import Evaluator
+from evostitch.evaluation.holding import sample_offspring
+from evostitch.training import downstream as stage
+from evostitch.training import train_stitches
+from stitch_quality import build
+
+
+class Warmup(stage.StageOptimizer):
+    """The stage's optimiser with its learning rate ramped up over the first `w` steps."""
+
+    def __init__(self, net, lr: float, w: int) -> None:
+        super().__init__(net, lr)
+        self.w, self.calls = w, 0
+
+    def set_lr(self, lr: float) -> None:
+        self.calls += 1
+        super().set_lr(lr * min(1.0, self.calls / self.w) if self.w else lr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pair", choices=("demo", "pretrained"), default="pretrained")
+    ap.add_argument("--settings", default="1e-2,1e-3")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--offspring", type=int, default=24)
+    ap.add_argument("--cache", default="benchmarks/out/parents")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    net, data = build(args.pair, Path(args.cache))
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    fitted = Path(args.cache) / f"{args.pair}_ls2048.safetensors"
+    if fitted.exists():
+        net.stitches.load_state_dict(safetensors.torch.load_file(str(fitted)))
+    else:
+        train_stitches(net, train, downstream=0, progress=False, device="cpu")
+        safetensors.torch.save_file(net.stitches.state_dict(), str(fitted))
+    ls = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    n = len(train)
+    held_idx = list(range(n - 256, n))
+    held = [x for x, _ in batches(train, [held_idx[i : i + 32] for i in range(0, 256, 32)])]
+    ev = Evaluator(net, subset(test, 500, seed=0), 10, device="cpu")
+    base = statistics.mean(ev.metrics(g)["accuracy"] for g in net.reference_genotypes[:2])
+    draws = {p: sample_offspring(net, 60, p, 0)[: args.offspring] for p in (0.1, 0.25)}
+
+    def scores() -> str:
+        return " ".join(
+            f"p={p}: {statistics.median(ev.metrics(g)['accuracy'] / base for g in gs):.3f}"
+            for p, gs in draws.items()
+        )
+
+    print(f"{args.pair} pair, least squares: {scores()}", flush=True)
+    for setting in args.settings.split(","):
+        lr, _, w = setting.partition("/w")
+        net.stitches.load_state_dict(ls)
+        rng = random.Random(0)
+        stream = (
+            next(iter(batches(train, [rng.sample(range(n - 256), 32)])))[0]
+            for _ in range(args.steps)
+        )
+        run = stage.StageRun(args.steps, Warmup(net, float(lr), int(w or 0)), progress=False)
+        start = time.perf_counter()
+        before = stage.held_out_loss(net, held, 0)
+        stage.train_downstream(net, stream, run)
+        after = stage.held_out_loss(net, held, 0)
+        h, tenth = run.history, max(args.steps // 10, 1)
+        curve = " ".join(
+            f"{statistics.mean(h[i : i + tenth]):.2f}" for i in range(0, len(h), tenth)
+        )
+        print(
+            f"lr {lr} warmup {w or 0}: {time.perf_counter() - start:.0f} s; training KL {curve}; "
+            f"held-out KL {before:.3f} -> {after:.3f}; {scores()}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
