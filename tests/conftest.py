@@ -6,8 +6,36 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from evostitch.devices import torch_threads
+
+# The tests that take longest (the README's demo, fuzzing, the property tests), started
+# first: parallel workers (pytest-xdist, tests handed out one at a time) then finish
+# together instead of one of them running a long test alone at the end.
+LONGEST_FIRST = (
+    "test_readme_first_command",
+    "test_random_damage",
+    "test_random_offspring_run_are_canonical",
+    "test_demo_end_to_end_small",
+)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, the cores shared among the workers: each worker's torch, and
+    the processes its tests start, get cores // workers threads (more only contend)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, name in enumerate(LONGEST_FIRST) if name in item.name), 99)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from evostitch.errors import EvostitchError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY = {"cache_dir": None, "progress": False, "parent_steps": 3}  # parents: 3 steps
+TINY = {"cache_dir": None, "progress": False, "parent_steps": 3, "downstream": 2}  # few steps
 
 
 def test_demo_end_to_end_small(tmp_path, capsys):
