@@ -2,8 +2,9 @@
 
 From the least-squares fit (cached in benchmarks/out), the downstream stage
 (training.downstream) is run for --steps with each setting of --settings
-(`LR` or `LR/wW`: Adafactor's relative step, and W steps of linear warmup before its
-cosine), and the script prints the training KL per tenth of the steps, the stage's
+(`LR[/wW][/pLO-HI]`: Adafactor's relative step, W steps of linear warmup before its
+cosine, and the range the offspring's switch probability is drawn from, default
+`P_RANGE`), and the script prints the training KL per tenth of the steps, the stage's
 held-out KL before and after (256 training images never trained on) and the median test
 accuracy of the same random offspring at p = 0.1 and 0.25 (fraction of the parents'
 mean, on 500 test images) before and after. The stage is not undone here: this shows
@@ -30,6 +31,8 @@ from evostitch.evaluation.holding import sample_offspring
 from evostitch.training import downstream as stage
 from evostitch.training import train_stitches
 from stitch_quality import build
+
+P_RANGE = stage.P_RANGE
 
 
 class Warmup(stage.StageOptimizer):
@@ -77,7 +80,10 @@ def main() -> None:
 
     print(f"{args.pair} pair, least squares: {scores()}", flush=True)
     for setting in args.settings.split(","):
-        lr, _, w = setting.partition("/w")
+        lr, *options = setting.split("/")
+        w = next((o[1:] for o in options if o.startswith("w")), "0")
+        p_range = next((o[1:] for o in options if o.startswith("p")), None)
+        stage.P_RANGE = tuple(map(float, p_range.split("-"))) if p_range else P_RANGE
         net.stitches.load_state_dict(ls)
         rng = random.Random(0)
         stream = (
@@ -94,7 +100,8 @@ def main() -> None:
             f"{statistics.mean(h[i : i + tenth]):.2f}" for i in range(0, len(h), tenth)
         )
         print(
-            f"lr {lr} warmup {w or 0}: {time.perf_counter() - start:.0f} s; training KL {curve}; "
+            f"lr {lr} warmup {w} p {stage.P_RANGE}: {time.perf_counter() - start:.0f} s; "
+            f"training KL {curve}; "
             f"held-out KL {before:.3f} -> {after:.3f}; {scores()}",
             flush=True,
         )
