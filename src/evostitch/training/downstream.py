@@ -255,25 +255,17 @@ def run_stage(
     before = held_out_loss(net, held, run.seed, run.amp) if measure else None
     start = {k: v.clone() for k, v in net.stitches.state_dict().items()} if measure else None
     batches = stream(run.first)
-    check = math.ceil(CHECK * run.steps) if measure else 0
-    if 0 < check < run.steps:
-        train_downstream(net, batches, run, until=check)
-        run = dataclasses.replace(run, first=check)
+    checks = sorted({math.ceil(CHECK * run.steps), run.steps}) if measure else [run.steps]
+    after = None
+    for until in checks:
+        train_downstream(net, batches, run, until=until)
+        run = dataclasses.replace(run, first=max(run.first, until))
+        if held is None:
+            return []
         after = held_out_loss(net, held, run.seed, run.amp)
-        if after >= before:
-            return _undo(net, start, run, [before, after])
-    train_downstream(net, batches, run)
-    if held is None:
-        return []
-    after = held_out_loss(net, held, run.seed, run.amp)
-    if start is not None and after >= before:
-        return _undo(net, start, run, [before, after])
+        if measure and after >= before:
+            net.stitches.load_state_dict(start)  # undone
+            if run.after_step is not None:
+                run.after_step(run.steps)  # the stage's final checkpoint holds what was kept
+            break
     return [before, after]
-
-
-def _undo(net: Supernet, start: dict, run: StageRun, kl: list[float | None]) -> list:
-    """Back to the stitches before the stage, saved as the stage's final checkpoint; `kl`."""
-    net.stitches.load_state_dict(start)
-    if run.after_step is not None:
-        run.after_step(run.steps)
-    return kl
