@@ -200,3 +200,52 @@ def test_a_stage_that_raises_the_held_out_loss_stops_at_its_check_undone(
     assert len(again.downstream_history) == 3
     for key, value in net.stitches.state_dict().items():
         assert torch.equal(value, saved[key]), key
+
+
+def test_a_stage_killed_after_its_check_and_resumed_still_undoes_itself(
+    digits_net, tmp_path, monkeypatch
+):
+    """Killed between its check (passed) and its end, resumed in a new process whose
+    final held-out loss is higher than before the stage: the resumed stage compares with
+    the loss from before the kill and goes back to the stitches it started from, both
+    kept in the checkpoint."""
+    net, train, _ = digits_net
+    saved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    measures = iter([1.0, 0.5, 2.0])  # before, at the check (3 of 12), at the end
+    monkeypatch.setattr(stage, "held_out_loss", lambda *a, **k: next(measures))
+    real, calls = stage.offspring_loss, []
+
+    def killed_at_step_8(*args, **kw):
+        calls.append(1)
+        if len(calls) > 8:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(stage, "offspring_loss", killed_at_step_8)
+    kwargs = {"fit_samples": 0, "downstream": 12, "checkpoint_every": 5, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        train_stitches(net, train, checkpoint_dir=tmp_path, **kwargs)
+    monkeypatch.setattr(stage, "offspring_loss", real)
+    assert checkpoint._read(tmp_path, tensors=False)[0]["step"] == 5
+    moved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    assert any(not torch.equal(moved[k], saved[k]) for k in saved)  # the stage had moved them
+
+    net.stitches.load_state_dict(moved)  # a new process: the checkpoint's stitches come back
+    result = train_stitches(net, train, checkpoint_dir=tmp_path, **kwargs)
+    assert result.downstream_held_out == [1.0, 2.0]
+    assert len(result.downstream_history) == 12
+    for key, value in net.stitches.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    assert "stitches before the stage were kept" in result.summary(net)
+    net.stitches.load_state_dict(saved)
+
+
+def test_a_checkpoint_with_a_damaged_stage_start_is_refused_in_one_line(digits_net, tmp_path):
+    net, train, _ = digits_net
+    opt = stage.StageOptimizer(net)
+    start = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    key = next(iter(start))
+    start[key] = start[key][:1]  # other shape
+    checkpoint.save_checkpoint(net, opt, tmp_path, 3, {"step": 3}, [0.1], (1.0, start))
+    with pytest.raises(Exception, match="damaged checkpoint.*other shapes"):
+        checkpoint.load_checkpoint(net, opt, tmp_path, {"step": 3})

@@ -52,6 +52,7 @@ LABELS = {
     "weights": "weights",
     "stitches": "stitches (number and shapes)",
 }
+STAGE = "stage_start."  # tensor names of the stitches the downstream stage started from
 UNCHECKED = {"fit_memory"}  # recorded, but the fit's result does not depend on it
 
 
@@ -90,11 +91,18 @@ def identity(net: Supernet, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    net: Supernet, opt, folder: Path, step: int, belongs_to: dict, history: list
+    net: Supernet,
+    opt,
+    folder: Path,
+    step: int,
+    belongs_to: dict,
+    history: list,
+    stage: tuple[float, dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """One file, replaced atomically: a kill at any moment leaves the previous checkpoint
     or this one, never new weights with an old step count. `belongs_to` is `identity`'s:
-    a resume must be for the same."""
+    a resume must be for the same. `stage`: the downstream stage's held-out loss before
+    it and the stitches it started from, which a resumed stage needs to undo itself."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"stitch.{k}": v.detach().cpu().contiguous() for k, v in net.stitches.state_dict().items()
@@ -103,6 +111,9 @@ def save_checkpoint(
         for name, value in opt.state(p).items():
             tensors[f"opt.{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     record = {"step": step, "identity": belongs_to, "history": history}
+    if stage is not None:
+        record["stage_before"] = stage[0]
+        tensors.update({f"{STAGE}{k}": v.detach().cpu().contiguous() for k, v in stage[1].items()})
     meta = {"evostitch": json.dumps(record)}
     atomic_write(folder / CHECKPOINT, lambda tmp: save_file(tensors, tmp, metadata=meta))
     (folder / "train_state.json").unlink(missing_ok=True)  # evostitch <= 0.1's second file
@@ -192,24 +203,31 @@ def _is_number(value: Any) -> bool:
 
 def load_checkpoint(
     net: Supernet, opt, folder: Path, belongs_to: dict
-) -> tuple[int, list[float]] | None:
+) -> tuple[int, list[float], tuple[float, dict[str, torch.Tensor]] | None] | None:
     """Restore stitches and optimiser state from a checkpoint made for `belongs_to`
-    (`identity`); (step, history), or None without a checkpoint."""
+    (`identity`); (step, history, the downstream stage's start as `save_checkpoint` took
+    it or None), or None without a checkpoint."""
     found = _read(folder)
     if found is None:
         return None
     meta, tensors = found
     step, history = _check_identity(folder, meta, belongs_to)
     state = {k[len("stitch.") :]: v for k, v in tensors.items() if k.startswith("stitch.")}
+    start = {k[len(STAGE) :]: v for k, v in tensors.items() if k.startswith(STAGE)}
+    before = meta.get("stage_before")
     try:
         net.stitches.load_state_dict(state)
         _load_optimiser(net, opt, tensors)
+        if start and (not _is_number(before) or start.keys() != state.keys()):
+            raise ValueError("the downstream stage's start is incomplete")
+        if start and any(start[k].shape != v.shape for k, v in state.items()):
+            raise ValueError("the downstream stage's start has other shapes")
     except (RuntimeError, KeyError, ValueError) as exc:
         why = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RunError(
             f"{folder} holds a damaged checkpoint ({why}): remove it to start over"
         ) from None
-    return step, history
+    return step, history, (float(before), start) if start else None
 
 
 def _load_optimiser(net: Supernet, opt, tensors: dict[str, torch.Tensor]) -> None:

@@ -188,6 +188,9 @@ class StageRun:
     history: list[float] = dataclasses.field(default_factory=list)
     after_step: Callable[[int], None] | None = None
     progress: bool = True
+    # the held-out loss before the stage and the stitches it started from (a resumed
+    # stage gets them from its checkpoint: it needs them to check and undo itself)
+    start: tuple[float, dict[str, torch.Tensor]] | None = None
 
 
 def train_downstream(
@@ -244,28 +247,31 @@ def run_stage(
     held: Iterable[torch.Tensor] | None,
     run: StageRun,
 ) -> list[float | None]:
-    """`run` on `stream(run.first)`'s batches, measured on `held` images before (when
-    starting at step 0) and after: [before, after] (empty without `held`). A stage that
-    does not lower the held-out loss is undone: the stitches it started from are kept
-    (Adafactor takes steps of the same relative size however small the gradient, so
-    stitches that were already exact would only drift). The loss is first checked after
-    `CHECK` of the steps, and a stage that has not lowered it by then stops there, undone
-    (on pretrained EfficientNet-Lites it only rose: METHOD.md section 4)."""
-    measure = held is not None and run.first == 0
-    before = held_out_loss(net, held, run.seed, run.amp) if measure else None
-    start = {k: v.clone() for k, v in net.stitches.state_dict().items()} if measure else None
+    """`run` on `stream(run.first)`'s batches, measured on `held` images before and after:
+    [before, after] (empty without `held`). A stage that does not lower the held-out loss
+    is undone: the stitches it started from are kept (Adafactor takes steps of the same
+    relative size however small the gradient, so stitches that were already exact would
+    only drift). The loss is first checked after `CHECK` of the steps, and a stage that
+    has not lowered it by then stops there, undone (on pretrained EfficientNet-Lites it
+    only rose: METHOD.md section 4). A resumed stage checks and undoes itself against
+    `run.start` (set here when the stage starts, and kept in its checkpoints); one resumed
+    without it (a checkpoint from before they were kept) is only measured after."""
+    if held is not None and run.first == 0 and run.start is None:
+        before = held_out_loss(net, held, run.seed, run.amp)
+        run.start = (before, {k: v.clone() for k, v in net.stitches.state_dict().items()})
+    measure = held is not None and run.start is not None
     batches = stream(run.first)
-    checks = sorted({math.ceil(CHECK * run.steps), run.steps}) if measure else [run.steps]
+    checks = [math.ceil(CHECK * run.steps), run.steps] if measure else [run.steps]
     after = None
-    for until in checks:
+    for until in sorted({c for c in checks if c >= run.first}):
         train_downstream(net, batches, run, until=until)
         run = dataclasses.replace(run, first=max(run.first, until))
         if held is None:
             return []
         after = held_out_loss(net, held, run.seed, run.amp)
-        if measure and after >= before:
-            net.stitches.load_state_dict(start)  # undone
+        if measure and after >= run.start[0]:
+            net.stitches.load_state_dict(run.start[1])  # undone
             if run.after_step is not None:
                 run.after_step(run.steps)  # the stage's final checkpoint holds what was kept
             break
-    return [before, after]
+    return [run.start[0] if measure else None, after]

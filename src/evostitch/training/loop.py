@@ -233,7 +233,7 @@ def train_stitches(
     plan = identity(net, settings) if ckpt is not None else {}
     pending = _Pending()  # the optimiser state of whichever stage the checkpoint was in
     resumed = _resume(net, pending, ckpt, plan, steps + down, progress)
-    start, history = resumed if resumed is not None else (0, [])
+    start, history, stage_start = resumed if resumed is not None else (0, [], None)
     history, down_history = history[:steps], history[steps:]
     down_opt = stage.StageOptimizer(net)
     pending.apply(opt if start <= steps else down_opt)
@@ -295,7 +295,9 @@ def train_stitches(
 
         def checkpoint(done: int) -> None:
             if ckpt is not None and (done % checkpoint_every == 0 or done == down):
-                save_checkpoint(net, down_opt, ckpt, steps + done, plan, history + down_history)
+                save_checkpoint(
+                    net, down_opt, ckpt, steps + done, plan, history + down_history, run.start
+                )
 
         def stream(first: int):
             order = ([train[i] for i in _batch_indices(len(train), batch_size, steps + k, seed)]
@@ -303,7 +305,7 @@ def train_stitches(
             return (x.to(device) for x, _ in batches(data, order, workers=workers))
 
         run = stage.StageRun(down, down_opt, max(start - steps, 0), seed, amp, down_history)
-        run.after_step, run.progress = checkpoint, progress
+        run.after_step, run.progress, run.start = checkpoint, progress, stage_start
         kl = stage.run_stage(net, stream, held_images, run)
     held_losses = {}
     if held:
@@ -344,8 +346,8 @@ class _Pending:
 
 
 def _resume(net: Supernet, opt, ckpt: Path | None, plan: dict, steps: int, progress: bool):
-    """(step, history) of a checkpoint in `ckpt` made for `plan`, said in one line; None
-    without a checkpoint folder or a checkpoint in it."""
+    """(step, history, the downstream stage's start) of a checkpoint in `ckpt` made for
+    `plan`, said in one line; None without a checkpoint folder or a checkpoint in it."""
     resumed = load_checkpoint(net, opt, ckpt, plan) if ckpt is not None else None
     if resumed is not None and progress:
         Console(stderr=True, highlight=False).print(
