@@ -212,6 +212,8 @@ CASES = [
     ("data a number", field(data=5), SupernetError, "data must be"),
     ("matching a string", field(matching="x"), SupernetError, "matching must be"),
     ("cost a string", field(cost="abc"), SupernetError, "cost must be"),
+    ("left_out a string", field(left_out="ab0"), SupernetError, "left_out is not a list"),
+    ("left_out unknown", field(left_out=["zz9"]), SupernetError, "cannot leave out zz9"),
     ("NaN node cost", node_cost(float("nan")), SupernetError, "cost.node_macs[3]"),
     ("inf node cost", node_cost(float("inf")), SupernetError, "cost.node_macs[3]"),
     ("negative node cost", node_cost(-5.0), SupernetError, "cost.node_macs[3]"),

@@ -139,6 +139,7 @@ def stitch(
     device: str | torch.device | None = None,
     amp: str | None = None,
     hold_samples: int = HOLD_SAMPLES,
+    keep_poor_stitches: bool = False,
     progress: bool = True,
 ) -> Supernet:
     """Build a supernetwork, fit its stitches on `data`'s train split and save it into
@@ -146,7 +147,10 @@ def stitch(
     are `a`, `b`, then any further `parents` (K >= 2 in all; weights in `weights_a`,
     `weights_b`, `parent_weights`); two are matched as pairs (`Supernet.build`), more
     into groups (`Supernet.build_many`). `hold_samples`
-    random offspring per p are scored before and after (0: none; `evaluation.holding`).
+    random offspring per p are scored before and after (0: none; `evaluation.holding`),
+    then every single crossing (the transition map): stitches whose crossing keeps less
+    than 0.9 of the lower parent are left out of every offspring unless
+    `keep_poor_stitches` (`Supernet.leave_out`).
     `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 
     `fit_samples` images fit the stitches by least squares (in passes whose equations
@@ -191,7 +195,10 @@ def stitch(
     points = "points" if len(models) == 2 else f"groups of {len(models)} parents"
     say(f"matched {len(net.matches)} {points}: {len(net.genotype_spec)} variables")
     if data is not None:
-        fit_supernet(net, folder, training, matching, hold_samples, device, amp, say, progress)
+        fit_supernet(
+            net, folder, training, matching, hold_samples, device, amp, say, progress,
+            keep_poor=keep_poor_stitches,
+        )  # fmt: skip
     else:
         say("[yellow]no data: stitches are untrained[/yellow]")
     if folder is not None:
@@ -235,6 +242,7 @@ def inspect(
         "genotype_spec": net.genotype_spec,
         "offspring_sample": sample,
         "transitions": transitions,
+        "left_out": sorted(net.left_out),
     }
 
 

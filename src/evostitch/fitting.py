@@ -11,7 +11,7 @@ import torch
 
 from .data import dataset_info, load_dataset
 from .evaluation.holding import hold_evaluator, measured, save_hold_figure
-from .evaluation.transitions import save_transitions, transition_map
+from .evaluation.transitions import POOR, save_transitions, transition_map
 from .supernet import Supernet
 
 
@@ -25,10 +25,13 @@ def fit_supernet(
     amp: str | None,
     say: Any,
     progress: bool,
+    keep_poor: bool = False,
 ) -> None:
     """Fit the stitches on the train split of `matching["data"]`, scoring random
     offspring on val before and after and then every single crossing (the transition
-    map; both skipped when `hold_samples` is 0); losses and figures saved into `folder`."""
+    map; both skipped when `hold_samples` is 0); losses and figures saved into `folder`.
+    Stitches whose single crossing keeps less than `POOR` of the lower parent are left
+    out of every offspring (`Supernet.leave_out`) unless `keep_poor`."""
     from .training import DEFAULT_FIT_SAMPLES, train_stitches
 
     data, seed = matching["data"], training["seed"]
@@ -59,6 +62,8 @@ def fit_supernet(
     )
     transitions = transition_map(net, val) if hold_samples else None
     lines = [result.summary(net), *(f["text"] for f in (hold, transitions) if f)]
+    if transitions and not keep_poor:
+        lines.append(leave_out_poor(net, transitions))
     say("\n".join(lines))
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -67,3 +72,21 @@ def fit_supernet(
             save_hold_figure(hold, folder)
         if transitions:
             save_transitions(transitions, folder)
+
+
+def leave_out_poor(net: Supernet, transitions: dict) -> str:
+    """Leave out the stitches whose single crossing keeps less than `POOR` of the lower
+    parent (on the demo pair, random offspring at p = 0.1 go from 0.25 to 0.87 of the
+    parents' accuracy: docs/METHOD.md section 4); one line saying which."""
+    poor = sorted(
+        (p for p in transitions["points"] if p["fraction"] < POOR), key=lambda p: p["fraction"]
+    )
+    net.leave_out(p["stitch"] for p in poor)
+    if not poor:
+        return f"No stitch left out: every single crossing keeps at least {POOR:g} of its parents."
+    worst = ", ".join(f"{p['from']} -> {p['to']} {p['fraction']:.2f}" for p in poor[:3])
+    return (
+        f"Left out {len(poor)} of {len(transitions['points'])} stitches whose single crossing "
+        f"keeps less than {POOR:g} of the lower parent's {transitions['metric']} (worst "
+        f"{worst}): no offspring takes them (--keep-poor-stitches keeps them)."
+    )

@@ -171,6 +171,14 @@ def stitch(
             "after fitting, to show the stitches hold (0: skip)."
         ),
     ] = 16,
+    keep_poor_stitches: Annotated[
+        bool,
+        typer.Option(
+            help="Keep stitches whose single crossing keeps less than 0.9 of the lower "
+            "parent on val (by default no offspring takes them: chains through them break; "
+            "see docs/METHOD.md section 4)."
+        ),
+    ] = False,
     device: Device = None,
     amp: Amp = None,
 ) -> None:
@@ -203,6 +211,7 @@ def stitch(
         device=device,
         amp=amp,
         hold_samples=hold_samples,
+        keep_poor_stitches=keep_poor_stitches,
     )
 
 
@@ -244,3 +253,9 @@ def inspect(
     out.print(table)
     if report["transitions"] is not None:
         out.print(escape(report["transitions"]["text"]), soft_wrap=True)
+    if report["left_out"]:
+        out.print(
+            f"{len(report['left_out'])} stitches left out (no offspring takes them: their "
+            f"single crossing was poor): {escape(', '.join(report['left_out']))}",
+            soft_wrap=True,
+        )

@@ -30,7 +30,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +114,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
         },
         "task": net.task,
         "data": net.data,
+        "left_out": sorted(net.left_out),
         "genotype_spec": net.genotype_spec,
         "cost": net.cost_table.to_dict() if net.cost_table is not None else None,
     }
@@ -193,6 +194,7 @@ class Saved:
     matching: dict | None
     data: str | None
     cost: Any
+    left_out: list[str] = field(default_factory=list)
 
 
 def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
@@ -255,7 +257,15 @@ def _read_checked(folder: Path, meta: dict, trust_code: bool) -> Saved:
         matching=meta.get("matching"),
         data=meta.get("data"),
         cost=meta.get("cost"),
+        left_out=_left_out(folder, meta.get("left_out", [])),
     )
+
+
+def _left_out(folder: Path, value: Any) -> list[str]:
+    """The saved left-out stitches (a list of names; none in older folders)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SupernetError(f"{folder} is damaged: its left_out is not a list of stitch names")
+    return value
 
 
 def _stored_parents(

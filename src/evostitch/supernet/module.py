@@ -70,6 +70,7 @@ class Supernet(nn.Module):
         self.matching: Any = None
         self.cost_table: CostTable | None = None
         self.data: str | None = None  # dataset spec the stitches were trained on
+        self.left_out: frozenset[str] = frozenset()  # stitches no offspring takes
         self.stitches = nn.ModuleDict()  # ba0, ab0, ba1, ...: the switches' order
         for sw in self.structure.switches:
             self.stitches[sw.stitch] = Stitch(
@@ -210,6 +211,10 @@ class Supernet(nn.Module):
         net.matching = saved.matching
         net.data = saved.data
         try:
+            net.leave_out(saved.left_out)
+        except SupernetError as exc:
+            raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
+        try:
             net.cost_table = CostTable.from_dict(net, saved.cost)
         except SupernetError:
             net.profile(example_input(net.input_shape))  # older or foreign file: measure again
@@ -221,17 +226,37 @@ class Supernet(nn.Module):
         return self.structure.check_genotype(genotype)
 
     def plan(self, genotype: Sequence[int]) -> Plan:
-        """What the offspring computes (cached per genotype)."""
-        return self._plan(self.check_genotype(genotype))
+        """What the offspring computes (cached per genotype); a left-out stitch's switch
+        is off whatever its value."""
+        return self._plan(self._taken(self.check_genotype(genotype)))
+
+    def leave_out(self, stitches: Iterable[str]) -> None:
+        """Stitches no offspring takes from now on (their switches read as 0): those whose
+        single crossing broke the network (`evaluation.transitions`), so that a search
+        spends no evaluation on them. Saved with the supernetwork."""
+        keys = frozenset(stitches)
+        unknown = sorted(keys - set(self.stitches))
+        if unknown:
+            raise SupernetError(f"cannot leave out {unknown[0]}: no such stitch")
+        self.left_out = keys
+        self._off = {(sw.index, sw.value) for sw in self.switches if sw.stitch in keys}
+        self._plan.cache_clear()
+
+    def _taken(self, g: tuple[int, ...]) -> tuple[int, ...]:
+        """`g` with the switches of left-out stitches set to 0."""
+        if not self.left_out:
+            return g
+        return tuple(0 if i and (i, v) in self._off else v for i, v in enumerate(g))
 
     def active_variables(self, genotype: Sequence[int]) -> list[bool]:
         """Which genotype positions change the offspring (the output switch always does)."""
         return list(self.plan(genotype).active)
 
     def canonical(self, genotype: Sequence[int]) -> tuple[int, ...]:
-        """The genotype with every inactive variable set to 0: equal networks, equal keys."""
-        g = self.check_genotype(genotype)
-        return tuple(v if on else 0 for v, on in zip(g, self.plan(g).active, strict=True))
+        """The genotype with every inactive variable (and left-out switch) set to 0: equal
+        networks, equal keys."""
+        g = self._taken(self.check_genotype(genotype))
+        return tuple(v if on else 0 for v, on in zip(g, self._plan(g).active, strict=True))
 
     @property
     def reference_genotypes(self) -> list[tuple[int, ...]]:
