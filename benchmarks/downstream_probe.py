@@ -10,12 +10,18 @@ accuracy of the same random offspring at p = 0.1 and 0.25 (fraction of the paren
 mean, on 500 test images) before and after. The stage is not undone here: this shows
 what it does, not what `stitch` keeps.
 
+A setting `pcLR[/mM]` uses `Preconditioned` instead of Adafactor: SGD (momentum M) along
+each stitch's gradient times the inverse of its input second moment, each step sized so
+its first-order decrease is LR times the batch's KL. `--refit N` instead refits the least
+squares N times on the inputs stitches receive in random offspring (`refit`).
+
 `--gradient-check` instead steps along the gradient of one fixed batch of 32 (offspring
 drawn from each range) and prints the batch's KL after each step beside the first-order
 prediction: the gradient path is right when they agree.
 
 Run: .venv/bin/python benchmarks/downstream_probe.py --pair pretrained
-        [--settings 1e-2,1e-3,1e-2/w20] [--steps 40] [--offspring 24] [--gradient-check]
+        [--settings 1e-2,1e-3,1e-2/w20,pc0.1] [--steps 40] [--offspring 24]
+        [--gradient-check] [--refit 2]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from evostitch.training import train_stitches
 from stitch_quality import build
 
 P_RANGE = stage.P_RANGE
+OFFSPRING_LOSS = stage.offspring_loss
 
 
 class Warmup(stage.StageOptimizer):
@@ -49,6 +56,69 @@ class Warmup(stage.StageOptimizer):
     def set_lr(self, lr: float) -> None:
         self.calls += 1
         super().set_lr(lr * min(1.0, self.calls / self.w) if self.w else lr)
+
+
+class Preconditioned:
+    """SGD on every stitch's linear maps with the gradient preconditioned by the inverse of
+    the map's input second moment (the least-squares fit's normal equations: each stitch's
+    own MSE curvature), the step scaled so that its first-order decrease is `lr` times the
+    batch's loss (a Polyak-like size, free of the gradient's scale)."""
+
+    def __init__(self, net, train, lr: float, momentum: float = 0.0, images: int = 512):
+        from evostitch.training.walks import CleanWalk
+
+        self.net, self.lr, self.momentum, self.loss = net, lr, momentum, None
+        sums: dict = {}
+
+        def visit(sw, source, target):
+            rows = net.stitches[sw.stitch].rows(source.float(), target.float())
+            for i, (x, _) in enumerate(rows):
+                x = torch.cat([x, torch.ones_like(x[:, :1])], 1).double()
+                a, n = sums.get((sw.stitch, i), (0, 0))
+                sums[sw.stitch, i] = (a + x.T @ x, n + len(x))
+
+        idx = list(range(images))
+        with torch.no_grad():
+            for x, _ in batches(train, [idx[i : i + 64] for i in range(0, images, 64)]):
+                CleanWalk(net, visit).run(net.structure.full_plan(), x)
+        self.inverse = {}
+        for key, (a, n) in sums.items():
+            a = a / n
+            reg = torch.diag(a)[:-1].mean() * 1e-2
+            self.inverse[key] = torch.linalg.inv(a + reg * torch.eye(len(a), dtype=a.dtype)).float()
+        self.velocity: dict = {}
+        self.opt = self
+
+    def set_lr(self, lr: float) -> None:
+        self.scale = lr / self.lr if self.lr else 0.0  # the cosine's factor
+
+    def maps(self):
+        for key, stitch in self.net.stitches.items():
+            for i, layer in enumerate((stitch.layer, stitch.prefix)):
+                if layer is not None and layer.weight.grad is not None:
+                    yield (key, i), layer
+
+    def step(self) -> None:
+        directions, inner = {}, 0.0
+        for key, layer in self.maps():
+            w = layer.weight
+            g = torch.cat([w.grad.reshape(w.shape[0], -1), layer.bias.grad[:, None]], 1)
+            d = g @ self.inverse[key]
+            directions[key] = (layer, d)
+            inner += float((g * d).sum())
+        if inner <= 0 or self.loss is None:
+            return
+        size = self.lr * getattr(self, "scale", 1.0) * self.loss / inner
+        with torch.no_grad():
+            for key, (layer, d) in directions.items():
+                v = self.velocity.get(key)
+                v = d * size if v is None else self.momentum * v + d * size
+                self.velocity[key] = v
+                layer.weight -= v[:, :-1].reshape_as(layer.weight)
+                layer.bias -= v[:, -1]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.net.stitches.zero_grad(set_to_none=set_to_none)
 
 
 def gradient_check(net, train) -> None:
@@ -79,6 +149,48 @@ def gradient_check(net, train) -> None:
     stage.P_RANGE = P_RANGE
 
 
+class _OffspringInputs(stage._SampleOffspring):
+    """The stage's walk, no gradients, handing each stitch (the source as this sample's
+    offspring computes it, the parent's own target) on every sample."""
+
+    def __init__(self, net, genotypes, visit) -> None:
+        super().__init__(net, genotypes, None)
+        self.visit = visit
+
+    def switch(self, sw, on, own, source):
+        self.visit(sw, source[1], own[0])
+        return super().switch(sw, on, own, source)
+
+
+def refit(net, train, images: int, seed: int, ridge: float, mix: float) -> float:
+    """Least squares on the inputs stitches receive in random offspring (one per image,
+    drawn as the stage draws them); `mix` weighs the parents' own inputs in too."""
+    from evostitch.training.fit import _Normal
+
+    normal: dict = {}
+
+    def accumulate(sw, source, target):
+        rows = net.stitches[sw.stitch].rows(source.float(), target.float())
+        for i, (x, y) in enumerate(rows):
+            if (sw.stitch, i) not in normal:
+                normal[sw.stitch, i] = _Normal(x, y, torch.float32)
+            normal[sw.stitch, i].add(x, y)
+
+    start = time.perf_counter()
+    idx = list(range(images))
+    with torch.no_grad():
+        for k, (x, _) in enumerate(batches(train, [idx[i : i + 64] for i in range(0, images, 64)])):
+            genotypes = stage.step_offspring(net, seed, k, len(x))
+            if mix:
+                clean = [tuple([g[0]] + [0] * (len(g) - 1)) for g in genotypes]
+                n = int(len(x) * mix)
+                genotypes = clean[:n] + genotypes[n:]
+            _OffspringInputs(net, genotypes, accumulate).run(net.structure.full_plan(), x)
+    for (key, i), eq in normal.items():
+        net.stitches[key].set_linear(*eq.solve(ridge), index=i)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pair", choices=("demo", "pretrained"), default="pretrained")
@@ -87,6 +199,10 @@ def main() -> None:
     ap.add_argument("--offspring", type=int, default=24)
     ap.add_argument("--cache", default="benchmarks/out/parents")
     ap.add_argument("--gradient-check", action="store_true")
+    ap.add_argument("--refit", type=int, default=0, help="rounds of offspring-input LS")
+    ap.add_argument("--refit-images", type=int, default=2048)
+    ap.add_argument("--refit-mix", type=float, default=0.0)
+    ap.add_argument("--ridge", type=float, default=1e-2)
     args = ap.parse_args()
     torch.set_num_threads(2)
     net, data = build(args.pair, Path(args.cache))
@@ -114,6 +230,13 @@ def main() -> None:
         )
 
     print(f"{args.pair} pair, least squares: {scores()}", flush=True)
+    if args.refit:
+        print(f"held-out KL {stage.held_out_loss(net, held, 0):.3f}", flush=True)
+        for r in range(args.refit):
+            t = refit(net, train, args.refit_images, 100 + r, args.ridge, args.refit_mix)
+            kl = stage.held_out_loss(net, held, 0)
+            print(f"refit {r + 1}: {t:.0f} s; held-out KL {kl:.3f}; {scores()}", flush=True)
+        return None
     for setting in args.settings.split(","):
         lr, *options = setting.split("/")
         w = next((o[1:] for o in options if o.startswith("w")), "0")
@@ -125,11 +248,25 @@ def main() -> None:
             next(iter(batches(train, [rng.sample(range(n - 256), 32)])))[0]
             for _ in range(args.steps)
         )
-        run = stage.StageRun(args.steps, Warmup(net, float(lr), int(w or 0)), progress=False)
+        if lr.startswith("pc"):
+            m = next((o[1:] for o in options if o.startswith("m")), "0")
+            opt = Preconditioned(net, train, float(lr[2:]), float(m))
+            plain = stage.offspring_loss
+
+            def recorded(*a, _opt=opt, _plain=plain, **k):
+                loss = _plain(*a, **k)
+                _opt.loss = float(loss.detach())
+                return loss
+
+            stage.offspring_loss = recorded
+        else:
+            opt = Warmup(net, float(lr), int(w or 0))
+        run = stage.StageRun(args.steps, opt, progress=False)
         start = time.perf_counter()
         before = stage.held_out_loss(net, held, 0)
         stage.train_downstream(net, stream, run)
         after = stage.held_out_loss(net, held, 0)
+        stage.offspring_loss = OFFSPRING_LOSS
         h, tenth = run.history, max(args.steps // 10, 1)
         curve = " ".join(
             f"{statistics.mean(h[i : i + tenth]):.2f}" for i in range(0, len(h), tenth)

@@ -69,8 +69,12 @@ PROBLEMS = ("classification", "segmentation", "pretrained")
 
 
 # ----- supernetworks ------------------------------------------------------------------------------
-def build_supernet(problem: str, folder: Path, downstream: int | None = None) -> str:
-    """Build, fit and save `problem`'s supernetwork into folder/supernet (once); its data."""
+def build_supernet(
+    problem: str, folder: Path, downstream: int | None = None, keep_poor: bool = True
+) -> str:
+    """Build, fit and save `problem`'s supernetwork into folder/supernet (once); its data.
+    Unless `keep_poor`, the stitches whose single crossing is poor on val are left out, as
+    `evostitch stitch` does (`fitting.leave_out_poor`)."""
     done = folder / "supernet" / "benchmark.json"
     if done.is_file():
         info = json.loads(done.read_text())
@@ -98,6 +102,15 @@ def build_supernet(problem: str, folder: Path, downstream: int | None = None) ->
     fit = train_stitches(
         net, load_dataset(data, "train"), seed=0, downstream=downstream, progress=False
     )
+    if not keep_poor:
+        from evostitch.data import dataset_info
+        from evostitch.evaluation.holding import hold_evaluator
+        from evostitch.evaluation.transitions import transition_map
+        from evostitch.fitting import leave_out_poor
+
+        classes = dataset_info(data).num_classes
+        val = hold_evaluator(net, load_dataset(data, "val"), classes, device="cpu")
+        print(leave_out_poor(net, transition_map(net, val)))  # as `evostitch stitch` does
     net.save(folder / "supernet")
     seconds = time.perf_counter() - start
     record = {"data": data, "parents": _short(parents), "seconds": seconds}
@@ -261,6 +274,12 @@ def main() -> None:
         help="steps of the stitches' downstream stage (default: the library's; given, the "
         "supernetwork is its own, in <problem>-kdN: 0 is the least-squares fit alone)",
     )
+    ap.add_argument(
+        "--leave-out-poor",
+        action="store_true",
+        help="leave out the stitches whose single crossing keeps < 0.9 of the lower parent on "
+        "val, as `evostitch stitch` does (the supernetwork is its own, in <problem>-lo)",
+    )
     args = ap.parse_args()
     if not 0 <= args.steer_to <= 1 or not 0 <= args.p_stitch <= 1:
         raise SystemExit("--steer-to and --p-stitch must lie in [0, 1]")
@@ -286,7 +305,8 @@ def main() -> None:
     for name in problems:
         kd = args.downstream_steps
         folder = OUT / (name if kd is None else f"{name}-kd{kd}")
-        data = build_supernet(name, folder, kd)
+        folder = folder.with_name(folder.name + "-lo") if args.leave_out_poor else folder
+        data = build_supernet(name, folder, kd, keep_poor=not args.leave_out_poor)
         subset = args.val_subset or None
         spec = problem_spec(folder / "supernet", data, subset=subset)
         problem, net = problem_from_spec(spec, device="cpu")

@@ -18,11 +18,14 @@ is the default before the downstream stage), `lsN+sM` / `lsN+eE` (then M gradien
 / E epochs), `lsNrR` (the fit's ridge R instead of the default 1e-2); any of them followed
 by `+kdK` (then K steps of the downstream stage, training.downstream: all stitches on
 random offspring toward the parents' output).
+With `--drop`, each variant's offspring are also scored with the switches whose single
+crossing keeps less than 0.9 of the lower parent on the val split set to 0: what a search
+sees once `evostitch stitch` has left those stitches out (`fitting.leave_out_poor`).
 Goals (issue 37): p = 0.1 median 0.85 on the demo pair, 0.95 on the pretrained pair (0.80
 at p = 0.25); p = 0.02 not below `ls2048`; stitch training at most 3x `ls2048`'s time.
 
 Run: .venv/bin/python benchmarks/stitch_quality.py [--pair demo|pretrained]
-        [--variants ls2048,default] [--offspring 100] [--p 0.02,0.1,0.25]
+        [--variants ls2048,default] [--offspring 100] [--p 0.02,0.1,0.25] [--drop]
 """
 
 from __future__ import annotations
@@ -103,6 +106,12 @@ def main() -> None:
     ap.add_argument("--cache", default="benchmarks/out/parents", help="pretrained parents")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--drop",
+        action="store_true",
+        help="also score each offspring with the switches whose single crossing keeps less "
+        "than 0.9 of the lower parent on VAL left out (set to 0), as a search would see them",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
@@ -118,6 +127,7 @@ def main() -> None:
             f"{len(net.genotype_spec)} variables"
         )
         train, test = load_dataset(data, "train"), load_dataset(data, "test")
+        val = load_dataset(data, "val")
         probs = [float(v) for v in args.p.split(",")]
         draws = {p: sample_offspring(net, args.offspring, p, args.seed) for p in probs}
         base = None
@@ -162,7 +172,24 @@ def main() -> None:
                 f"lower parent, {crossing[name][1]} below {POOR:g}",
                 flush=True,
             )
+            poor = set()
+            if args.drop:
+                val_map = transition_map(net, Evaluator(net, val, 10, device="cpu"), "val")
+                poor = {tuple(q["genotype"]) for q in val_map["points"] if q["fraction"] < POOR}
+                poor = {(i, v) for g in poor for i, v in enumerate(g) if i and v}
+                print(f"  {len(poor)} switches left out (poor single crossing on val)")
             for p, genotypes in draws.items():
+                if poor:
+                    kept = [
+                        net.canonical([0 if i and (i, v) in poor else v for i, v in enumerate(g)])
+                        for g in genotypes
+                    ]
+                    stitched = statistics.mean(len(net.plan(g).stitched) for g in kept)
+                    print(
+                        f"  p={p:g} poor left out ({stitched:.1f} stitches): "
+                        f"{summary(scores(ev, kept), base)}",
+                        flush=True,
+                    )
                 results[name][p] = scores(ev, genotypes)
                 stitched = statistics.mean(len(net.plan(g).stitched) for g in genotypes)
                 print(

@@ -20,6 +20,7 @@ from ..evaluation.transitions import save_transitions, transition_map
 from ..evolution.algorithms import AUTO, default_algorithm
 from ..evolution.stitching import make_evaluator
 from ..files import atomic_write, inside, writable_folder, write_text_atomic
+from ..fitting import leave_out_poor
 from ..results.findings import KEYS as FINDINGS
 from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
@@ -118,6 +119,7 @@ def run_demo(
         )
         transitions = transition_map(net, val)
         lines = [*result.summary(net).splitlines(), hold["text"], transitions["text"]]
+        lines.append(leave_out_poor(net, transitions))  # as `evostitch stitch` does
         say("\n".join(f"    {line}" for line in lines))
         net.save(out / "supernet")
         result.save(out / "supernet" / "stitch_losses.json")
