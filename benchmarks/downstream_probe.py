@@ -40,6 +40,7 @@ from evostitch.evaluation import Evaluator
 from evostitch.evaluation.holding import sample_offspring
 from evostitch.training import downstream as stage
 from evostitch.training import train_stitches
+from evostitch.training.fit import RIDGE
 from stitch_quality import build
 
 P_RANGE = stage.P_RANGE
@@ -162,32 +163,20 @@ class _OffspringInputs(stage._SampleOffspring):
         return super().switch(sw, on, own, source)
 
 
-def refit(net, train, images: int, seed: int, ridge: float, mix: float) -> float:
+def refit(net, train, images: int, seed: int, ridge: float) -> float:
     """Least squares on the inputs stitches receive in random offspring (one per image,
-    drawn as the stage draws them); `mix` weighs the parents' own inputs in too."""
-    from evostitch.training.fit import _Normal
+    drawn as the stage draws them)."""
+    from evostitch.training.fit import accumulator, solve_into
 
     normal: dict = {}
-
-    def accumulate(sw, source, target):
-        rows = net.stitches[sw.stitch].rows(source.float(), target.float())
-        for i, (x, y) in enumerate(rows):
-            if (sw.stitch, i) not in normal:
-                normal[sw.stitch, i] = _Normal(x, y, torch.float32)
-            normal[sw.stitch, i].add(x, y)
-
+    accumulate = accumulator(net, normal, torch.float32)
     start = time.perf_counter()
     idx = list(range(images))
     with torch.no_grad():
         for k, (x, _) in enumerate(batches(train, [idx[i : i + 64] for i in range(0, images, 64)])):
             genotypes = stage.step_offspring(net, seed, k, len(x))
-            if mix:
-                clean = [tuple([g[0]] + [0] * (len(g) - 1)) for g in genotypes]
-                n = int(len(x) * mix)
-                genotypes = clean[:n] + genotypes[n:]
             _OffspringInputs(net, genotypes, accumulate).run(net.structure.full_plan(), x)
-    for (key, i), eq in normal.items():
-        net.stitches[key].set_linear(*eq.solve(ridge), index=i)
+    solve_into(net, normal, ridge)
     return time.perf_counter() - start
 
 
@@ -201,8 +190,7 @@ def main() -> None:
     ap.add_argument("--gradient-check", action="store_true")
     ap.add_argument("--refit", type=int, default=0, help="rounds of offspring-input LS")
     ap.add_argument("--refit-images", type=int, default=2048)
-    ap.add_argument("--refit-mix", type=float, default=0.0)
-    ap.add_argument("--ridge", type=float, default=1e-2)
+    ap.add_argument("--ridge", type=float, default=RIDGE, help="the refit's")
     args = ap.parse_args()
     torch.set_num_threads(2)
     net, data = build(args.pair, Path(args.cache))
@@ -233,7 +221,7 @@ def main() -> None:
     if args.refit:
         print(f"held-out KL {stage.held_out_loss(net, held, 0):.3f}", flush=True)
         for r in range(args.refit):
-            t = refit(net, train, args.refit_images, 100 + r, args.ridge, args.refit_mix)
+            t = refit(net, train, args.refit_images, 100 + r, args.ridge)
             kl = stage.held_out_loss(net, held, 0)
             print(f"refit {r + 1}: {t:.0f} s; held-out KL {kl:.3f}; {scores()}", flush=True)
         return None

@@ -71,6 +71,7 @@ class Supernet(nn.Module):
         self.cost_table: CostTable | None = None
         self.data: str | None = None  # dataset spec the stitches were trained on
         self.left_out: frozenset[str] = frozenset()  # stitches no offspring takes
+        self._off: set[tuple[int, int]] = set()  # their (position, value) pairs
         self.stitches = nn.ModuleDict()  # ba0, ab0, ba1, ...: the switches' order
         for sw in self.structure.switches:
             self.stitches[sw.stitch] = Stitch(

@@ -161,9 +161,18 @@ def _fit_pass(net, images, chosen: set[str], *, ridge, dtype, description, **wal
     """Accumulate the `chosen` stitches' equations over one walk of `images`, then set
     each to its solution."""
     normal: dict[tuple[str, int], _Normal] = {}  # (stitch, its linear map) -> equations
+    _walk(net, images, accumulator(net, normal, dtype, chosen), description=description, **walk)
+    solve_into(net, normal, ridge)
+
+
+def accumulator(
+    net: Supernet, normal: dict, dtype: torch.dtype, chosen: set[str] | None = None
+) -> Callable[[Switch, torch.Tensor, torch.Tensor], None]:
+    """A walk's visit that adds each (`chosen`) stitch's (source, target) rows to its
+    normal equations in `normal`, keyed (stitch, linear map)."""
 
     def accumulate(sw: Switch, source: torch.Tensor, target: torch.Tensor) -> None:
-        if sw.stitch not in chosen:
+        if chosen is not None and sw.stitch not in chosen:
             return
         rows = net.stitches[sw.stitch].rows(source.float(), target.float())
         for i, (x, y) in enumerate(rows):
@@ -171,7 +180,11 @@ def _fit_pass(net, images, chosen: set[str], *, ridge, dtype, description, **wal
                 normal[sw.stitch, i] = _Normal(x, y, dtype)
             normal[sw.stitch, i].add(x, y)
 
-    _walk(net, images, accumulate, description=description, **walk)
+    return accumulate
+
+
+def solve_into(net: Supernet, normal: dict, ridge: float) -> None:
+    """Set every stitch map of `normal` to its ridge solution."""
     for (key, i), eq in normal.items():
         net.stitches[key].set_linear(*eq.solve(ridge), index=i)
 
