@@ -44,7 +44,13 @@ def run_cli(*args: str, env: dict | None = None, offline_torch_hub: bool = False
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, done.stderr[-2000:]
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
+
+    # torch 2.6 and to stdout after: it is torch's line, not ours
+    lines = [
+        line
+        for line in done.stderr.splitlines()
+        if line.strip() and not line.startswith('Downloading: "')
+    ]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     return lines[0]
 

@@ -19,6 +19,7 @@ from evostitch.evaluation.metrics import TEMPERATURES
 from evostitch.evolution.archive import nondominated
 from evostitch.results.export import offspring_module
 from evostitch.results.finetune import finetune
+from evostitch.results.reevaluate import load_reevaluation
 from evostitch.results.run import find_solution, load_supernet, read_run, run_solutions
 from test_report import embedded_data, invoke, tiny_run
 
@@ -89,6 +90,23 @@ def test_reevaluate_calibrate_records_temperature_and_ece_before_and_after(run):
         s = by_id[row["id"]]
         assert float(row["test_ece_calibrated"]) == s["test"]["ece_calibrated"]
         assert float(row["temperature"]) == s["temperature"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda s: s["val"].pop("ece"), "solution 0 has no finite ece on val"),
+        (lambda s: s.pop("temperature"), "solution 0 has no finite temperature"),
+    ],
+)
+def test_a_reevaluation_missing_what_the_report_reads_is_damaged(run, tmp_path, damage, says):
+    # what the report reads is checked when the file is read: one line, not a KeyError
+    invoke("reevaluate", run, "--split", "test", "--calibrate")
+    data = json.loads((run / "reevaluation_test.json").read_text())
+    damage(data["solutions"][0])
+    (tmp_path / "reevaluation_test.json").write_text(json.dumps(data))
+    with pytest.raises(EvostitchError, match=f"is damaged: {says}"):
+        load_reevaluation(tmp_path)
 
 
 def test_reevaluate_refuses_the_search_split(run):

@@ -58,14 +58,19 @@ def offspring_module(
     return module
 
 
+def _dynamic_batch() -> tuple[dict[int, Any]]:
+    """The input's first dimension left dynamic. Its max is finite: torch 2.5 guards
+    `batch != 2**63 - 1` on slices, which an unbounded dimension never satisfies."""
+    return ({0: torch.export.Dim("batch", min=1, max=2**20)},)
+
+
 def lower(module: nn.Module, x: torch.Tensor) -> fx.GraphModule:
     """`module` as a GraphModule of torch operators whose parameters and buffers are flat
     attributes (torch.export, the batch size left dynamic); it returns one tensor."""
     from torch.export.graph_signature import InputKind
 
-    batch = torch.export.Dim("batch", min=1)
     try:
-        program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},), strict=False)
+        program = torch.export.export(module, (x,), dynamic_shapes=_dynamic_batch(), strict=False)
     except Exception as exc:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ExportError(f"torch.export cannot capture this offspring: {why}") from None
@@ -259,11 +264,10 @@ def check(code: Path, x: torch.Tensor, expected: torch.Tensor) -> float:
 def export_onnx(module: nn.Module, x: torch.Tensor, path: Path) -> Path:
     """ONNX export with a dynamic batch size (torch.export-based exporter)."""
     _need_onnx()
-    batch = torch.export.Dim("batch", min=1)
     return save_output(
         path,
         lambda tmp: torch.onnx.export(
-            module, (x,), tmp, dynamic_shapes=({0: batch},), external_data=False
+            module, (x,), tmp, dynamic_shapes=_dynamic_batch(), external_data=False
         ),
     )
 

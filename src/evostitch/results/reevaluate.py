@@ -138,13 +138,18 @@ def _damage(data: dict) -> str | None:
             return f"solution {i} has no label"
         if row.get("id") is not None and type(row["id"]) is not int:
             return f"solution {i} has an id that is not a whole number"
+        needed = [data["metric"]] + (["ece"] if data["task"] == "classification" else [])
         for split in (data["search_split"], data["split"]):
             scores = row.get(split)
-            if not isinstance(scores, dict) or not _finite(scores.get(data["metric"])):
-                return f"solution {i} has no finite {data['metric']} on {split}"
+            for name in needed:
+                if not isinstance(scores, dict) or not _finite(scores.get(name)):
+                    return f"solution {i} has no finite {name} on {split}"
             numbers = [v for v in scores.values() if not isinstance(v, dict | list | None)]
             if not all(map(_finite, numbers)):
                 return f"solution {i} has a score on {split} that is not a finite number"
+        calibrated = [row.get("temperature"), row[data["split"]].get("ece_calibrated")]
+        if data.get("calibrated") and not all(map(_finite, calibrated)):
+            return f"solution {i} has no finite temperature and calibrated ECE"
     return None
 
 
