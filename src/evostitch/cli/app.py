@@ -14,6 +14,7 @@ from rich.text import Text
 
 from ..errors import EvostitchError
 from ..files import expand_user
+from ..versions import report
 
 app = typer.Typer(
     help="Recombine trained networks by stitching, then search their offspring.",
@@ -22,6 +23,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(report())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the versions of evostitch, torch, torchvision, timm, ray and Python.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Recombine trained networks by stitching, then search their offspring."""
+
 
 SpecA = Annotated[str | None, typer.Option("--a", help="Parent A, e.g. torchvision:resnet50.")]
 SpecB = Annotated[

@@ -22,7 +22,6 @@ rows queued before it, so it never gets ahead of the database.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -31,7 +30,6 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ from evostitch.files import (
     write_json_atomic,
     write_text_atomic,
 )
+from evostitch.versions import installed
 
 try:  # POSIX only; without it the run is simply not locked.
     import fcntl
@@ -103,11 +102,7 @@ class EvaluationRecord:
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide what an evaluation returns (installed ones only)."""
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
+    return {"python": platform.python_version(), **installed(_VERSIONED)}
 
 
 class RunStore:

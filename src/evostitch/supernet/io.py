@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from ..graph import Graph, example_input, trace
 from ..models import architecture_spec, load_model, load_weights, names_code
 from ..models.specs import model_layout
 from ..models.weights import Layout, layout, layout_mismatch, non_finite
+from . import built
 from .plan import side_names
 from .schema import FORMAT, VERSION, available_memory, check_meta, read_json, readable_file, show
 
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from .module import Supernet
 
 JSON_NAME, STITCHES, PARENTS = "supernet.json", "stitches.safetensors", "parents.safetensors"
+log = logging.getLogger("evostitch")
 
 
 def _sha256(path: str | Path) -> str:
@@ -117,6 +120,7 @@ def save(net: Supernet, folder: str | Path) -> Path:
         "left_out": sorted(net.left_out),
         "genotype_spec": net.genotype_spec,
         "cost": net.cost_table.to_dict() if net.cost_table is not None else None,
+        "built": built.record([net.graphs[s] for s in net.sides], net.matches, net.input_shape),
     }
     text = json.dumps(meta, indent=1)
     atomic_write(folder / JSON_NAME, lambda p: Path(p).write_text(text))
@@ -206,6 +210,7 @@ def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
         raise SupernetError(f"{folder} is not a saved supernetwork (no {JSON_NAME})")
     meta = read_json(meta_path)
     check_meta(meta, meta_path)
+    built.validate(meta.get("built"), len(meta["parents"]), meta_path)
     try:
         return _read_checked(folder, meta, trust_code)
     except EvostitchError:
@@ -239,6 +244,9 @@ def _read_checked(folder: Path, meta: dict, trust_code: bool) -> Saved:
     ]
     example = example_input(meta["input_shape"])
     graphs = tuple(trace(m, example, meta["leaf_modules"]) for m in models)
+    agree = built.check(meta.get("built"), graphs, sides, meta["input_shape"], folder)
+    if agree:
+        log.warning(agree)
     for col, (side, g) in enumerate(zip(sides, graphs, strict=True)):
         missing = [m[col] for m in meta["matches"] if m[col] is not None and m[col] not in g.nodes]
         if missing:

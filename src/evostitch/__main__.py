@@ -1,0 +1,5 @@
+"""`python -m evostitch`: the command line."""
+
+from evostitch.cli import main
+
+main()
