@@ -37,3 +37,14 @@ def test_core_imports_without_ray_matplotlib_typer():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_demo_extra_is_imported_only_where_bundled_data_is_read():
+    # `pip install evostitch` without [demo] must still run every command but the demo
+    code = (
+        "import sys, evostitch.cli, evostitch.api, evostitch.data, evostitch.demo\n"
+        "bad = [m for m in ('mlxtend', 'sklearn', 'stardist') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

