@@ -19,13 +19,15 @@ is the default before the downstream stage), `lsN+sM` / `lsN+eE` (then M gradien
 by `+kdK` (then K steps of the downstream stage, training.downstream: all stitches on
 random offspring toward the parents' output).
 With `--drop`, each variant's offspring are also scored with the switches whose single
-crossing keeps less than 0.9 of the lower parent on the val split set to 0: what a search
+crossing keeps less than 0.9 (or each threshold given) of the lower parent on the val split
+set to 0: what a search
 sees once `evostitch stitch` has left those stitches out (`fitting.leave_out_poor`).
 Goals (issue 37): p = 0.1 median 0.85 on the demo pair, 0.95 on the pretrained pair (0.80
 at p = 0.25); p = 0.02 not below `ls2048`; stitch training at most 3x `ls2048`'s time.
 
 Run: .venv/bin/python benchmarks/stitch_quality.py [--pair demo|pretrained]
-        [--variants ls2048,default] [--offspring 100] [--p 0.02,0.1,0.25] [--drop]
+        [--variants ls2048,default] [--offspring 100] [--p 0.02,0.1,0.25]
+        [--drop [0.9,0.97]] [--skip-kept]
 """
 
 from __future__ import annotations
@@ -108,9 +110,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--drop",
-        action="store_true",
+        nargs="?",
+        const=str(POOR),
+        default="",
         help="also score each offspring with the switches whose single crossing keeps less "
-        "than 0.9 of the lower parent on VAL left out (set to 0), as a search would see them",
+        f"than this fraction (default {POOR:g}; comma-separated for several) of the lower "
+        "parent on VAL left out (set to 0), as a search would see them",
+    )
+    ap.add_argument(
+        "--skip-kept",
+        action="store_true",
+        help="with --drop, score only the offspring with poor switches left out (and no "
+        "transition map on test)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,31 +176,38 @@ def main() -> None:
                     flush=True,
                 )
             results[name] = {}
-            fractions = [p["fraction"] for p in transition_map(net, ev, "test")["points"]]
-            crossing[name] = (statistics.median(fractions), sum(f < POOR for f in fractions))
-            print(
-                f"  single crossings ({len(fractions)}): median {crossing[name][0]:.3f} of the "
-                f"lower parent, {crossing[name][1]} below {POOR:g}",
-                flush=True,
-            )
-            poor = set()
+            if not args.skip_kept:
+                fractions = [p["fraction"] for p in transition_map(net, ev, "test")["points"]]
+                crossing[name] = (statistics.median(fractions), sum(f < POOR for f in fractions))
+                print(
+                    f"  single crossings ({len(fractions)}): median {crossing[name][0]:.3f} of "
+                    f"the lower parent, {crossing[name][1]} below {POOR:g}",
+                    flush=True,
+                )
+            left_out = {}
             if args.drop:
                 val_map = transition_map(net, Evaluator(net, val, 10, device="cpu"), "val")
-                poor = {tuple(q["genotype"]) for q in val_map["points"] if q["fraction"] < POOR}
-                poor = {(i, v) for g in poor for i, v in enumerate(g) if i and v}
-                print(f"  {len(poor)} switches left out (poor single crossing on val)")
+                for threshold in (float(v) for v in args.drop.split(",")):
+                    poor = [q["genotype"] for q in val_map["points"] if q["fraction"] < threshold]
+                    left_out[threshold] = {(i, v) for g in poor for i, v in enumerate(g) if i and v}
+                    print(
+                        f"  < {threshold:g}: {len(left_out[threshold])} switches left out "
+                        "(poor single crossing on val)"
+                    )
             for p, genotypes in draws.items():
-                if poor:
+                for threshold, poor in left_out.items():
                     kept = [
                         net.canonical([0 if i and (i, v) in poor else v for i, v in enumerate(g)])
                         for g in genotypes
                     ]
                     stitched = statistics.mean(len(net.plan(g).stitched) for g in kept)
                     print(
-                        f"  p={p:g} poor left out ({stitched:.1f} stitches): "
+                        f"  p={p:g} poor (< {threshold:g}) left out ({stitched:.1f} stitches): "
                         f"{summary(scores(ev, kept), base)}",
                         flush=True,
                     )
+                if args.skip_kept:
+                    continue
                 results[name][p] = scores(ev, genotypes)
                 stitched = statistics.mean(len(net.plan(g).stitched) for g in genotypes)
                 print(
@@ -201,6 +219,8 @@ def main() -> None:
     head = " ".join(f"{'p=' + format(p, 'g'):>22s}" for p in probs)
     print(f"{'variant':14s} {head}   single crossings (median, < {POOR:g})")
     for name, by_p in results.items():
+        if not by_p:
+            continue
         cells = []
         for p in probs:
             q1, med, q3 = statistics.quantiles([v / base for v in by_p[p]], n=4, method="inclusive")
