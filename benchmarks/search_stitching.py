@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 
 from evostitch.data import load_dataset
+from evostitch.evaluation.transitions import POOR
 from evostitch.evolution.algorithms import ALGORITHMS, make_algorithm
 from evostitch.evolution.archive import (
     dominates,
@@ -70,11 +71,11 @@ PROBLEMS = ("classification", "segmentation", "pretrained")
 
 # ----- supernetworks ------------------------------------------------------------------------------
 def build_supernet(
-    problem: str, folder: Path, downstream: int | None = None, keep_poor: bool = True
+    problem: str, folder: Path, downstream: int | None = None, poor: float | None = None
 ) -> str:
     """Build, fit and save `problem`'s supernetwork into folder/supernet (once); its data.
-    Unless `keep_poor`, the stitches whose single crossing is poor on val are left out, as
-    `evostitch stitch` does (`fitting.leave_out_poor`)."""
+    With `poor`, the stitches whose single crossing keeps less than that fraction on val are
+    left out, as `evostitch stitch` does (`fitting.leave_out_poor`)."""
     done = folder / "supernet" / "benchmark.json"
     if done.is_file():
         info = json.loads(done.read_text())
@@ -102,7 +103,7 @@ def build_supernet(
     fit = train_stitches(
         net, load_dataset(data, "train"), seed=0, downstream=downstream, progress=False
     )
-    if not keep_poor:
+    if poor is not None:
         from evostitch.data import dataset_info
         from evostitch.evaluation.holding import hold_evaluator
         from evostitch.evaluation.transitions import transition_map
@@ -110,7 +111,7 @@ def build_supernet(
 
         classes = dataset_info(data).num_classes
         val = hold_evaluator(net, load_dataset(data, "val"), classes, device="cpu")
-        print(leave_out_poor(net, transition_map(net, val)))  # as `evostitch stitch` does
+        print(leave_out_poor(net, transition_map(net, val), poor))  # as `evostitch stitch` does
     net.save(folder / "supernet")
     seconds = time.perf_counter() - start
     record = {"data": data, "parents": _short(parents), "seconds": seconds}
@@ -276,9 +277,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--leave-out-poor",
-        action="store_true",
-        help="leave out the stitches whose single crossing keeps < 0.9 of the lower parent on "
-        "val, as `evostitch stitch` does (the supernetwork is its own, in <problem>-lo)",
+        nargs="?",
+        type=float,
+        const=POOR,
+        default=None,
+        help=f"leave out the stitches whose single crossing keeps less than this fraction "
+        f"(default {POOR:g}) of the lower parent on val, as `evostitch stitch` does (the "
+        "supernetwork is its own, in <problem>-lo, or <problem>-loT for another threshold)",
     )
     args = ap.parse_args()
     if not 0 <= args.steer_to <= 1 or not 0 <= args.p_stitch <= 1:
@@ -305,8 +310,11 @@ def main() -> None:
     for name in problems:
         kd = args.downstream_steps
         folder = OUT / (name if kd is None else f"{name}-kd{kd}")
-        folder = folder.with_name(folder.name + "-lo") if args.leave_out_poor else folder
-        data = build_supernet(name, folder, kd, keep_poor=not args.leave_out_poor)
+        poor = args.leave_out_poor
+        if poor is not None:
+            suffix = "-lo" if poor == POOR else f"-lo{poor:g}"
+            folder = folder.with_name(folder.name + suffix)
+        data = build_supernet(name, folder, kd, poor)
         subset = args.val_subset or None
         spec = problem_spec(folder / "supernet", data, subset=subset)
         problem, net = problem_from_spec(spec, device="cpu")

@@ -10,6 +10,7 @@ import torch
 
 from evostitch import Supernet
 from evostitch.errors import SupernetError
+from evostitch.evaluation.transitions import POOR
 from evostitch.fitting import leave_out_poor
 
 
@@ -59,14 +60,17 @@ def test_poor_crossings_are_left_out_in_one_line(net):
     stitches = sorted(net.stitches)
     points = [
         {"from": f"a:n{i}", "to": f"b:m{i}", "stitch": s, "fraction": f}
-        for i, (s, f) in enumerate(zip(stitches, [0.42, 0.95, 0.89, 1.01], strict=False))
+        for i, (s, f) in enumerate(zip(stitches, [0.42, POOR, POOR - 0.01, 1.01], strict=False))
     ]
     line = leave_out_poor(net, {"points": points, "metric": "accuracy"})
     assert net.left_out == {stitches[0], stitches[2]}
     assert line.startswith("Left out 2 of 4 stitches")
-    assert "a:n0 -> b:m0 0.42, a:n2 -> b:m2 0.89" in line and "--keep-poor-stitches" in line
+    assert f"a:n0 -> b:m0 0.42, a:n2 -> b:m2 {POOR - 0.01:.2f}" in line
+    assert "--keep-poor-stitches" in line
     line = leave_out_poor(net, {"points": points[1:2], "metric": "accuracy"})
     assert net.left_out == frozenset() and line.startswith("No stitch left out")
+    line = leave_out_poor(net, {"points": points, "metric": "accuracy"}, threshold=0.5)
+    assert net.left_out == {stitches[0]} and "less than 0.5 of" in line
 
 
 def test_inspect_names_the_left_out_stitches(net, tmp_path, capsys):

@@ -149,7 +149,7 @@ def stitch(
     into groups (`Supernet.build_many`). `hold_samples`
     random offspring per p are scored before and after (0: none; `evaluation.holding`),
     then every single crossing (the transition map): stitches whose crossing keeps less
-    than 0.9 of the lower parent are left out of every offspring unless
+    than `evaluation.transitions.POOR` of the lower parent are left out of every offspring unless
     `keep_poor_stitches` (`Supernet.leave_out`).
     `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 

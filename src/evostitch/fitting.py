@@ -74,19 +74,23 @@ def fit_supernet(
             save_transitions(transitions, folder)
 
 
-def leave_out_poor(net: Supernet, transitions: dict) -> str:
-    """Leave out the stitches whose single crossing keeps less than `POOR` of the lower
+def leave_out_poor(net: Supernet, transitions: dict, threshold: float = POOR) -> str:
+    """Leave out the stitches whose single crossing keeps less than `threshold` of the lower
     parent (on the demo pair, random offspring at p = 0.1 go from 0.25 to 0.87 of the
     parents' accuracy: docs/METHOD.md section 4); one line saying which."""
     poor = sorted(
-        (p for p in transitions["points"] if p["fraction"] < POOR), key=lambda p: p["fraction"]
+        (p for p in transitions["points"] if p["fraction"] < threshold),
+        key=lambda p: p["fraction"],
     )
     net.leave_out(p["stitch"] for p in poor)
     if not poor:
-        return f"No stitch left out: every single crossing keeps at least {POOR:g} of its parents."
+        return (
+            f"No stitch left out: every single crossing keeps at least {threshold:g} of its "
+            "parents."
+        )
     worst = ", ".join(f"{p['from']} -> {p['to']} {p['fraction']:.2f}" for p in poor[:3])
     return (
         f"Left out {len(poor)} of {len(transitions['points'])} stitches whose single crossing "
-        f"keeps less than {POOR:g} of the lower parent's {transitions['metric']} (worst "
+        f"keeps less than {threshold:g} of the lower parent's {transitions['metric']} (worst "
         f"{worst}): no offspring takes them (--keep-poor-stitches keeps them)."
     )

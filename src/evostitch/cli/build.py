@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .. import api
 from ..errors import EvostitchError
+from ..evaluation.transitions import POOR
 from ..files import expand_user
 from ..options import check_match_options, parent_list
 from ..supernet import side_names
@@ -174,7 +175,7 @@ def stitch(
     keep_poor_stitches: Annotated[
         bool,
         typer.Option(
-            help="Keep stitches whose single crossing keeps less than 0.9 of the lower "
+            help=f"Keep stitches whose single crossing keeps less than {POOR:g} of the lower "
             "parent on val (by default no offspring takes them: chains through them break; "
             "see docs/METHOD.md section 4)."
         ),

@@ -28,7 +28,10 @@ from .evaluator import Evaluator
 
 TRANSITIONS_FILE = "transitions.json"
 MAX_TRANSITIONS_BYTES = 8 << 20  # about 200 bytes a point
-POOR = 0.9  # a crossing below this fraction of the lower parent is named
+# A crossing below this fraction of the lower parent is poor: named, and its stitch left
+# out of every offspring by `evostitch stitch` (0.9 before stop 46; 0.98 lifts random
+# offspring with many stitches: docs/METHOD.md section 4).
+POOR = 0.98
 
 
 def crossings(net: Supernet) -> list[tuple[Switch, tuple[int, ...]]]:
