@@ -16,6 +16,7 @@ Install (the wheels pin an old numpy: no dependencies):
 Run:
     .venv/bin/python benchmarks/pretrained_transfer.py [--budget 150] [--steps 0]
         [--parents 0,2] [--out benchmarks/out/pretrained_transfer] [--quick]
+        [--keep-poor-stitches]
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def main() -> None:
         "--nodes", choices=("blocks", "all"), default="all",
         help="match every node (the library's default) or block outputs only",
     )  # fmt: skip
+    ap.add_argument(
+        "--keep-poor-stitches",
+        action="store_true",
+        help="keep the stitches whose single crossing is poor (as before issue 37's leaving out)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -87,6 +93,7 @@ def main() -> None:
         spec_a, spec_b, SHAPE, data=DATA, out=sn, weights_a=weights_a, weights_b=weights_b,
         fit_samples=args.fit_samples, steps=args.steps, seed=args.seed, progress=False,
         leaf_modules=BLOCKS if args.nodes == "blocks" else (),
+        keep_poor_stitches=args.keep_poor_stitches,
     )  # fmt: skip
     print(f"supernet: {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
     trained = json.loads((sn / "stitch_losses.json").read_text())
