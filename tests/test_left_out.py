@@ -5,6 +5,8 @@ it and a front member exports as it was scored; the choice is saved with the fol
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
@@ -83,3 +85,50 @@ def test_inspect_names_the_left_out_stitches(net, tmp_path, capsys):
     assert code == 0, err
     assert "2 stitches left out (no offspring takes them" in " ".join(out.split())
     assert ", ".join(keys) in out
+
+
+def test_a_switch_whose_every_stitch_is_left_out_changes_no_offspring(net):
+    single = next(s for s in net.switches if net.genotype_spec[s.index] == 2)
+    g = crossing(net, single.stitch)
+    assert net.active_variables(g)[single.index]
+    net.leave_out([single.stitch])
+    assert not net.active_variables(g)[single.index]  # any value: the same offspring
+    several = [s for s in net.switches if net.genotype_spec[s.index] > 2]
+    if several:  # one of its stitches left out: the others still change the offspring
+        first, other = several[0], next(s for s in several[1:] if s.index == several[0].index)
+        net.leave_out([first.stitch])
+        assert net.active_variables(crossing(net, other.stitch))[other.index]
+
+
+def test_the_hold_line_describes_the_offspring_left_after_leaving_out(net, monkeypatch):
+    from evostitch import fitting
+    from evostitch.data import load_dataset
+    from evostitch.evaluation.holding import HoldCheck, hold_evaluator
+    from evostitch.training import TrainResult
+
+    val = hold_evaluator(net, load_dataset("digits", "val"), 10, images=64)
+    poor = sorted(net.stitches)[:2]
+    events = []
+
+    def fake_map(_net, _val):
+        events.append("map")
+        points = [
+            {"from": f"a:{s}", "to": f"b:{s}", "stitch": s, "fraction": 0.5 if s in poor else 1}
+            for s in net.stitches
+        ]
+        return {"points": points, "metric": "accuracy", "text": "the map"}
+
+    monkeypatch.setattr(fitting, "transition_map", fake_map)
+    fitted = fitting.fit_and_map(
+        net, lambda: events.append("train") or TrainResult({}, 0), val, samples=6, seed=3
+    )
+    assert events == ["train", "map"] and net.left_out == set(poor)
+    assert fitted.hold["left_out"] == [2, len(net.stitches)]
+    assert f"with the 2 of {len(net.stitches)} poor stitches left out" in fitted.hold["text"]
+    assert fitted.lines[-1].startswith("Left out 2 of") and "the map" in fitted.lines
+    again = HoldCheck(val, samples=6, seed=3).measure()  # scored with them left out
+    trained = {row["p"]: row["trained"]["median"] for row in fitted.hold["p"]}
+    assert trained == {p: statistics.median(again[p]) for p in trained}
+    net.leave_out([])
+    kept = fitting.fit_and_map(net, lambda: TrainResult({}, 0), val, samples=6, keep_poor=True)
+    assert not net.left_out and "left_out" not in kept.hold and kept.transitions["text"]

@@ -4,15 +4,25 @@ saved into the output folder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .data import dataset_info, load_dataset
-from .evaluation.holding import hold_evaluator, measured, save_hold_figure
+from .evaluation import Evaluator
+from .evaluation.holding import (
+    HOLD_SAMPLES,
+    hold_evaluator,
+    measured,
+    save_hold_figure,
+    with_left_out,
+)
 from .evaluation.transitions import POOR, save_transitions, transition_map
 from .supernet import Supernet
+from .training import DEFAULT_FIT_SAMPLES, TrainResult, train_stitches
 
 
 def fit_supernet(
@@ -32,17 +42,17 @@ def fit_supernet(
     map; both skipped when `hold_samples` is 0); losses and figures saved into `folder`.
     Stitches whose single crossing keeps less than `POOR` of the lower parent are left
     out of every offspring (`Supernet.leave_out`) unless `keep_poor`."""
-    from .training import DEFAULT_FIT_SAMPLES, train_stitches
-
     data, seed = matching["data"], training["seed"]
     fit_samples = training["fit_samples"]
     val = hold_evaluator(
         net, load_dataset(data, "val"), dataset_info(data).num_classes, device=device, amp=amp
     )
-    result, hold = measured(
+    train = load_dataset(data, "train")
+    fitted = fit_and_map(
+        net,
         lambda: train_stitches(
             net,
-            load_dataset(data, "train"),
+            train,
             fit_samples=DEFAULT_FIT_SAMPLES if fit_samples is None else fit_samples,
             fit_memory=training["fit_memory"],
             steps=training["steps"],
@@ -59,19 +69,64 @@ def fit_supernet(
         val,
         samples=hold_samples,
         seed=seed,
+        keep_poor=keep_poor,
     )
-    transitions = transition_map(net, val) if hold_samples else None
-    lines = [result.summary(net), *(f["text"] for f in (hold, transitions) if f)]
-    if transitions and not keep_poor:
-        lines.append(leave_out_poor(net, transitions))
-    say("\n".join(lines))
+    say("\n".join(fitted.lines))
     if folder is not None:
+        fitted.save(folder)
+
+
+@dataclass
+class Fitted:
+    """What `fit_and_map` measured: the training's result, the hold figure and the
+    transition map (None when not measured) and the lines that say so."""
+
+    result: TrainResult
+    hold: dict | None
+    transitions: dict | None
+    lines: list[str]
+
+    def save(self, folder: Path) -> None:
+        """Losses, hold figure and transition map into a supernetwork folder."""
         folder.mkdir(parents=True, exist_ok=True)
-        result.save(folder / "stitch_losses.json")
-        if hold:
-            save_hold_figure(hold, folder)
-        if transitions:
-            save_transitions(transitions, folder)
+        self.result.save(folder / "stitch_losses.json")
+        if self.hold:
+            save_hold_figure(self.hold, folder)
+        if self.transitions:
+            save_transitions(self.transitions, folder)
+
+
+def fit_and_map(
+    net: Supernet,
+    train: Callable[[], TrainResult],
+    val: Evaluator,
+    *,
+    samples: int = HOLD_SAMPLES,
+    seed: int = 0,
+    keep_poor: bool = False,
+) -> Fitted:
+    """`train()`, then the transition map on `val` and the poor stitches left out (unless
+    `keep_poor`); random offspring scored on `val` before and after all of it, so that the
+    hold line describes the offspring a search will see. Without `samples`, neither the
+    figure nor the map is made and nothing is left out."""
+    found: dict[str, Any] = {}
+
+    def train_and_leave_out() -> TrainResult:
+        result = train()
+        if samples:
+            found["map"] = transition_map(net, val)
+            if not keep_poor:
+                found["line"] = leave_out_poor(net, found["map"])
+        return result
+
+    result, hold = measured(train_and_leave_out, val, samples=samples, seed=seed)
+    if hold is not None and net.left_out:
+        hold = with_left_out(hold, len(net.left_out), len(net.stitches))
+    transitions = found.get("map")
+    lines = [result.summary(net), *(f["text"] for f in (hold, transitions) if f)]
+    if "line" in found:
+        lines.append(found["line"])
+    return Fitted(result, hold, transitions, lines)
 
 
 def leave_out_poor(net: Supernet, transitions: dict, threshold: float = POOR) -> str:

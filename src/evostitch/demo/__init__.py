@@ -15,12 +15,11 @@ from ..api import search as search_supernet
 from ..data import load_dataset
 from ..devices import torch_threads
 from ..errors import RunError
-from ..evaluation.holding import hold_evaluator, measured, save_hold_figure
-from ..evaluation.transitions import save_transitions, transition_map
+from ..evaluation.holding import hold_evaluator
 from ..evolution.algorithms import AUTO, default_algorithm
 from ..evolution.stitching import make_evaluator
 from ..files import atomic_write, inside, writable_folder, write_text_atomic
-from ..fitting import leave_out_poor
+from ..fitting import fit_and_map
 from ..results.findings import KEYS as FINDINGS
 from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
@@ -105,26 +104,19 @@ def run_demo(
         spec = info["dataset"]
         say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
         say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
-        result, hold = measured(
+        val = hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes)
+        train = load_dataset(spec, "train")
+        fitted = fit_and_map(  # leaves the poor stitches out, as `evostitch stitch` does
+            net,
             lambda: train_stitches(
-                net,
-                load_dataset(spec, "train"),
-                steps=steps,
-                downstream=downstream,
-                seed=seed,
-                progress=progress,
+                net, train, steps=steps, downstream=downstream, seed=seed, progress=progress
             ),
-            val := hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes),
+            val,
             seed=seed,
         )
-        transitions = transition_map(net, val)
-        lines = [*result.summary(net).splitlines(), hold["text"], transitions["text"]]
-        lines.append(leave_out_poor(net, transitions))  # as `evostitch stitch` does
-        say("\n".join(f"    {line}" for line in lines))
+        say("\n".join(f"    {line}" for text in fitted.lines for line in text.splitlines()))
         net.save(out / "supernet")
-        result.save(out / "supernet" / "stitch_losses.json")
-        save_hold_figure(hold, out / "supernet")
-        save_transitions(transitions, out / "supernet")
+        fitted.save(out / "supernet")
         if algorithm == AUTO:
             algorithm = default_algorithm(len(net.genotype_spec))
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")

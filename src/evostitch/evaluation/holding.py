@@ -158,8 +158,16 @@ def hold_figure(
     return figure
 
 
+def with_left_out(figure: dict[str, Any], left_out: int, stitches: int) -> dict[str, Any]:
+    """The figure of offspring measured with `left_out` of `stitches` stitches left out
+    (their switches read 0), its text saying so."""
+    figure = {**figure, "left_out": [left_out, stitches]}
+    return {**figure, "text": hold_text(figure)}
+
+
 def hold_text(figure: dict[str, Any]) -> str:
-    """One sentence: median fraction kept per p, trained against untrained."""
+    """One sentence: median fraction kept per p, trained against untrained, and how many
+    stitches were left out of the trained offspring."""
     parts = []
     for row in figure["p"]:
         t = row["trained"]
@@ -167,10 +175,14 @@ def hold_text(figure: dict[str, Any]) -> str:
         if "untrained" in row:
             part += f" (untrained {row['untrained']['median']:.3f})"
         parts.append(part)
+    left = ""
+    if figure.get("left_out"):
+        n, of = figure["left_out"]
+        left = f"; trained: with the {n} of {of} poor stitches left out"
     return (
         f"Random offspring keep a median of {'; '.join(parts)} of the parents' mean "
         f"{figure['metric']} ({figure['samples']} offspring per p, {figure['images']} "
-        f"{figure['split']} images)."
+        f"{figure['split']} images{left})."
     )
 
 

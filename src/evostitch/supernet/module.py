@@ -72,6 +72,7 @@ class Supernet(nn.Module):
         self.data: str | None = None  # dataset spec the stitches were trained on
         self.left_out: frozenset[str] = frozenset()  # stitches no offspring takes
         self._off: set[tuple[int, int]] = set()  # their (position, value) pairs
+        self._dead: set[int] = set()  # positions whose every stitch is left out
         self.stitches = nn.ModuleDict()  # ba0, ab0, ba1, ...: the switches' order
         for sw in self.structure.switches:
             self.stitches[sw.stitch] = Stitch(
@@ -241,6 +242,12 @@ class Supernet(nn.Module):
             raise SupernetError(f"cannot leave out {unknown[0]}: no such stitch")
         self.left_out = keys
         self._off = {(sw.index, sw.value) for sw in self.switches if sw.stitch in keys}
+        # positions whose every stitched value is left out: they never change an offspring
+        self._dead = {
+            i
+            for i, c in enumerate(self.genotype_spec)
+            if i and all((i, v) in self._off for v in range(1, c))
+        }
         self._plan.cache_clear()
 
     def _taken(self, g: tuple[int, ...]) -> tuple[int, ...]:
@@ -250,8 +257,12 @@ class Supernet(nn.Module):
         return tuple(0 if i and (i, v) in self._off else v for i, v in enumerate(g))
 
     def active_variables(self, genotype: Sequence[int]) -> list[bool]:
-        """Which genotype positions change the offspring (the output switch always does)."""
-        return list(self.plan(genotype).active)
+        """Which genotype positions change the offspring (the output switch always does);
+        a switch whose every stitch is left out never does."""
+        active = self.plan(genotype).active
+        if not self.left_out:
+            return list(active)
+        return [on and i not in self._dead for i, on in enumerate(active)]
 
     def canonical(self, genotype: Sequence[int]) -> tuple[int, ...]:
         """The genotype with every inactive variable (and left-out switch) set to 0: equal
