@@ -17,6 +17,10 @@ what the phase allocates is, whether torch or glibc keeps it afterwards or not.
   steps, no held-out images); goal: at most 1.5x (parent A + parent B + stitches), each
   measured as above;
 - train: `train_stitches` for --steps gradient steps (no least-squares fit); the same goal;
+- downstream: --steps steps of the downstream stage alone (no fit, no held-out images):
+  every image its own offspring over both parents, the backward pass in micro-batches
+  (`training.downstream.micro_batch`); the same goal; `downstream-whole` (info): the
+  same with the whole batch in one backward pass, what micro-batches save;
 - evaluate: `Evaluator.metrics` of one offspring on one batch: one crossover from A into
   B (past a quarter of A, the one running the fewest nodes; see `crossover`); goal:
   at most 1.2x the larger parent's forward;
@@ -52,7 +56,8 @@ from evostitch.errors import EvostitchError
 from evostitch.evaluation import Evaluator
 from evostitch.models import load_model
 from evostitch.supernet import Executor, Supernet
-from evostitch.training import train_stitches
+from evostitch.training import downstream, train_stitches
+from evostitch.training.downstream import micro_batch
 
 MIB = 2**20
 
@@ -187,13 +192,18 @@ def run_phase(args) -> dict:
     params = sum(p.numel() * p.element_size() for p in net.stitches.parameters())
     targets = sum(math.prod(net.graphs[sw.side][sw.node].shape[1:]) for sw in net.switches)
     info.update(params=params, targets=targets * args.batch * 4, data=ds.images.nbytes)
+    stage = args.phase.startswith("downstream")
+    if stage:
+        info["micro"] = args.batch if args.phase == "downstream-whole" else micro_batch(net)
+        downstream.micro_batch = lambda net: info["micro"]
     rss = reset_peak()
     try:
         train_stitches(
             net,
             ds,
             fit_samples=args.batch if args.phase == "fit" else 0,
-            steps=0 if args.phase == "fit" else args.steps,
+            steps=0 if args.phase == "fit" or stage else args.steps,
+            downstream=args.steps if stage else 0,
             held_out=0,
             batch_size=args.batch,
             device="cpu",
@@ -217,6 +227,8 @@ PHASES = {  # phase: its row's label
     "fit": "fit stitches (least squares)",
     "train": "train stitches (gradient steps)",
     "train-noclean": "train, clean_targets=False (info)",
+    "downstream": "downstream stage, micro-batches",
+    "downstream-whole": "downstream stage, whole batch (info)",
 }
 
 
@@ -257,7 +269,7 @@ def main() -> None:
     peak = {k: v["peak"] / MIB for k, v in res.items()}
     base = {}
     if {"a", "b", "stitches"} <= peak.keys():
-        for k in ("fit", "train", "train-noclean"):
+        for k in ("fit", "train", "train-noclean", "downstream", "downstream-whole"):
             base[k] = (peak["a"] + peak["b"] + peak["stitches"], None if "-" in k else 1.5)
     if {"a", "b"} <= peak.keys():
         base["evaluate"] = (max(peak["a"], peak["b"]), 1.2)
@@ -276,6 +288,8 @@ def main() -> None:
         "baselines: train = A + B + stitches; evaluate = max(A, B); "
         "evaluate p = 0.1 = both parents merged"
     )
+    for k in (k for k in ("downstream", "downstream-whole") if k in res):
+        print(f"{PHASES[k]}: {res[k]['micro']} images per backward pass")
     for k in (k for k in res if "error" in res[k]):
         print(f"{k} stopped early: {res[k]['error']}")
     for k in ("evaluate", "evaluate-mixed"):

@@ -4,6 +4,7 @@ offspring they sit in compute, and a killed stage resumes to the same weights.""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -98,6 +99,38 @@ def test_stage_keeps_parents_exact_and_lowers_held_out_offspring_loss(digits_net
         for g, ref in zip(net.reference_genotypes, before_refs, strict=True):
             assert torch.equal(net(x, g), ref)  # references use no stitch: unchanged
     assert [p.requires_grad for p in net.parents.parameters()] == wanted  # as they were
+
+
+def test_a_step_in_micro_batches_is_the_whole_batchs_step(digits_net):
+    net, train, _ = digits_net
+    saved = {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    x = torch.stack([train[i][0] for i in range(32)])
+    steps = {}
+    for micro in (32, 5):  # 5: six parts of 5 and one of 2
+        net.stitches.load_state_dict(saved)
+        run = stage.StageRun(1, stage.StageOptimizer(net), micro=micro, progress=False)
+        history = stage.train_downstream(net, [x], run)
+        steps[micro] = history, {k: v.clone() for k, v in net.stitches.state_dict().items()}
+    net.stitches.load_state_dict(saved)
+    assert steps[5][0] == pytest.approx(steps[32][0], rel=1e-5)
+    moved = [k for k in saved if not torch.equal(steps[32][1][k], saved[k])]
+    assert moved  # the step did something, and both ways the same thing (to float sums)
+    for k in moved:
+        whole, parts = (steps[m][1][k] - saved[k] for m in (32, 5))
+        assert float((parts - whole).abs().max()) <= 1e-2 * float(whole.abs().max()), k
+
+
+def test_micro_batches_follow_the_memory_budget(digits_net):
+    net = digits_net[0]
+    per_image = sum(
+        math.prod(n.shape[1:]) * 4
+        for g in net.graphs.values()
+        for n in g.nodes.values()
+        if n.shape is not None
+    )
+    assert stage.micro_batch(net, memory=1) == 1  # never below one image
+    assert stage.micro_batch(net, memory=10 * per_image) == 10
+    assert stage.micro_batch(net) >= 256  # a small network: the default batch in one pass
 
 
 class Squashed(nn.Module):

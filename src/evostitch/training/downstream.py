@@ -191,6 +191,24 @@ class StageRun:
     # the held-out loss before the stage and the stitches it started from (a resumed
     # stage gets them from its checkpoint: it needs them to check and undo itself)
     start: tuple[float, dict[str, torch.Tensor]] | None = None
+    micro: int | None = None  # images per backward pass (None: `micro_batch`)
+
+
+def micro_batch(net: Supernet, memory: int | None = None) -> int:
+    """Images per backward pass, so that the autograd graph (every tensor of both parents
+    for each image, the most a walk can keep) takes at most `memory` bytes (default: the
+    fit's budget, the stitches' own weights and at least 256 MiB). A step's gradient is
+    the same in any number of passes: the loss is a sum over images."""
+    from .fit import default_fit_memory
+
+    per_image = sum(
+        math.prod(n.shape[1:]) * 4
+        for g in net.graphs.values()
+        for n in g.nodes.values()
+        if n.shape is not None
+    )
+    memory = default_fit_memory(net) if memory is None else memory
+    return max(1, memory // max(per_image, 1))
 
 
 def train_downstream(
@@ -200,6 +218,7 @@ def train_downstream(
     (inputs on the stitches' device) each; returns `run.history`. The learning rate
     follows a cosine over `run.steps`."""
     steps, first, opt = run.steps, run.first, run.opt
+    micro = run.micro or micro_batch(net)
     last = steps if until is None else min(until, steps)
     bar_on = run.progress and last > first
     with (
@@ -209,22 +228,35 @@ def train_downstream(
         bar.update(completed=first)
         for step, x in zip(range(first, last), batches, strict=False):
             opt.set_lr(0.5 * opt.lr * (1 + math.cos(math.pi * step / steps)))
-            loss = offspring_loss(net, x, step_offspring(net, run.seed, step, len(x)), run.amp)
-            if not torch.isfinite(loss):
+            loss = _accumulate(net, x, step_offspring(net, run.seed, step, len(x)), micro, run)
+            if loss is None:
                 raise SupernetError(
-                    f"the downstream stage diverged at step {step} (loss {float(loss)}): "
-                    "check the parents give finite outputs on this data, or use "
-                    "--downstream-steps 0"
+                    f"the downstream stage diverged at step {step}: check the parents give "
+                    "finite outputs on this data, or use --downstream-steps 0"
                 )
-            loss.backward()
             opt.opt.step()
             opt.opt.zero_grad(set_to_none=True)
-            run.history.append(float(loss.detach()))
-            kl = run.history[-1]
-            bar.update(advance=1, description=f"training stitches downstream (KL {kl:.3f})")
+            run.history.append(loss)
+            bar.update(advance=1, description=f"training stitches downstream (KL {loss:.3f})")
             if run.after_step is not None:
                 run.after_step(step + 1)
     return run.history
+
+
+def _accumulate(
+    net: Supernet, x: torch.Tensor, genotypes: list[tuple[int, ...]], micro: int, run: StageRun
+) -> float | None:
+    """The batch's loss, its gradient accumulated `micro` images at a time (each part's
+    loss weighted by its share of the batch); None if a part's loss is not finite."""
+    total = 0.0
+    for i in range(0, len(x), micro):
+        share = len(x[i : i + micro]) / len(x)
+        part = offspring_loss(net, x[i : i + micro], genotypes[i : i + micro], run.amp) * share
+        if not torch.isfinite(part):
+            return None
+        part.backward()
+        total += float(part.detach())
+    return total
 
 
 def held_out_loss(
