@@ -84,6 +84,109 @@ def _grid_unit(values: np.ndarray) -> float | None:
     return float(unit)
 
 
+def _orders(dag_a: nx.DiGraph, dag_b: nx.DiGraph) -> tuple[list, list, dict, dict, Reach]:
+    """Topological orders and indices of A and B, and the packed reachability of A + B
+    (A's nodes first, then B's)."""
+    order_a = topological_order(dag_a, "dag_a")
+    order_b = topological_order(dag_b, "dag_b")
+    index_a = {v: i for i, v in enumerate(order_a)}
+    index_b = {v: i for i, v in enumerate(order_b)}
+    na, nb = len(order_a), len(order_b)
+    base = Reach.of([(dag_a, order_a, index_a, 0), (dag_b, order_b, index_b, na)], na + nb)
+    return order_a, order_b, index_a, index_b, base
+
+
+def _merge_fixed(
+    fixed: list, index_a: dict, index_b: dict, base: Reach
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Merge the fixed pairs into `base` (checked: known nodes, none reused, no cycle);
+    returns their indices and which nodes they use."""
+    na = len(index_a)
+    fixed_idx = []
+    used = np.zeros(na + len(index_b), dtype=bool)
+    for a, b in fixed:
+        if a not in index_a or b not in index_b:
+            raise MatchingError(f"fixed pair {(a, b)} names a node outside the graphs")
+        u, v = index_a[a], na + index_b[b]
+        if used[u] or used[v]:
+            raise MatchingError(f"fixed pair {(a, b)} reuses a node of another fixed pair")
+        if base.connected(u, v):
+            raise MatchingError(f"fixed pairs {fixed} cannot be merged without a cycle")
+        base.merge(u, v)
+        used[u] = used[v] = True
+        fixed_idx.append((u, v))
+    return fixed_idx, used
+
+
+def _candidates(
+    weights: Mapping[Pair, float], index_a: dict, index_b: dict, base: Reach, used: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (indices in A + B, weight) in (topological index of a, of b) order:
+    positive finite weight, nodes free, mergeable after the fixed pairs."""
+    na = len(index_a)
+    items = []
+    for (a, b), weight in weights.items():
+        if a not in index_a or b not in index_b:
+            raise MatchingError(f"weighted pair {(a, b)} names a node outside the graphs")
+        if not weight > 0 or not math.isfinite(weight):
+            continue
+        items.append((index_a[a], na + index_b[b], float(weight)))
+    items.sort()
+    pa = np.array([i[0] for i in items], dtype=np.int64)
+    pb = np.array([i[1] for i in items], dtype=np.int64)
+    w = np.array([i[2] for i in items], dtype=float)
+    ok = ~used[pa] & ~used[pb] & ~base.reaches_many(pa, pb) & ~base.reaches_many(pb, pa)
+    return pa[ok], pb[ok], w[ok]
+
+
+def _depths(dag: nx.DiGraph, order: list, given: Mapping[str, float] | None) -> dict:
+    """Relative depths of a graph's nodes: `given` where known, else `_default_depth`."""
+    depth = _default_depth(dag, order)
+    if given:
+        depth.update({k: float(v) for k, v in given.items() if k in depth})
+    return depth
+
+
+def _tie_break(
+    dep: np.ndarray, pa: np.ndarray, pb: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Weights plus the bonus for pairing similar depths (see the docstring of `bnb`, Ties),
+    the depth mismatch of each pair, and the weights' grid unit (None when off a grid)."""
+    mismatch = np.abs(dep[pa] - dep[pb])
+    unit = _grid_unit(w)
+    budget = 0.5 * unit if unit is not None else 1e-6 * float(w.min())
+    most = min(np.unique(pa).size, np.unique(pb).size) + 1
+    wp = w + budget / most * (1.0 - np.minimum(mismatch, 1.0) ** 2)
+    return wp, mismatch, unit
+
+
+def _dp_solve(method, pa, pb, w, fixed_idx, closure, deadline):
+    """The DP's matching when `method` allows it and it fits, else None (for the branch and
+    bound); with method="dp", too wide a graph is an error."""
+    if method not in ("auto", "dp"):
+        return None
+    limits = DP_LIMITS[method]
+    solved = dp_match(pa, pb, w, fixed_idx, closure, limits, deadline)
+    if solved is None and method == "dp" and not past(deadline):
+        raise MatchingError(
+            f"the graphs are too wide for the dynamic programming (more than "
+            f"{limits[1]} order ideals or {limits[0]} states): use method='bnb'"
+        )
+    return solved
+
+
+def _named_pairs(weights, fixed, chosen, order_a, order_b, index_a) -> list[tuple]:
+    """The fixed and chosen pairs as (a, b, weight), in A's topological order."""
+    na = len(order_a)
+    result = [(a, b, float(weights.get((a, b), 0.0))) for a, b in fixed]
+    result += [
+        (order_a[u], order_b[v - na], float(weights[(order_a[u], order_b[v - na])]))
+        for u, v in chosen
+    ]
+    result.sort(key=lambda t: index_a[t[0]])
+    return result
+
+
 def match_dags(
     dag_a: nx.DiGraph,
     dag_b: nx.DiGraph,
@@ -113,83 +216,27 @@ def match_dags(
         raise MatchingError(f"method must be 'auto', 'dp' or 'bnb', not {method!r}")
     start = time.perf_counter()
     deadline = None if time_limit is None else start + time_limit
-    order_a = topological_order(dag_a, "dag_a")
-    order_b = topological_order(dag_b, "dag_b")
-    index_a = {v: i for i, v in enumerate(order_a)}
-    index_b = {v: i for i, v in enumerate(order_b)}
-    na, nb = len(order_a), len(order_b)
-    base = Reach.of([(dag_a, order_a, index_a, 0), (dag_b, order_b, index_b, na)], na + nb)
+    order_a, order_b, index_a, index_b, base = _orders(dag_a, dag_b)
     closure = base.copy()  # A + B without any merge, for the decomposition
-
-    # fixed pairs: merged first, always in the result
-    fixed = [tuple(p) for p in fixed]
-    used = np.zeros(na + nb, dtype=bool)
-    for a, b in fixed:
-        if a not in index_a or b not in index_b:
-            raise MatchingError(f"fixed pair {(a, b)} names a node outside the graphs")
-        u, v = index_a[a], na + index_b[b]
-        if used[u] or used[v]:
-            raise MatchingError(f"fixed pair {(a, b)} reuses a node of another fixed pair")
-        if base.connected(u, v):
-            raise MatchingError(f"fixed pairs {fixed} cannot be merged without a cycle")
-        base.merge(u, v)
-        used[u] = used[v] = True
-
-    # candidate pairs, in (topological index of a, of b) order
-    items = []
-    for (a, b), weight in weights.items():
-        if a not in index_a or b not in index_b:
-            raise MatchingError(f"weighted pair {(a, b)} names a node outside the graphs")
-        if not weight > 0 or not math.isfinite(weight):
-            continue
-        items.append((index_a[a], na + index_b[b], float(weight)))
-    items.sort()
-    pa = np.array([i[0] for i in items], dtype=np.int64)
-    pb = np.array([i[1] for i in items], dtype=np.int64)
-    w = np.array([i[2] for i in items], dtype=float)
-    ok = ~used[pa] & ~used[pb] & ~base.reaches_many(pa, pb) & ~base.reaches_many(pb, pa)
-    pa, pb, w = pa[ok], pb[ok], w[ok]
+    fixed = [tuple(p) for p in fixed]  # merged first, always in the result
+    fixed_idx, used = _merge_fixed(fixed, index_a, index_b, base)
+    pa, pb, w = _candidates(weights, index_a, index_b, base, used)
 
     chosen: list[tuple[int, int]] = []
     optimal = True
     explored = 0
     if pa.size:
-        # tie-breaking bonus (see the docstring of `bnb`, Ties)
-        da = _default_depth(dag_a, order_a)
-        db = _default_depth(dag_b, order_b)
-        if depth_a:
-            da.update({k: float(v) for k, v in depth_a.items() if k in da})
-        if depth_b:
-            db.update({k: float(v) for k, v in depth_b.items() if k in db})
+        da = _depths(dag_a, order_a, depth_a)
+        db = _depths(dag_b, order_b, depth_b)
         dep = np.array([da[v] for v in order_a] + [db[v] for v in order_b])
-        mismatch = np.abs(dep[pa] - dep[pb])
-        unit = _grid_unit(w)
-        budget = 0.5 * unit if unit is not None else 1e-6 * float(w.min())
-        most = min(np.unique(pa).size, np.unique(pb).size) + 1
-        wp = w + budget / most * (1.0 - np.minimum(mismatch, 1.0) ** 2)
-
-        fixed_idx = [(index_a[a], na + index_b[b]) for a, b in fixed]
-        solved = None
-        if method in ("auto", "dp"):
-            limits = DP_LIMITS[method]
-            solved = dp_match(
-                pa, pb, wp if unit is not None else w, fixed_idx, closure, limits, deadline
-            )
-            if solved is None and method == "dp" and not past(deadline):
-                raise MatchingError(
-                    f"the graphs are too wide for the dynamic programming (more than "
-                    f"{limits[1]} order ideals or {limits[0]} states): use method='bnb'"
-                )
+        wp, mismatch, unit = _tie_break(dep, pa, pb, w)
+        dp_w = wp if unit is not None else w
+        solved = _dp_solve(method, pa, pb, dp_w, fixed_idx, closure, deadline)
         if solved is None:
             solved = bnb_match(pa, pb, w, wp, mismatch, fixed_idx, base, closure, unit, deadline)
         chosen, optimal, explored = solved
 
-    result = [(a, b, float(weights.get((a, b), 0.0))) for a, b in fixed]
-    result += [
-        (order_a[u], order_b[v - na], float(weights[(order_a[u], order_b[v - na])]))
-        for u, v in chosen
-    ]
-    result.sort(key=lambda t: index_a[t[0]])
+    result = _named_pairs(weights, fixed, chosen, order_a, order_b, index_a)
     return MatchResult(
         pairs=result,
         total=float(sum(t[2] for t in result)),

@@ -80,18 +80,18 @@ def _ideal_lattice(order: np.ndarray, cap: int):
     return succ, elem, np.asarray(sizes, dtype=np.int64)
 
 
-def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
-    """Exact optimum by dynamic programming over pairs of order ideals, or None.
+def _take_better(best: np.ndarray, code: np.ndarray, option: np.ndarray, c: int) -> None:
+    """Where `option` beats `best`, take it and record its code `c` (the first best wins ties)."""
+    better = option > best
+    best[better] = option[better]
+    code[better] = c
 
-    A matching is acyclic iff some common topological order of the merged graph exists,
-    i.e. iff it is order-preserving between some linear extensions of A and B. Walking
-    such an order, the nodes placed so far form an order ideal of A and one of B; each
-    step places a node of A alone, one of B alone, or a matched pair. The best total from
-    each pair of ideals is a longest path in this state graph. Only nodes that can be
-    matched matter (with reachability between them), so real networks, whose points form
-    nearly a chain, have a few hundred ideals each. States are processed by decreasing
-    number of placed nodes, one vectorised level at a time. Returns None beyond `limits`
-    (states, ideals per graph) or past the deadline; otherwise (pairs, True, states).
+
+def _lattices(pa, pb, fixed_idx, closure, limits):
+    """The relevant nodes of A and B (candidate or fixed) and their ideal lattices, or None.
+
+    None when a lattice exceeds `limits` (states, ideals per graph); B gets the state
+    budget left by A's ideal count.
     """
     fixed_a = [u for u, _ in fixed_idx]
     fixed_b = [v for _, v in fixed_idx]
@@ -106,11 +106,12 @@ def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
     lat_b = _ideal_lattice(order_b, min(max(1, cap // len(lat_a[2])), cap_ideals))
     if lat_b is None:
         return None
-    succ_a, elem_a, size_a = lat_a
-    succ_b, elem_b, size_b = lat_b
-    nia, nib = size_a.size, size_b.size
-    wa, wb = succ_a.shape[1], succ_b.shape[1]
-    # pair weights between relevant nodes; padded row/column = impossible
+    return ra, rb, lat_a, lat_b
+
+
+def _gains(ra, rb, pa, pb, w, fixed_idx):
+    """Pair weights between relevant nodes (padded row/column: impossible) and which nodes
+    may be placed alone (not fixed ones: they go only together with their partner)."""
     gain = np.full((ra.size + 1, rb.size + 1), -np.inf)
     gain[np.searchsorted(ra, pa), np.searchsorted(rb, pb)] = w
     skip_a = np.ones(ra.size + 1, dtype=bool)
@@ -122,10 +123,33 @@ def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
         gain[:, j] = -np.inf
         gain[i, j] = 0.0
         skip_a[i] = skip_b[j] = False
+    return gain, skip_a, skip_b
+
+
+def _options(i, j, value, lat_a, lat_b, gain, skip_a, skip_b) -> list[np.ndarray]:
+    """Totals of every step from the states (i, j): A alone, B alone, then pairs (codes 1..)."""
+    succ_a, elem_a, _ = lat_a
+    succ_b, elem_b, _ = lat_b
+    wa, wb = succ_a.shape[1], succ_b.shape[1]
+    options = []
+    for k in range(wa):
+        options.append(np.where(skip_a[elem_a[i, k]], value[succ_a[i, k], j], -np.inf))
+    for m in range(wb):
+        options.append(np.where(skip_b[elem_b[j, m]], value[i, succ_b[j, m]], -np.inf))
+    for k in range(wa):
+        for m in range(wb):
+            options.append(value[succ_a[i, k], succ_b[j, m]] + gain[elem_a[i, k], elem_b[j, m]])
+    return options
+
+
+def _fill(lat_a, lat_b, gain, skip_a, skip_b, deadline):
+    """Best total from each pair of ideals and the step taking it (1-based code), by
+    decreasing number of placed nodes, one vectorised level at a time; None past deadline."""
+    nia, nib = lat_a[2].size, lat_b[2].size
     value = np.full((nia + 1, nib + 1), -np.inf)
     value[nia - 1, nib - 1] = 0.0
     choice = np.zeros((nia, nib), dtype=np.int32)
-    rank = (size_a[:, None] + size_b[None, :]).ravel()
+    rank = (lat_a[2][:, None] + lat_b[2][None, :]).ravel()
     by_rank = np.argsort(-rank, kind="stable")
     # states with rank.max() - t placed nodes: by_rank[bounds[t] : bounds[t + 1]]
     bounds = np.append(np.searchsorted(-rank[by_rank], np.arange(-rank.max(), 1)), rank.size)
@@ -136,22 +160,20 @@ def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
         i, j = flat // nib, flat % nib
         best = np.full(flat.size, -np.inf)
         code = np.zeros(flat.size, dtype=np.int32)
-        options = []
-        for k in range(wa):
-            options.append(np.where(skip_a[elem_a[i, k]], value[succ_a[i, k], j], -np.inf))
-        for m in range(wb):
-            options.append(np.where(skip_b[elem_b[j, m]], value[i, succ_b[j, m]], -np.inf))
-        for k in range(wa):
-            for m in range(wb):
-                options.append(value[succ_a[i, k], succ_b[j, m]] + gain[elem_a[i, k], elem_b[j, m]])
+        options = _options(i, j, value, lat_a, lat_b, gain, skip_a, skip_b)
         for c, option in enumerate(options, start=1):
-            better = option > best
-            best[better] = option[better]
-            code[better] = c
+            _take_better(best, code, option, c)
         value[i, j] = best
         choice[i, j] = code
-    if not np.isfinite(value[0, 0]):
-        return None
+    return value, choice
+
+
+def _trace(choice, lat_a, lat_b, ra, rb, fixed_idx) -> list[tuple[int, int]]:
+    """The matched (non-fixed) pairs along the chosen steps from the empty ideals."""
+    succ_a, elem_a, size_a = lat_a
+    succ_b, elem_b, size_b = lat_b
+    nia, nib = size_a.size, size_b.size
+    wa, wb = succ_a.shape[1], succ_b.shape[1]
     pairs = []
     i = j = 0
     while (i, j) != (nia - 1, nib - 1):
@@ -166,4 +188,32 @@ def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
             if (int(ra[x]), int(rb[y])) not in fixed_idx:
                 pairs.append((int(ra[x]), int(rb[y])))
             i, j = succ_a[i, k], succ_b[j, m]
-    return pairs, True, nia * nib
+    return pairs
+
+
+def dp_match(pa, pb, w, fixed_idx, closure, limits, deadline):
+    """Exact optimum by dynamic programming over pairs of order ideals, or None.
+
+    A matching is acyclic iff some common topological order of the merged graph exists,
+    i.e. iff it is order-preserving between some linear extensions of A and B. Walking
+    such an order, the nodes placed so far form an order ideal of A and one of B; each
+    step places a node of A alone, one of B alone, or a matched pair. The best total from
+    each pair of ideals is a longest path in this state graph. Only nodes that can be
+    matched matter (with reachability between them), so real networks, whose points form
+    nearly a chain, have a few hundred ideals each. States are processed by decreasing
+    number of placed nodes, one vectorised level at a time. Returns None beyond `limits`
+    (states, ideals per graph) or past the deadline; otherwise (pairs, True, states).
+    """
+    found = _lattices(pa, pb, fixed_idx, closure, limits)
+    if found is None:
+        return None
+    ra, rb, lat_a, lat_b = found
+    gain, skip_a, skip_b = _gains(ra, rb, pa, pb, w, fixed_idx)
+    filled = _fill(lat_a, lat_b, gain, skip_a, skip_b, deadline)
+    if filled is None:
+        return None
+    value, choice = filled
+    if not np.isfinite(value[0, 0]):
+        return None
+    pairs = _trace(choice, lat_a, lat_b, ra, rb, fixed_idx)
+    return pairs, True, lat_a[2].size * lat_b[2].size

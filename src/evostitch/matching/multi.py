@@ -43,7 +43,7 @@ import networkx as nx
 import numpy as np
 
 from ..errors import MatchingError
-from .dp import _ideal_lattice
+from .dp import _ideal_lattice, _take_better
 from .reach import topological_order
 
 Group = tuple[Hashable | None, ...]
@@ -211,13 +211,9 @@ def _progressive(dags, weights, fixed, depths, orders, refine) -> tuple[list[Gro
     return [g for g in best if len(_members(g)) > 1], proven
 
 
-def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
-    """Exact optimum over K-tuples of order ideals (`dp` generalised: a step places a node
-    alone or a group), one vectorised level (nodes placed) at a time; None beyond `cap`."""
-    from . import _grid_unit
-
-    k = len(dags)
-    mate = {m for g in fixed for m in _members(g)}
+def _lattices_k(dags, weights, mate, cap) -> tuple[list[list], list] | None:
+    """Per parent, its matchable nodes (fixed or weighted) in topological order and their
+    ideal lattice, each within the state budget the earlier ones leave; None beyond `cap`."""
     keep = mate | {m for (p, q), t in weights.items() for uv in t for m in ((p, uv[0]), (q, uv[1]))}
     nodes, lats, budget = [], [], cap[0]
     for p, dag in enumerate(dags):
@@ -229,31 +225,68 @@ def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
         if (lat := _ideal_lattice(below, max(1, min(budget, cap[1])))) is None:
             return None
         budget, nodes, lats = budget // lat[2].size, [*nodes, mine], [*lats, lat]
-    idx = [{v: i for i, v in enumerate(mine)} for mine in nodes]
+    return nodes, lats
+
+
+def _pair_gains(nodes, idx, weights, mate, depths) -> dict[tuple[int, int], np.ndarray]:
+    """Per pair of parents, the weights between their nodes (padding and fixed nodes: -inf);
+    on a grid, a bonus for similar depths picks among the optima."""
+    from . import _grid_unit
+
     values = np.array([w for table in weights.values() for w in table.values()])
     unit = _grid_unit(values) if values.size else None
-    pairs = list(itertools.combinations(range(k), 2))
+    pairs = list(itertools.combinations(range(len(nodes)), 2))
     most = sum(min(len(nodes[p]), len(nodes[q])) for p, q in pairs) + 1
     gain = {}
-    for p, q in pairs:  # pair weights; a bonus for similar depths picks among grid optima
+    for p, q in pairs:
         g = gain[(p, q)] = np.full((len(nodes[p]) + 1, len(nodes[q]) + 1), -np.inf)
         for (u, v), w in weights.get((p, q), {}).items():
             if (p, u) not in mate and (q, v) not in mate:
                 near = 1.0 - min(abs(depths[p][u] - depths[q][v]), 1.0) ** 2
                 g[idx[p][u], idx[q][v]] = w + (0.5 * unit / most * near if unit else 0.0)
-    # 0, or the size of a node's fixed group (placed only with exactly it); -1: padding
+    return gain
+
+
+def _fix_groups(nodes, idx, gain, fixed) -> list[np.ndarray]:
+    """Fixed groups' pairs weigh 0 in `gain`; returns per parent, per node, 0 or the size of
+    its fixed group (placed only with exactly it), and -1 for the padding."""
     size = [np.append(np.zeros(len(mine), dtype=np.int64), -1) for mine in nodes]
     for g in fixed:
         for (p, u), (q, v) in itertools.combinations(_members(g), 2):
             gain[(p, q)][idx[p][u], idx[q][v]] = 0.0
         for p, u in _members(g):
             size[p][idx[p][u]] = len(_members(g))
-    moves = [
+    return size
+
+
+def _moves(lats) -> list[tuple[tuple[int, int], ...]]:
+    """Every step: a set of parents, each placing the node of one slot of its ideal's row."""
+    k = len(lats)
+    return [
         tuple(zip(sub, slots, strict=True))
         for m in range(1, k + 1)
         for sub in itertools.combinations(range(k), m)
         for slots in itertools.product(*(range(lats[p][0].shape[1]) for p in sub))
     ]
+
+
+def _move_gain(put, gain, size, fixed) -> np.ndarray:
+    """What placing the nodes `put` (parent -> node indices) in one step adds; -inf where
+    not allowed (a fixed node alone, or a fixed group not placed whole)."""
+    if len(put) == 1:
+        (p, e), *_ = put.items()
+        return np.where(size[p][e] == 0, 0.0, -np.inf)
+    add = sum(gain[(p, q)][put[p], put[q]] for p, q in itertools.combinations(put, 2))
+    for p, e in put.items() if fixed else ():
+        fits = (size[p][e] == 0) | (size[p][e] == len(put))
+        add = np.where(fits, add, -np.inf)
+    return add
+
+
+def _fill_k(lats, moves, gain, size, fixed):
+    """Best total from each K-tuple of ideals and the move taking it (1-based code), one
+    vectorised level (nodes placed) at a time; also the final state and the strides."""
+    k = len(lats)
     counts = [lat[2].size for lat in lats]
     stride = np.cumprod([1] + [c + 1 for c in counts[:0:-1]])[::-1]
     state = [a.ravel() for a in np.meshgrid(*map(np.arange, counts), indexing="ij")]
@@ -271,28 +304,38 @@ def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
             for p, s in move:
                 to += (lats[p][0][at[p], s] - at[p]) * stride[p]
                 put[p] = lats[p][1][at[p], s]
-            if len(move) == 1:
-                (p, e), *_ = put.items()
-                add = np.where(size[p][e] == 0, 0.0, -np.inf)
-            else:
-                add = sum(gain[(p, q)][put[p], put[q]] for p, q in itertools.combinations(put, 2))
-                for p, e in put.items() if fixed else ():
-                    fits = (size[p][e] == 0) | (size[p][e] == len(move))
-                    add = np.where(fits, add, -np.inf)
-            option = value[to] + add
-            better = option > best
-            best[better] = option[better]
-            code[better] = c
+            _take_better(best, code, value[to] + _move_gain(put, gain, size, fixed), c)
         value[flat[level]], choice[flat[level]] = best, code
-    groups, at, here = [], [0] * k, 0
+    return choice, final, stride
+
+
+def _trace_k(nodes, lats, moves, choice, final, stride) -> list[Group]:
+    """The groups along the chosen moves from the empty ideals to the final state."""
+    groups, at, here = [], [0] * len(nodes), 0
     while here != final:
-        move, group = moves[choice[here] - 1], [None] * k
+        move, group = moves[choice[here] - 1], [None] * len(nodes)
         for p, s in move:
             group[p] = nodes[p][lats[p][1][at[p], s]]
             here += int(lats[p][0][at[p], s] - at[p]) * int(stride[p])
             at[p] = int(lats[p][0][at[p], s])
         groups += [tuple(group)] if len(move) > 1 else []
     return groups
+
+
+def _dp_k(dags, weights, fixed, depths, cap) -> list[Group] | None:
+    """Exact optimum over K-tuples of order ideals (`dp` generalised: a step places a node
+    alone or a group), one vectorised level (nodes placed) at a time; None beyond `cap`."""
+    mate = {m for g in fixed for m in _members(g)}
+    found = _lattices_k(dags, weights, mate, cap)
+    if found is None:
+        return None
+    nodes, lats = found
+    idx = [{v: i for i, v in enumerate(mine)} for mine in nodes]
+    gain = _pair_gains(nodes, idx, weights, mate, depths)
+    size = _fix_groups(nodes, idx, gain, fixed)
+    moves = _moves(lats)
+    choice, final, stride = _fill_k(lats, moves, gain, size, fixed)
+    return _trace_k(nodes, lats, moves, choice, final, stride)
 
 
 def match_parents(
