@@ -58,6 +58,7 @@ from evostitch.models import load_model
 from evostitch.supernet import Executor, Supernet
 from evostitch.training import downstream, train_stitches
 from evostitch.training.downstream import micro_batch
+from evostitch.training.fit import default_fit_memory
 
 MIB = 2**20
 
@@ -194,8 +195,9 @@ def run_phase(args) -> dict:
     info.update(params=params, targets=targets * args.batch * 4, data=ds.images.nbytes)
     stage = args.phase.startswith("downstream")
     if stage:
-        info["micro"] = args.batch if args.phase == "downstream-whole" else micro_batch(net)
-        downstream.micro_batch = lambda net: info["micro"]
+        whole = args.phase == "downstream-whole"
+        info["micro"] = args.batch if whole else micro_batch(net, default_fit_memory(net))
+        downstream.micro_batch = lambda net, memory: info["micro"]
     rss = reset_peak()
     try:
         train_stitches(

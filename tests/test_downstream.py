@@ -18,6 +18,7 @@ from evostitch.supernet.executor import combine_outputs
 from evostitch.training import checkpoint, train_stitches
 from evostitch.training import downstream as stage
 from evostitch.training.downstream import _SampleOffspring, distillation, draw_offspring
+from evostitch.training.fit import default_fit_memory
 
 
 def offspring_loss(net: Supernet, x: torch.Tensor, genotypes) -> float:
@@ -130,7 +131,8 @@ def test_micro_batches_follow_the_memory_budget(digits_net):
     )
     assert stage.micro_batch(net, memory=1) == 1  # never below one image
     assert stage.micro_batch(net, memory=10 * per_image) == 10
-    assert stage.micro_batch(net) >= 256  # a small network: the default batch in one pass
+    fit_budget = default_fit_memory(net)  # train_stitches' budget for the stage
+    assert stage.micro_batch(net, fit_budget) >= 256  # small networks: a batch in one pass
 
 
 class Squashed(nn.Module):

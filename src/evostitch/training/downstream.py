@@ -191,23 +191,19 @@ class StageRun:
     # the held-out loss before the stage and the stitches it started from (a resumed
     # stage gets them from its checkpoint: it needs them to check and undo itself)
     start: tuple[float, dict[str, torch.Tensor]] | None = None
-    micro: int | None = None  # images per backward pass (None: `micro_batch`)
+    micro: int | None = None  # images per backward pass (None: the whole batch)
 
 
-def micro_batch(net: Supernet, memory: int | None = None) -> int:
+def micro_batch(net: Supernet, memory: int) -> int:
     """Images per backward pass, so that the autograd graph (every tensor of both parents
-    for each image, the most a walk can keep) takes at most `memory` bytes (default: the
-    fit's budget, the stitches' own weights and at least 256 MiB). A step's gradient is
-    the same in any number of passes: the loss is a sum over images."""
-    from .fit import default_fit_memory
-
+    for each image, the most a walk can keep) takes at most `memory` bytes. A step's
+    gradient is the same in any number of passes: the loss is a sum over images."""
     per_image = sum(
         math.prod(n.shape[1:]) * 4
         for g in net.graphs.values()
         for n in g.nodes.values()
         if n.shape is not None
     )
-    memory = default_fit_memory(net) if memory is None else memory
     return max(1, memory // max(per_image, 1))
 
 
@@ -218,7 +214,6 @@ def train_downstream(
     (inputs on the stitches' device) each; returns `run.history`. The learning rate
     follows a cosine over `run.steps`."""
     steps, first, opt = run.steps, run.first, run.opt
-    micro = run.micro or micro_batch(net)
     last = steps if until is None else min(until, steps)
     bar_on = run.progress and last > first
     with (
@@ -228,7 +223,8 @@ def train_downstream(
         bar.update(completed=first)
         for step, x in zip(range(first, last), batches, strict=False):
             opt.set_lr(0.5 * opt.lr * (1 + math.cos(math.pi * step / steps)))
-            loss = _accumulate(net, x, step_offspring(net, run.seed, step, len(x)), micro, run)
+            genotypes = step_offspring(net, run.seed, step, len(x))
+            loss = _accumulate(net, x, genotypes, run.micro or len(x), run)
             if loss is None:
                 raise SupernetError(
                     f"the downstream stage diverged at step {step}: check the parents give "

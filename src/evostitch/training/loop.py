@@ -17,10 +17,9 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,75 +35,13 @@ from ..progress import progress_bar
 from ..supernet import Supernet
 from . import downstream as stage
 from .checkpoint import identity, load_checkpoint, save_checkpoint
-from .fit import RIDGE, held_out_losses, least_squares_init
+from .fit import RIDGE, default_fit_memory, held_out_losses, least_squares_init
+from .result import TrainResult, point_name
 from .walks import forward_random
 
 DEFAULT_FIT_SAMPLES = 2048  # images of the least-squares fit
 DEFAULT_STEPS = 0  # gradient steps after it
 HELD_OUT = 256  # images kept out of fit and training to measure each stitch
-
-
-@dataclass
-class TrainResult:
-    """How well the stitches imitate their targets, relative to the target's variance
-    (1.0: no better than predicting the target's mean; 0: exact).
-
-    `held_out_losses`: per stitch, on `held_out` images never fitted or trained on (the
-    figure to read). `stitch_losses` / `relative_losses`: MSE and relative MSE during the
-    gradient steps, mean over the last tenth (empty without gradient steps); `history`:
-    the mean relative loss per step."""
-
-    stitch_losses: dict[str, float]
-    steps: int
-    history: list[float] = field(default_factory=list)
-    relative_losses: dict[str, float] = field(default_factory=dict)
-    held_out_losses: dict[str, float] = field(default_factory=dict)
-    fit_samples: int = 0
-    held_out: int = 0
-    downstream_steps: int = 0
-    downstream_history: list[float] = field(default_factory=list)
-    # the stage's measure (`downstream.held_out_loss`) before and after it; before is None
-    # when the stage resumed from a checkpoint; empty without held-out images or stage
-    downstream_held_out: list[float | None] = field(default_factory=list)
-
-    def save(self, path: str | Path) -> None:
-        user_path(path).write_text(json.dumps(vars(self), indent=1))
-
-    def summary(self, net: Supernet, worst: int = 3) -> str:
-        """One line for a person: the held-out losses' median, how many points are poor
-        (> 0.5), and the worst ones by name."""
-        losses = self.held_out_losses or self.relative_losses
-        if not losses:
-            return "stitches: no loss measured (no held-out images and no gradient steps)"
-        where = f"on {self.held_out} held-out images" if self.held_out_losses else "in training"
-        ranked = sorted(losses, key=losses.get, reverse=True)[:worst]
-        names = ", ".join(f"{point_name(net, k)} {losses[k]:.2f}" for k in ranked)
-        poor = sum(v > 0.5 for v in losses.values())
-        line = (
-            f"stitches: relative loss {where} (1.0 = no better than the target's mean): "
-            f"median {statistics.median(losses.values()):.3f}, {poor} of {len(losses)} above "
-            f"0.5; worst {names}"
-        )
-        if len(self.downstream_held_out) == 2:
-            before, after = self.downstream_held_out
-            change = f"{before:.3f} -> {after:.3f}" if before is not None else f"{after:.3f}"
-            ran = len(self.downstream_history)
-            steps = f"{self.downstream_steps} steps"
-            if ran < self.downstream_steps:
-                steps = f"stopped after {ran} of {steps}"
-            line += (
-                f"\ndownstream stage: {steps}; random offspring's KL "
-                f"from the parents' output on the held-out images {change}"
-            )
-            if before is not None and after >= before:
-                line += " (not lower: the stitches before the stage were kept)"
-        return line
-
-
-def point_name(net: Supernet, key: str) -> str:
-    """A stitch as a person reads it: `A:source -> B:node`."""
-    sw = next(s for s in net.switches if s.stitch == key)
-    return f"{sw.src[0].upper()}:{sw.source} -> {sw.side.upper()}:{sw.node}"
 
 
 def _split(n: int, fit_samples: int, held_out: int, seed: int):
@@ -157,175 +94,251 @@ class _Reiterable:
         return iter(self.make())
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `train_stitches` trains (each field is also one of its keywords).
+
+    The least-squares fit on `fit_samples` images (0: keep the weights; `ridge`: its
+    penalty relative to the mean input variance; `fit_memory`: the bytes its equations may
+    take at once, the images walked once per pass that fits, see `least_squares_init`);
+    then gradient steps: `steps`, or `epochs` / `samples` of the training images (at most
+    one; default `DEFAULT_STEPS`), AdamW at `lr` and `weight_decay`, each switch flipped
+    with probability `p`, toward the parents' clean tensors (`clean_targets`); then
+    `downstream` steps of the downstream stage (None: `downstream.default_steps`).
+    `held_out` images (at most a fifth of the data) are never fitted or trained on.
+    Batches of `batch_size` from a DataLoader with `workers` processes; `amp` ("bf16",
+    "fp16") runs the frozen parents under autocast; a checkpoint every
+    `checkpoint_every` steps; everything seeded by `seed`."""
+
+    fit_samples: int = DEFAULT_FIT_SAMPLES
+    steps: int | None = None
+    epochs: float | None = None
+    samples: int | None = None
+    held_out: int = HELD_OUT
+    ridge: float = RIDGE
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    p: float = 0.5
+    clean_targets: bool = True
+    seed: int = 0
+    amp: str | None = None
+    checkpoint_every: int = 100
+    workers: int | None = None
+    fit_memory: int | None = None
+    downstream: int | None = None
+
+
 def train_stitches(
     net: Supernet,
     data: Dataset | DataLoader,
+    settings: TrainSettings | None = None,
     *,
-    fit_samples: int = DEFAULT_FIT_SAMPLES,
-    steps: int | None = None,
-    epochs: float | None = None,
-    samples: int | None = None,
-    held_out: int = HELD_OUT,
-    ridge: float = RIDGE,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-5,
-    p: float = 0.5,
-    clean_targets: bool = True,
-    seed: int = 0,
     device: str | torch.device | None = None,
-    amp: str | None = None,
     checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 100,
-    workers: int | None = None,
-    fit_memory: int | None = None,
     checkpoint_identity: dict | None = None,
-    downstream: int | None = None,
     progress: bool = True,
+    **options,
 ) -> TrainResult:
     """Fit and train every stitch of `net` on the inputs of `data`, a map-style Dataset
-    of (input, target) pairs or a DataLoader over one (labels are not used).
+    of (input, target) pairs or a DataLoader over one (labels are not used), as
+    `settings` say (`options`: any of its fields, replacing them); each stitch's relative
+    loss on the held-out images is returned.
 
-    Stitches are fitted by least squares on `fit_samples` images (0: keep their weights;
-    `ridge`: the fit's penalty relative to the mean input variance; `fit_memory`: the
-    bytes its equations may take at once, the images walked once per pass that fits, see
-    `least_squares_init`), then take gradient
-    steps: `steps`, or `epochs` / `samples` of the training images (at most one; default
-    `DEFAULT_STEPS`). `held_out` images (at most a fifth of the
-    data) are never fitted or trained on; each stitch's relative loss there is returned.
-    `device` (default: CUDA when available) and `amp` ("bf16", "fp16": the frozen
-    parents run under autocast; stitches stay float32) say where and how. With
+    `device` (default: CUDA when available) says where; stitches stay float32. With
     `checkpoint_dir`, state is saved after the fit and every `checkpoint_every` steps, and
     a run started with the same arguments resumes from there (said in one line; one with
     other arguments, other parents or other `checkpoint_identity`, the caller's own
-    settings such as the data spec, is refused in one line naming what differs). Batches
-    stream from `data` through a DataLoader with `workers` processes
-    (`evostitch.data.batches`). Then `downstream` steps (None: `downstream.default_steps`)
-    train all stitches together on random offspring toward the parents' output
-    (`training.downstream`), checkpointed and resumed in the same way.
+    settings such as the data spec, is refused in one line naming what differs).
     """
-    data, own_workers = unwrap(data, "stitch training")
-    workers = own_workers if workers is None else workers
-    if fit_samples < 0 or held_out < 0:
-        raise SupernetError(f"need fit_samples, held_out >= 0; got {fit_samples}, {held_out}")
-    if batch_size < 1 or not 0 <= seed < 2**32:
-        raise SupernetError(f"need batch_size >= 1 and 0 <= seed < 2**32; got {batch_size}, {seed}")
-    fit, train, held = _split(len(data), fit_samples, held_out, seed)
-    steps = _steps(len(train), batch_size, steps, epochs, samples)
-    if downstream is not None and downstream < 0:
-        raise SupernetError(f"need downstream >= 0 steps; got {downstream}")
-    down = stage.default_steps(len(train), batch_size) if downstream is None else downstream
-    device = resolve_device(device)
-    check_amp(amp)
-    net.to(device)
-    net.parents.eval()
-    net.stitches.train()
-    opt = _StitchOptimizers(net, lr=lr, weight_decay=weight_decay)
-    ckpt = user_path(checkpoint_dir) if checkpoint_dir is not None else None
-    settings = {
-        **(checkpoint_identity or {}),
-        **{"seed": seed, "steps": steps, "fit_samples": len(fit), "batch_size": batch_size},
-        **{"ridge": ridge, "lr": lr, "weight_decay": weight_decay, "p": p, "amp": amp},
-        **{"clean_targets": clean_targets, "held_out": len(held), "train_samples": len(data)},
-        "fit_memory": fit_memory,
-        "downstream": down,
-    }
-    plan = identity(net, settings) if ckpt is not None else {}
-    pending = _Pending()  # the optimiser state of whichever stage the checkpoint was in
-    resumed = _resume(net, pending, ckpt, plan, steps + down, progress)
-    start, history, stage_start = resumed if resumed is not None else (0, [], None)
-    history, down_history = history[:steps], history[steps:]
-    down_opt = stage.StageOptimizer(net)
-    pending.apply(opt if start <= steps else down_opt)
+    try:
+        settings = dataclasses.replace(settings or TrainSettings(), **options)
+    except TypeError:
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainSettings)})
+        raise TypeError(f"train_stitches() got unexpected keyword arguments {unknown}") from None
+    trainer = _Trainer(net, data, settings, device, progress)
+    return trainer.run(checkpoint_dir, checkpoint_identity)
 
-    def inputs(indices: list[int]):
-        return (x for x, _ in batches(data, _chunks(indices), workers=workers))
 
-    if resumed is None and fit:
+class _Trainer:
+    """One call of `train_stitches`: its split of the data, its budgets, and the stages in
+    turn (fit, gradient steps, downstream stage, held-out losses), checkpointed."""
+
+    def __init__(self, net: Supernet, data, s: TrainSettings, device, progress: bool) -> None:
+        data, own_workers = unwrap(data, "stitch training")
+        self.workers = own_workers if s.workers is None else s.workers
+        if s.fit_samples < 0 or s.held_out < 0:
+            raise SupernetError(
+                f"need fit_samples, held_out >= 0; got {s.fit_samples}, {s.held_out}"
+            )
+        if s.batch_size < 1 or not 0 <= s.seed < 2**32:
+            raise SupernetError(
+                f"need batch_size >= 1 and 0 <= seed < 2**32; got {s.batch_size}, {s.seed}"
+            )
+        self.fit, self.train, self.held = _split(len(data), s.fit_samples, s.held_out, s.seed)
+        self.steps = _steps(len(self.train), s.batch_size, s.steps, s.epochs, s.samples)
+        if s.downstream is not None and s.downstream < 0:
+            raise SupernetError(f"need downstream >= 0 steps; got {s.downstream}")
+        self.down = (
+            stage.default_steps(len(self.train), s.batch_size)
+            if s.downstream is None
+            else s.downstream
+        )
+        self.device = resolve_device(device)
+        check_amp(s.amp)
+        self.net, self.data, self.s, self.progress = net, data, s, progress
+        self.tail_from = self.steps - max(self.steps // 10, 1)
+        net.to(self.device)
+        net.parents.eval()
+        net.stitches.train()
+        self.opt = _StitchOptimizers(net, lr=s.lr, weight_decay=s.weight_decay)
+        self.ckpt: Path | None = None
+        self.plan: dict = {}
+
+    def identity(self, extra: dict | None) -> dict:
+        """What a checkpoint must have been made with to be resumed."""
+        s = self.s
+        return {
+            **(extra or {}),
+            **{"seed": s.seed, "steps": self.steps, "fit_samples": len(self.fit)},
+            **{"batch_size": s.batch_size, "ridge": s.ridge, "lr": s.lr},
+            **{"weight_decay": s.weight_decay, "p": s.p, "amp": s.amp},
+            **{"clean_targets": s.clean_targets, "held_out": len(self.held)},
+            **{"train_samples": len(self.data), "fit_memory": s.fit_memory},
+            "downstream": self.down,
+        }
+
+    def run(self, checkpoint_dir, checkpoint_identity: dict | None) -> TrainResult:
+        net, steps = self.net, self.steps
+        if checkpoint_dir is not None:
+            self.ckpt = user_path(checkpoint_dir)
+            self.plan = identity(net, self.identity(checkpoint_identity))
+        pending = _Pending()  # the optimiser state of whichever stage the checkpoint was in
+        resumed = _resume(net, pending, self.ckpt, self.plan, steps + self.down, self.progress)
+        start, history, stage_start = resumed if resumed is not None else (0, [], None)
+        history, down_history = history[:steps], history[steps:]
+        self.down_opt = stage.StageOptimizer(net)
+        pending.apply(self.opt if start <= steps else self.down_opt)
+        if resumed is None and self.fit:
+            self.least_squares(history)
+        sums, relative_sums = self.gradient_steps(start, history)
+        net.stitches.eval()
+        kl: list[float | None] = []
+        if self.down:
+            kl = self.downstream(start, history, down_history, stage_start)
+        held_losses = self.held_out_losses()
+        n_tail = max(steps - max(self.tail_from, start), 1)
+        return TrainResult(
+            {k: v / n_tail for k, v in sums.items()} if sums else {},
+            steps,
+            history,
+            {k: v / n_tail for k, v in relative_sums.items()},
+            held_losses,
+            len(self.fit),
+            len(self.held),
+            self.down,
+            down_history,
+            kl,
+        )
+
+    def inputs(self, indices: list[int]):
+        """The images at `indices`, in batches of 64, labels dropped."""
+        return (x for x, _ in batches(self.data, _chunks(indices), workers=self.workers))
+
+    def batch_stream(self, first: int, last: int, offset: int = 0, pin: bool = False):
+        """Training batches `first` .. `last - 1` (batch k is `_batch_indices`' k + offset)."""
+        n, size, seed = len(self.train), self.s.batch_size, self.s.seed
+        order = (
+            [self.train[i] for i in _batch_indices(n, size, k + offset, seed)]
+            for k in range(first, last)
+        )
+        return batches(self.data, order, workers=self.workers, pin_memory=pin)
+
+    def least_squares(self, history: list[float]) -> None:
+        """The closed-form fit, checked finite, then checkpointed."""
+        net = self.net
         least_squares_init(
-            net, _Reiterable(lambda: inputs(fit)), ridge=ridge, device=device, amp=amp,
-            total=len(fit), memory=fit_memory, progress=progress,
+            net, _Reiterable(lambda: self.inputs(self.fit)), ridge=self.s.ridge,
+            device=self.device, amp=self.s.amp, total=len(self.fit),
+            memory=self.s.fit_memory, progress=self.progress,
         )  # fmt: skip
         weights = {
             k: float(sum(w.detach().sum() for w in s.parameters())) for k, s in net.stitches.items()
         }
         _check_finite(net, weights, "in the least-squares fit")
-        if ckpt is not None:
-            save_checkpoint(net, opt, ckpt, 0, plan, history)
-    sums: dict[str, float] = {}
-    relative_sums: dict[str, float] = {}
-    tail_from = steps - max(steps // 10, 1)
-    with progress_bar("training stitches", total=steps, enabled=progress and steps > 0) as bar:
-        bar.update(completed=start)
-        order = (
-            [train[i] for i in _batch_indices(len(train), batch_size, step, seed)]
-            for step in range(start, steps)
-        )
-        stream = batches(data, order, workers=workers, pin_memory=device.type == "cuda")
-        for step, (x, _) in zip(range(start, steps), stream, strict=True):
-            opt.set_lr(0.5 * lr * (1 + math.cos(math.pi * step / steps)))
-            x = x.to(device, non_blocking=True)
-            gen = torch.Generator(device=device).manual_seed(seed * 7919 + step)
-            variances: dict[str, float] = {}
-            losses = forward_random(
-                net,
-                x,
-                p=p,
-                on_loss=opt.learn,
-                generator=gen,
-                clean_targets=clean_targets,
-                variances=variances,
-                amp=amp,
-            )
-            _check_finite(net, losses, f"at step {step}")
-            relative = {k: v / max(variances[k], 1e-12) for k, v in losses.items()}
-            mean = sum(relative.values()) / max(len(relative), 1)
-            history.append(mean)
-            if step >= tail_from:
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    relative_sums[k] = relative_sums.get(k, 0.0) + relative[k]
-            bar.update(advance=1, description=f"training stitches (relative loss {mean:.3f})")
-            if ckpt is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-                save_checkpoint(net, opt, ckpt, step + 1, plan, history)
-    net.stitches.eval()
-    held_images = _Reiterable(lambda: (x.to(device) for x in inputs(held))) if held else None
-    kl: list[float | None] = []
-    if down:
+        if self.ckpt is not None:
+            save_checkpoint(net, self.opt, self.ckpt, 0, self.plan, history)
+
+    def gradient_steps(self, start: int, history: list[float]) -> tuple[dict, dict]:
+        """Steps `start` .. `steps - 1`, their mean relative loss appended to `history`;
+        (sum of each stitch's loss, of its relative loss) over the last tenth."""
+        net, s, steps, opt = self.net, self.s, self.steps, self.opt
+        sums: dict[str, float] = {}
+        relative_sums: dict[str, float] = {}
+        bar_on = self.progress and steps > 0
+        with progress_bar("training stitches", total=steps, enabled=bar_on) as bar:
+            bar.update(completed=start)
+            stream = self.batch_stream(start, steps, pin=self.device.type == "cuda")
+            for step, (x, _) in zip(range(start, steps), stream, strict=True):
+                opt.set_lr(0.5 * s.lr * (1 + math.cos(math.pi * step / steps)))
+                x = x.to(self.device, non_blocking=True)
+                gen = torch.Generator(device=self.device).manual_seed(s.seed * 7919 + step)
+                variances: dict[str, float] = {}
+                losses = forward_random(
+                    net, x, p=s.p, on_loss=opt.learn, generator=gen,
+                    clean_targets=s.clean_targets, variances=variances, amp=s.amp,
+                )  # fmt: skip
+                _check_finite(net, losses, f"at step {step}")
+                relative = {k: v / max(variances[k], 1e-12) for k, v in losses.items()}
+                mean = sum(relative.values()) / max(len(relative), 1)
+                history.append(mean)
+                if step >= self.tail_from:
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        relative_sums[k] = relative_sums.get(k, 0.0) + relative[k]
+                bar.update(advance=1, description=f"training stitches (relative loss {mean:.3f})")
+                if self.ckpt is not None and (
+                    (step + 1) % s.checkpoint_every == 0 or step + 1 == steps
+                ):
+                    save_checkpoint(net, opt, self.ckpt, step + 1, self.plan, history)
+        return sums, relative_sums
+
+    def downstream(
+        self, start: int, history: list[float], down_history: list[float], stage_start
+    ) -> list[float | None]:
+        """The downstream stage (`training.downstream.run_stage`), resumed from `start`."""
+        net, s, steps, down, device = self.net, self.s, self.steps, self.down, self.device
 
         def checkpoint(done: int) -> None:
-            if ckpt is not None and (done % checkpoint_every == 0 or done == down):
+            if self.ckpt is not None and (done % s.checkpoint_every == 0 or done == down):
                 save_checkpoint(
-                    net, down_opt, ckpt, steps + done, plan, history + down_history, run.start
-                )
+                    net, self.down_opt, self.ckpt, steps + done, self.plan,
+                    history + down_history, run.start,
+                )  # fmt: skip
 
         def stream(first: int):
-            order = ([train[i] for i in _batch_indices(len(train), batch_size, steps + k, seed)]
-                     for k in range(first, down))  # fmt: skip
-            return (x.to(device) for x, _ in batches(data, order, workers=workers))
+            return (x.to(device) for x, _ in self.batch_stream(first, down, offset=steps))
 
-        run = stage.StageRun(down, down_opt, max(start - steps, 0), seed, amp, down_history)
-        run.after_step, run.progress, run.start = checkpoint, progress, stage_start
-        kl = stage.run_stage(net, stream, held_images, run)
-    held_losses = {}
-    if held:
-        held_losses = held_out_losses(
-            net, inputs(held), device=device, amp=amp, total=len(held), progress=progress
-        )
-        _check_finite(net, held_losses, "on the held-out images")
-    n_tail = max(steps - max(tail_from, start), 1)
-    return TrainResult(
-        {k: v / n_tail for k, v in sums.items()} if sums else {},
-        steps,
-        history,
-        {k: v / n_tail for k, v in relative_sums.items()},
-        held_losses,
-        len(fit),
-        len(held),
-        down,
-        down_history,
-        kl,
-    )
+        held = None
+        if self.held:
+            held = _Reiterable(lambda: (x.to(device) for x in self.inputs(self.held)))
+        run = stage.StageRun(down, self.down_opt, max(start - steps, 0), s.seed, s.amp)
+        run.history, run.after_step, run.progress = down_history, checkpoint, self.progress
+        run.start = stage_start
+        # the autograd graph within the fit's budget (default: the stitches' own weights)
+        run.micro = stage.micro_batch(net, s.fit_memory or default_fit_memory(net))
+        return stage.run_stage(net, stream, held, run)
+
+    def held_out_losses(self) -> dict[str, float]:
+        """Each stitch's relative loss on the held-out images (none: empty)."""
+        if not self.held:
+            return {}
+        losses = held_out_losses(
+            self.net, self.inputs(self.held), device=self.device, amp=self.s.amp,
+            total=len(self.held), progress=self.progress,
+        )  # fmt: skip
+        _check_finite(self.net, losses, "on the held-out images")
+        return losses
 
 
 class _Pending:
