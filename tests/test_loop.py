@@ -25,7 +25,7 @@ from evostitch.errors import EvostitchError
 from evostitch.evolution.algorithms import make_algorithm
 from evostitch.evolution.archive import nondominated
 from evostitch.evolution.base import Algorithm, Candidate, Genotype, Objectives, Problem
-from evostitch.evolution.loop import resume_search, run_search
+from evostitch.evolution.loop import LoopLimits, resume_search, run_search
 from evostitch.evolution.schema import genotype_key
 from evostitch.evolution.store import RunConfig, RunStore
 from evostitch.execution import InProcessBackend
@@ -227,7 +227,10 @@ def test_pipelined_runs_evaluate_off_the_loop_thread_and_reproduce(tmp_path, nam
         algorithm = make_algorithm(name, problem, 3, pop_size=8, budget=40)
         with new_store(tmp_path / f"run{i}", budget=40) as store:
             backend = InProcessBackend(lambda e=evaluate: e, batch_size=4, pipeline=True)
-            run_search(problem, algorithm, store, backend, progress=False, poll_seconds=0.001)
+            run_search(
+                problem, algorithm, store, backend, progress=False,
+                limits=LoopLimits(poll_seconds=0.001),
+            )  # fmt: skip
             backend.close()
             runs.append([r.genotype for r in store.records()])
         assert threads and threading.get_ident() not in threads
@@ -284,7 +287,8 @@ def test_endless_cache_hits_are_stopped(tmp_path):
     with new_store(tmp_path / "run", budget=10) as store:
         result = run_search(problem, Stuck(problem), store, progress=False)
         assert result.stopped == "max_requests" and result.requested == 200
-        result = run_search(problem, Stuck(problem), store, progress=False, max_consecutive_hits=50)
+        limits = LoopLimits(max_consecutive_hits=50)
+        result = run_search(problem, Stuck(problem), store, progress=False, limits=limits)
         assert result.stopped == "cache_hits"
         assert store.count() == 1
 

@@ -32,7 +32,7 @@ from .evolution.loop import resume_search, run_search
 from .evolution.racing import save_race_counts
 from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
 from .evolution.store import RunConfig, RunStore
-from .execution import DEFAULT_EVAL_BATCH, make_backend
+from .execution import DEFAULT_EVAL_BATCH, Workers, make_backend
 from .files import user_path
 from .fitting import fit_supernet
 from .graph import Graph, example_input, trace
@@ -282,7 +282,7 @@ def search(
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
     (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
-    gpus_per_worker, cpus_per_worker, ray_address (see `make_backend`); `trust_code`
+    gpus_per_worker, cpus_per_worker, ray_address (`execution.Workers`); `trust_code`
     rebuilds a parent named by `package.module:factory`; `device` and `amp` ("bf16",
     "fp16": evaluation under autocast, recorded in the run) say how offspring run;
     `val_subset` searches on a seeded subset of that many validation samples (the
@@ -308,16 +308,12 @@ def search(
     algo = make_algorithm(algorithm, problem, seed, **params)  # before anything is written
     runner = make_backend(
         backend,
-        supernet,
-        data,
-        batch=batch,
+        spec,
         problem=problem,
+        batch=batch,
         trust_code=trust_code,
         device=device,
-        amp=amp,
-        subset=val_subset,
-        race=spec,
-        **backend_options,
+        workers=Workers(**backend_options),
     )
     if population < runner.capacity:  # a generation is all that can run at once
         _say(progress)(
@@ -367,16 +363,12 @@ def resume(
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     runner = make_backend(
         backend,
-        spec["supernet"],
-        spec["data"],
-        batch=batch,
+        spec,
         problem=problem,
+        batch=batch,
         trust_code=trust_code,
         device=device,
-        amp=spec.get("amp"),
-        subset=spec.get("subset"),
-        race=spec,
-        **backend_options,
+        workers=Workers(**backend_options),
     )
     try:
         result = resume_search(

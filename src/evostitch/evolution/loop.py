@@ -10,7 +10,7 @@ Rules the loop keeps:
   networks before asking (`memo_hits`); the loop hands them the stored rows first
   (`Algorithm.remember`), so a resumed algorithm knows what was evaluated before.
 - The budget counts *performed* evaluations: rows in the run's database, across resumes.
-- Guards against an algorithm that only produces cache hits: the loop stops after
+- Guards against an algorithm that only produces cache hits (`LoopLimits`): it stops after
   `max_requests` asks in one call (default 20 x budget) or `max_consecutive_hits` cache
   hits in a row (default 10,000); `SearchResult.stopped` says why it stopped.
 - A failed evaluation (the evaluator raised, returned the wrong number of objectives or a
@@ -35,6 +35,7 @@ Rules the loop keeps:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -101,6 +102,18 @@ def restore_from_checkpoint(store: RunStore, algorithm: Algorithm) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class LoopLimits:
+    """`run_search`'s guards and pace: at most `max_requests` asks in one call (None: 20
+    x budget) and `max_consecutive_hits` cache hits in a row; results polled every
+    `poll_seconds`; stored failures evaluated once more first (`retry_failed`)."""
+
+    max_requests: int | None = None
+    max_consecutive_hits: int = 10_000
+    poll_seconds: float = 0.25
+    retry_failed: bool = True
+
+
 def run_search(
     problem: Problem,
     algorithm: Algorithm,
@@ -110,75 +123,37 @@ def run_search(
     *,
     checkpoint_every: int = 100,
     progress: bool = True,
-    max_requests: int | None = None,
-    max_consecutive_hits: int = 10_000,
-    poll_seconds: float = 0.25,
-    retry_failed: bool = True,
+    limits: LoopLimits | None = None,
 ) -> SearchResult:
     """Search until `budget` evaluations are stored (default: the run config's budget).
 
     `backend` defaults to evaluating `problem.evaluate` in this process. The store's rows
     pre-fill the cache, so calling this on a resumed store never re-evaluates a stored
-    evaluation, except the failed ones, evaluated once more first (`retry_failed`).
+    evaluation, except the failed ones, evaluated once more first (`limits.retry_failed`).
     """
     budget = store.config.budget if budget is None else budget
+    limits = limits or LoopLimits()
+    if limits.max_requests is None:
+        limits = dataclasses.replace(limits, max_requests=20 * budget)
     backend = backend or SerialBackend(lambda: problem.evaluate)
-    max_requests = 20 * budget if max_requests is None else max_requests
     cache = EvaluationCache(problem, store)
     for stored in cache.records():
         algorithm.remember(stored.canonical, cache.told(stored))
     _restore_counters(store, cache.counters)
+    loop = _Loop(problem, algorithm, cache, backend, budget, limits)
     start, performed_before = time.perf_counter(), cache.counters.performed
-    submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical genotype
-    waiting: dict[Genotype, list[int]] = {}  # canonical genotype in flight -> tickets
-    asked, hits_in_a_row, stopped = 0, 0, ""
     last_checkpoint = cache.counters.performed
-    racing = RaceFront(problem.metric_index, cache.records()) if _races(problem) else None
     view = SearchView(progress, budget, backend.capacity, algorithm, cache, performed_before)
-
-    def remaining() -> int:
-        return budget - cache.counters.performed - len(submitted)
-
     try:
-        retried = _retry(algorithm, cache, backend, racing, view, poll_seconds, retry_failed)
+        poll = limits.poll_seconds
+        retried = _retry(algorithm, cache, backend, loop.racing, view, poll, limits.retry_failed)
         while True:
-            if racing is not None:  # the front and floor as they are now (evolution.racing)
-                backend.context = racing.context(getattr(algorithm, "floor", None))
-            while not stopped and len(submitted) < backend.capacity and remaining() > 0:
-                candidate = algorithm.ask()
-                if candidate is None:
-                    break
-                asked += 1
-                canonical, record = cache.lookup(candidate.genotype)
-                if record is not None:
-                    hits_in_a_row += 1
-                    algorithm.tell(candidate.ticket, cache.told(record))
-                elif canonical in waiting:
-                    hits_in_a_row += 1
-                    cache.count_hit()
-                    waiting[canonical].append(candidate.ticket)
-                else:
-                    hits_in_a_row = 0
-                    backend.submit(candidate.ticket, candidate.genotype)
-                    submitted[candidate.ticket] = canonical
-                    waiting[canonical] = [candidate.ticket]
-                if asked >= max_requests:
-                    stopped = "max_requests"
-                elif hits_in_a_row >= max_consecutive_hits:
-                    stopped = "cache_hits"
-            view.update(cache.counters, performed_before, len(submitted))
-            if not submitted:
-                stopped = stopped or ("budget" if remaining() <= 0 else "algorithm")
+            loop.fill()
+            view.update(cache.counters, performed_before, len(loop.submitted))
+            if not loop.submitted:
+                loop.stopped = loop.stopped or ("budget" if loop.remaining() <= 0 else "algorithm")
                 break
-            for result in backend.results(timeout=poll_seconds):
-                canonical = submitted.pop(result.ticket)
-                record = cache.add(_record(result, canonical, problem.n_objectives))
-                if racing is not None:
-                    racing.add(record)
-                if not record.ok:
-                    view.failure(record)
-                for ticket in waiting.pop(canonical):
-                    algorithm.tell(ticket, cache.told(record))
+            loop.collect(view)
             if cache.counters.performed - last_checkpoint >= checkpoint_every:
                 _checkpoint(store, algorithm, cache.counters, later=True)
                 last_checkpoint = cache.counters.performed
@@ -187,7 +162,7 @@ def run_search(
             store.flush()
         raise
     finally:
-        view.close(cache.counters, performed_before, len(submitted))
+        view.close(cache.counters, performed_before, len(loop.submitted))
     _checkpoint(store, algorithm, cache.counters)
     c = cache.counters
     return SearchResult(
@@ -197,7 +172,7 @@ def run_search(
         failed=c.failed,
         evaluated_now=c.performed - performed_before,
         wall_seconds=time.perf_counter() - start,
-        stopped=stopped,
+        stopped=loop.stopped,
         archive=getattr(algorithm, "archive", None),
         front=nondominated(cache.records()),
         memo_hits=algorithm.memo_hits,
@@ -206,6 +181,71 @@ def run_search(
         images_saved=counts["saved"],
         retried=retried,
     )
+
+
+class _Loop:
+    """What `run_search` has in flight: tickets submitted to the backend and the
+    candidates waiting on each canonical genotype, with the guards' counts."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        algorithm: Algorithm,
+        cache: EvaluationCache,
+        backend: Backend,
+        budget: int,
+        limits: LoopLimits,
+    ) -> None:
+        self.problem, self.algorithm, self.cache = problem, algorithm, cache
+        self.backend, self.budget, self.limits = backend, budget, limits
+        self.submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical
+        self.waiting: dict[Genotype, list[int]] = {}  # canonical in flight -> tickets
+        self.asked, self.hits_in_a_row, self.stopped = 0, 0, ""
+        self.racing = RaceFront(problem.metric_index, cache.records()) if _races(problem) else None
+
+    def remaining(self) -> int:
+        return self.budget - self.cache.counters.performed - len(self.submitted)
+
+    def fill(self) -> None:
+        """Ask until the backend is full, the budget is in flight or a guard stops it;
+        known networks are told from the cache or wait for the one in flight."""
+        algorithm, cache, backend = self.algorithm, self.cache, self.backend
+        if self.racing is not None:  # the front and floor as they are now (evolution.racing)
+            backend.context = self.racing.context(getattr(algorithm, "floor", None))
+        while not self.stopped and len(self.submitted) < backend.capacity and self.remaining() > 0:
+            candidate = algorithm.ask()
+            if candidate is None:
+                break
+            self.asked += 1
+            canonical, record = cache.lookup(candidate.genotype)
+            if record is not None:
+                self.hits_in_a_row += 1
+                algorithm.tell(candidate.ticket, cache.told(record))
+            elif canonical in self.waiting:
+                self.hits_in_a_row += 1
+                cache.count_hit()
+                self.waiting[canonical].append(candidate.ticket)
+            else:
+                self.hits_in_a_row = 0
+                backend.submit(candidate.ticket, candidate.genotype)
+                self.submitted[candidate.ticket] = canonical
+                self.waiting[canonical] = [candidate.ticket]
+            if self.asked >= self.limits.max_requests:
+                self.stopped = "max_requests"
+            elif self.hits_in_a_row >= self.limits.max_consecutive_hits:
+                self.stopped = "cache_hits"
+
+    def collect(self, view: SearchView) -> None:
+        """Store the results that came back and tell every candidate waiting on them."""
+        for result in self.backend.results(timeout=self.limits.poll_seconds):
+            canonical = self.submitted.pop(result.ticket)
+            record = self.cache.add(_record(result, canonical, self.problem.n_objectives))
+            if self.racing is not None:
+                self.racing.add(record)
+            if not record.ok:
+                view.failure(record)
+            for ticket in self.waiting.pop(canonical):
+                self.algorithm.tell(ticket, self.cache.told(record))
 
 
 def resume_search(

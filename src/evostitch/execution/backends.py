@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SearchError
 from ..evolution.backend import Backend
-from ..evolution.stitching import evaluator_factory, problem_from_spec, problem_spec
+from ..evolution.stitching import evaluator_factory, problem_from_spec
 from .inprocess import InProcessBackend
 from .ray_backend import RayBackend
 
@@ -15,28 +15,31 @@ BACKENDS = ("inprocess", "ray")
 DEFAULT_EVAL_BATCH = 8  # offspring evaluated together share their common computation
 
 
+@dataclass(frozen=True)
+class Workers:
+    """The Ray backend's actors: how many, what each asks of the cluster, and which
+    cluster (None: a local one started for the run)."""
+
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    ray_address: str | None = None
+
+
 def make_backend(
     backend: str | Backend,
-    supernet: str | Path,
-    data: str,
+    spec: dict[str, Any],
     *,
-    batch: int = DEFAULT_EVAL_BATCH,
-    workers: int = 2,
-    gpus_per_worker: float = 0.0,
-    cpus_per_worker: float = 1.0,
-    ray_address: str | None = None,
     problem: Any = None,
+    batch: int = DEFAULT_EVAL_BATCH,
     trust_code: bool = False,
     device: Any = None,
-    amp: str | None = None,
-    subset: int | None = None,
-    race: dict[str, Any] | None = None,
+    workers: Workers | None = None,
 ) -> Backend:
-    """A backend by name: "inprocess" (pipelined, `batch` offspring at a time, evaluating
-    `problem` when given) or "ray" (`workers` actors, `batch` offspring each); `subset`:
-    evaluate on that many seeded validation samples; `race`: a problem spec whose
-    "fidelity" and "confidence" say whether and how offspring are raced."""
-    fidelity = {k: race[k] for k in ("fidelity", "confidence") if k in race} if race else {}
+    """A backend by name for the problem `spec` (`evolution.stitching.problem_spec`: its
+    supernetwork, data, precision, validation subset and racing): "inprocess" (pipelined,
+    `batch` offspring at a time, evaluating `problem` when given) or "ray" (`workers`'
+    actors, `batch` offspring each, each building its own evaluator from `spec`)."""
     if isinstance(backend, Backend):
         return backend
     if backend not in BACKENDS:
@@ -45,22 +48,19 @@ def make_backend(
         raise SearchError("need batch >= 1")
     if backend == "inprocess":
         if problem is None:
-            spec = problem_spec(supernet, data, amp=amp, subset=subset, **fidelity)
             problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
+    fidelity = {k: spec[k] for k in ("fidelity", "confidence") if k in spec}
+    factory = evaluator_factory(
+        spec["supernet"], spec["data"], trust_code=trust_code, device=device,
+        amp=spec.get("amp"), subset=spec.get("subset"), **fidelity,
+    )  # fmt: skip
+    w = workers or Workers()
     return RayBackend(
-        evaluator_factory(
-            supernet,
-            data,
-            trust_code=trust_code,
-            device=device,
-            amp=amp,
-            subset=subset,
-            **fidelity,
-        ),
-        num_workers=workers,
-        num_gpus=gpus_per_worker,
-        num_cpus=cpus_per_worker,
-        address=ray_address,
+        factory,
+        num_workers=w.workers,
+        num_gpus=w.gpus_per_worker,
+        num_cpus=w.cpus_per_worker,
+        address=w.ray_address,
         per_worker=batch,
     )

@@ -19,6 +19,7 @@ splits).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -56,29 +57,48 @@ class Finetuned:
     kept: int | None = None
 
 
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How `finetune` trains (each field is also one of its keywords): `epochs` over the
+    training images, at most `max_batches` batches of `batch_size`, AdamW at `lr`, all
+    parameters or only the stitches (`stitches_only`), the score checked `checks` times,
+    `amp` ("bf16", "fp16": the forward under autocast, fp16 with a gradient scaler), the
+    batches drawn from `seed` (the paper: 1e-4, batches of 8, up to 1,000 batches)."""
+
+    epochs: float = 1.0
+    max_batches: int | None = None
+    lr: float = 1e-4
+    batch_size: int = 8
+    stitches_only: bool = False
+    seed: int = 0
+    amp: str | None = None
+    checks: int = 4
+
+
 def finetune(
     net: Supernet,
     genotype: tuple[int, ...],
     train: Dataset,
+    settings: FinetuneSettings | None = None,
     *,
-    epochs: float = 1.0,
-    max_batches: int | None = None,
-    lr: float = 1e-4,
-    batch_size: int = 8,
-    stitches_only: bool = False,
-    seed: int = 0,
     device: Any = None,
-    amp: str | None = None,
     validate: Callable[[torch.nn.Module], float] | None = None,
     start_score: float | None = None,
-    checks: int = 4,
     progress: bool = True,
+    **options: Any,
 ) -> Finetuned:
-    """Train a copy of the offspring and return it with its losses.
-    `amp` ("bf16", "fp16") runs its forward under autocast (fp16 with a gradient scaler).
+    """Train a copy of the offspring as `settings` say (`options`: any of its fields,
+    replacing them) and return it with its losses.
     With `validate` (higher is better), the best scored state is kept (see above);
     without it, the state after the last batch. `start_score`: the starting network's
     score when the caller already has it (saves one validation pass)."""
+    try:
+        s = dataclasses.replace(settings or FinetuneSettings(), **options)
+    except TypeError:
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(FinetuneSettings)})
+        raise TypeError(f"finetune() got unexpected keyword arguments {unknown}") from None
+    epochs, max_batches, lr, batch_size = s.epochs, s.max_batches, s.lr, s.batch_size
+    stitches_only, seed, amp, checks = s.stitches_only, s.seed, s.amp, s.checks
     device = resolve_device(device)
     check_amp(amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
