@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from evostitch.results.run import read_run
+from evostitch.results.solutions import read_run
 from test_report import embedded_data, hit, invoke, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -26,7 +26,7 @@ from evostitch.results.findings import (
     scored_solutions,
     val_test_gap,
 )
-from evostitch.results.run import REFERENCE_NAMES, genotype_text
+from evostitch.results.solutions import REFERENCE_NAMES, genotype_text
 from test_loop import new_store, toy_canonical, toy_problem
 
 M = 1e6

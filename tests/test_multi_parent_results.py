@@ -21,7 +21,7 @@ from evostitch.results.export import import_file
 from evostitch.results.findings import Scored, dominating_offspring, scored_solutions
 from evostitch.results.plots import _markers
 from evostitch.results.report import references_in
-from evostitch.results.run import (
+from evostitch.results.solutions import (
     TWO_PARENTS,
     genotype_text,
     output_choices_of,

@@ -22,9 +22,10 @@ from evostitch.evaluation.racing import (
     miou_upper,
     should_stop,
 )
-from evostitch.evolution.algorithms import make_algorithm
+from evostitch.evolution.algorithms import BUILTIN, make_algorithm
 from evostitch.evolution.archive import nondominated
-from evostitch.evolution.base import Genotype, Problem
+from evostitch.evolution.backend import RacingEvaluate, races
+from evostitch.evolution.base import Genotype, Problem, Steered, steering_floor
 from evostitch.evolution.cache import EvaluationCache
 from evostitch.evolution.loop import resume_search, run_search
 from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
@@ -192,6 +193,18 @@ def raced_run(path: Path, seed: int = 0, budget: int = 60, sleep: float = 0.0, s
     return result, racer, algorithm
 
 
+def test_the_loop_reaches_racers_and_floors_through_declared_protocols():
+    """Issue 38: a racer is a `RacingEvaluate`, every built-in algorithm is `Steered`."""
+    problem = toy_problem(ToyRacer())
+    assert isinstance(problem.evaluate, RacingEvaluate) and races(problem.evaluate)
+    assert not isinstance(toy_objectives, RacingEvaluate) and not races(toy_objectives)
+    for name in BUILTIN:
+        steered = make_algorithm(name, problem, 0, pop_size=8, budget=10, steer_to=0.5)
+        assert isinstance(steered, Steered) and steering_floor(steered) == steered.floor == 0.0
+        plain = make_algorithm(name, problem, 0, pop_size=8, budget=10, steer_to=None)
+        assert isinstance(plain, Steered) and steering_floor(plain) is None
+
+
 def rows(path: Path) -> list[tuple]:
     with RunStore.open(path, readonly=True) as store:
         return [(r.canonical, r.objectives, r.images, r.bound, r.error) for r in store.records()]
@@ -309,6 +322,7 @@ def test_a_race_that_is_not_stopped_equals_the_full_evaluation(supernet, one_thr
     _, net = supernet
     evaluator = make_evaluator(net, "digits")
     racer = RacingEvaluator(evaluator)
+    assert isinstance(racer, RacingEvaluate) and races(racer)  # what the loop asks of a racer
     rng = np.random.default_rng(0)
     genotypes = [net.reference_genotypes[0]] + [
         [int(rng.integers(3))] + [int(v) for v in rng.random(len(net.genotype_spec) - 1) < 0.1]

@@ -20,7 +20,7 @@ from evostitch.evolution.archive import nondominated, reference_point_from
 from evostitch.evolution.store import EvaluationRecord
 from evostitch.results.plots import front_view, hypervolume_trace
 from evostitch.results.report import references_in
-from evostitch.results.run import read_run, reference_name
+from evostitch.results.solutions import read_run, reference_name
 
 runner = CliRunner()
 slow = pytest.mark.slow

@@ -20,7 +20,7 @@ from evostitch.evolution.archive import nondominated
 from evostitch.results.export import offspring_module
 from evostitch.results.finetune import finetune
 from evostitch.results.reevaluate import load_reevaluation
-from evostitch.results.run import find_solution, load_supernet, read_run, run_solutions
+from evostitch.results.solutions import find_solution, load_supernet, read_run, run_solutions
 from test_report import embedded_data, invoke, tiny_run
 
 pytestmark = pytest.mark.slow

@@ -522,3 +522,16 @@ def test_the_meta_check_is_cheap(saved):
 
 def test_errors_are_evostitch_errors():
     assert issubclass(SupernetError, EvostitchError) and issubclass(ModelError, EvostitchError)
+
+
+def test_a_loaded_supernetwork_saved_again_keeps_its_matching_figures(tmp_path):
+    Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(tmp_path / "a")
+    again = Supernet.load(tmp_path / "a")
+    again.leave_out(sorted(again.stitches)[:1])  # what a user changes before saving again
+    again.save(tmp_path / "b")
+
+    def figures(folder: Path) -> dict:
+        return json.loads((folder / io.JSON_NAME).read_text())["matching"]
+
+    assert figures(tmp_path / "a")["total"] is not None
+    assert figures(tmp_path / "b") == figures(tmp_path / "a")

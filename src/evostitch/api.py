@@ -29,7 +29,7 @@ from .evaluation.transitions import load_transitions
 from .evolution.algorithms import AUTO, check_algorithm, default_algorithm, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
-from .evolution.racing import save_race_counts
+from .evolution.race_front import save_race_counts
 from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, Workers, make_backend
@@ -50,7 +50,7 @@ from .options import (
     run_folder,
     stitch_folder,
 )
-from .results.folder import Run
+from .results.run import Run
 from .supernet import Supernet
 
 DEFAULT_ALGORITHM = AUTO  # by the number of variables: `default_algorithm`

@@ -23,7 +23,7 @@ from ..fitting import fit_and_map
 from ..results.findings import KEYS as FINDINGS
 from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
-from ..results.run import genotype_text, reference_name
+from ..results.solutions import genotype_text, reference_name
 from ..supernet import Supernet
 from ..training import train_stitches
 from .parents import get_demo_parents

@@ -8,8 +8,9 @@ then evaluates many genotypes.
 
 Racing (`evostitch.evaluation.racing`): the loop sets `Backend.context` (the front and the
 steering floor) before it submits; a backend hands the context current when a batch
-leaves to `evaluate_batch`, which races the batch when the evaluator has `race_many`. A
-stopped offspring's Result carries the images it saw and the upper bound on its metric.
+leaves to `evaluate_batch`, which races the batch when the evaluate function is a
+`RacingEvaluate`. A stopped offspring's Result carries the images it saw and the upper
+bound on its metric.
 """
 
 from __future__ import annotations
@@ -19,15 +20,45 @@ import socket
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from evostitch.errors import SearchError
 from evostitch.evolution.base import Genotype, Objectives
 
-Evaluator = Callable[[Genotype], Objectives]
-EvaluatorFactory = Callable[[], Evaluator]
+EvaluateFn = Callable[[Genotype], Objectives]
+EvaluatorFactory = Callable[[], EvaluateFn]
+
+
+class RaceOutcome(Protocol):
+    """What a race gives one offspring (`evaluation.racing.Outcome`)."""
+
+    @property
+    def objectives(self) -> Sequence[float]: ...
+    @property
+    def images(self) -> int | None: ...
+    @property
+    def bound(self) -> float | None: ...
+
+
+@runtime_checkable
+class RacingEvaluate(Protocol):
+    """An evaluate function that races (`evaluation.racing.RacingEvaluator`): `races` is
+    true and `race_many` races a batch against a `Backend.context` (None: in full)."""
+
+    races: bool
+
+    def __call__(self, genotype: Genotype) -> Objectives: ...
+
+    def race_many(
+        self, genotypes: Sequence[Sequence[int]], context: dict[str, Any] | None
+    ) -> Sequence[RaceOutcome]: ...
+
+
+def races(evaluate: object) -> bool:
+    """Whether `evaluate` is a `RacingEvaluate` that says it races."""
+    return isinstance(evaluate, RacingEvaluate) and bool(evaluate.races)
 
 
 @dataclass(frozen=True)
@@ -83,7 +114,7 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
-def evaluate_one(evaluate: Evaluator, ticket: int, genotype: Genotype, worker: str) -> Result:
+def evaluate_one(evaluate: EvaluateFn, ticket: int, genotype: Genotype, worker: str) -> Result:
     """Run one evaluation, turning an exception into a failed Result."""
     started = time.time()
     t0 = time.perf_counter()
@@ -97,20 +128,20 @@ def evaluate_one(evaluate: Evaluator, ticket: int, genotype: Genotype, worker: s
 
 
 def evaluate_batch(
-    evaluate: Evaluator, items: list[tuple[int, Genotype]], worker: str, context: Any = None
+    evaluate: EvaluateFn, items: list[tuple[int, Genotype]], worker: str, context: Any = None
 ) -> list[Result]:
     """Evaluate `(ticket, genotype)` items together through `evaluate.evaluate_many`, if the
     evaluator has one (each Result gets an equal share of the time), else one at a time;
-    raced against `context` through `evaluate.race_many` when both are there.
+    raced against `context` through `evaluate.race_many` when both are there (a
+    `RacingEvaluate`).
 
     If the batch call fails, the items are evaluated one at a time, so that a failure is
     reported for its own genotype only.
     """
-    race = getattr(evaluate, "race_many", None)
-    if race is not None and context is not None:
+    if isinstance(evaluate, RacingEvaluate) and context is not None:
         started, t0 = time.time(), time.perf_counter()
         try:
-            outcomes = list(race([g for _, g in items], context))
+            outcomes = list(evaluate.race_many([g for _, g in items], context))
         except Exception:
             outcomes = []
         if len(outcomes) == len(items):
@@ -151,7 +182,7 @@ class SerialBackend(Backend):
         self.batch_size = batch_size
         self.capacity = batch_size
         self._factory = evaluator_factory
-        self._evaluate: Evaluator | None = None
+        self._evaluate: EvaluateFn | None = None
         self._queue: list[tuple[int, Genotype]] = []
         self._worker = worker_name()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 Genotype = tuple[int, ...]
 Objectives = tuple[float, ...]
@@ -103,3 +103,19 @@ class Algorithm(ABC):
 
     def remember(self, canonical: Genotype, objectives: Objectives) -> None:  # noqa: B027
         """Learn the objectives of a canonical genotype evaluated elsewhere (optional)."""
+
+
+@runtime_checkable
+class Steered(Protocol):
+    """An algorithm steered by a floor on the task metric (`SteadyState` and its
+    subclasses): what a racing evaluator's offspring must reach (`race_front`)."""
+
+    @property
+    def floor(self) -> float | None:
+        """The current floor on the task metric; None while it sets none."""
+        ...
+
+
+def steering_floor(algorithm: Algorithm) -> float | None:
+    """`algorithm.floor` of a `Steered` algorithm; None for one that is not steered."""
+    return algorithm.floor if isinstance(algorithm, Steered) else None

@@ -118,7 +118,7 @@ class EvaluationCache:
     def told(self, record: EvaluationRecord) -> Objectives:
         """The objectives an algorithm is told for a record (failed: all +inf; stopped by
         racing: its metric on the images it saw, at most its upper bound, which the
-        front dominates: `evolution.racing`)."""
+        front dominates: `evolution.race_front`)."""
         if not record.ok:
             return worst(self.problem.n_objectives)
         if record.stopped and self.problem.metric_index is not None:

@@ -45,11 +45,11 @@ from typing import Any
 
 from evostitch.errors import RunError, SearchError
 from evostitch.evolution.archive import nondominated
-from evostitch.evolution.backend import Backend, Result, SerialBackend
-from evostitch.evolution.base import Algorithm, Genotype, Problem
+from evostitch.evolution.backend import Backend, Result, SerialBackend, races
+from evostitch.evolution.base import Algorithm, Genotype, Problem, steering_floor
 from evostitch.evolution.cache import CacheCounters, EvaluationCache
 from evostitch.evolution.progress import SearchView
-from evostitch.evolution.racing import RaceFront, race_counts
+from evostitch.evolution.race_front import RaceFront, race_counts
 from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
 
 CHECKPOINT_FORMAT = "evostitch-checkpoint"
@@ -74,7 +74,7 @@ class SearchResult:
     archive: Any = None
     front: list[EvaluationRecord] = field(default_factory=list)
     memo_hits: int = 0
-    raced: int = 0  # racing (evolution.racing): evaluations raced, of them stopped early,
+    raced: int = 0  # racing (evolution.race_front): evaluations raced, of them stopped early,
     raced_stopped: int = 0  # and the images that saved against scoring them all in full
     images_saved: int = 0
     retried: int = 0  # stored failures evaluated again by this call (rows replaced, not added)
@@ -201,7 +201,9 @@ class _Loop:
         self.submitted: dict[int, Genotype] = {}  # ticket given to the backend -> canonical
         self.waiting: dict[Genotype, list[int]] = {}  # canonical in flight -> tickets
         self.asked, self.hits_in_a_row, self.stopped = 0, 0, ""
-        self.racing = RaceFront(problem.metric_index, cache.records()) if _races(problem) else None
+        self.racing = (
+            RaceFront(problem.metric_index, cache.records()) if races(problem.evaluate) else None
+        )
 
     def remaining(self) -> int:
         return self.budget - self.cache.counters.performed - len(self.submitted)
@@ -210,8 +212,8 @@ class _Loop:
         """Ask until the backend is full, the budget is in flight or a guard stops it;
         known networks are told from the cache or wait for the one in flight."""
         algorithm, cache, backend = self.algorithm, self.cache, self.backend
-        if self.racing is not None:  # the front and floor as they are now (evolution.racing)
-            backend.context = self.racing.context(getattr(algorithm, "floor", None))
+        if self.racing is not None:  # the front and floor as they are now (race_front)
+            backend.context = self.racing.context(steering_floor(algorithm))
         while not self.stopped and len(self.submitted) < backend.capacity and self.remaining() > 0:
             candidate = algorithm.ask()
             if candidate is None:
@@ -318,7 +320,7 @@ def _retry(
         while len(pending) >= backend.capacity:
             _retried(backend.results(timeout=poll_seconds), pending, algorithm, cache, racing, view)
         if racing is not None:
-            backend.context = racing.context(getattr(algorithm, "floor", None))
+            backend.context = racing.context(steering_floor(algorithm))
         backend.submit(-n, failed.genotype)
         pending[-n] = failed
     while pending:
@@ -344,11 +346,6 @@ def _retried(
                 racing.add(record)
         else:
             view.failure(record)
-
-
-def _races(problem: Problem) -> bool:
-    """Whether the problem's evaluator races (`evostitch.evaluation.racing`)."""
-    return bool(getattr(problem.evaluate, "races", False))
 
 
 def _checkpoint(

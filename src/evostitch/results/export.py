@@ -40,7 +40,7 @@ from .. import __version__
 from ..errors import ExportError
 from ..files import absolute, save_output, writable_folder
 from ..supernet import Supernet
-from .run import find_solution, genotype_text, load_finetuned, load_supernet, read_run
+from .solutions import find_solution, genotype_text, load_finetuned, load_supernet, read_run
 
 TOLERANCE = 1e-5  # relative to the largest output (at least 1)
 

@@ -5,7 +5,7 @@ Findings are measured on the held-out split when the run was re-evaluated
 split the search used (every evaluated solution); each finding names its `split`. The
 task metric is maximised, MACs are minimised. An offspring is any solution that is not a
 reference solution (parent-a, parent-b, ... one per parent, ensemble, ensemble-prob: see
-`evostitch.results.run.reference_names`).
+`evostitch.results.solutions.reference_names`).
 
 - ``dominating_offspring``: offspring with a strictly better metric than a parent (any
   of the run's K parents) at no more MACs; their number per parent and the best of them
@@ -40,11 +40,11 @@ from statistics import median
 from typing import Any
 
 from ..evolution.archive import box_volume, hypervolume, nondominated
-from ..evolution.racing import race_counts
+from ..evolution.race_front import race_counts
 from ..evolution.stitching import IDEAL
 from ..evolution.store import EvaluationRecord, RunConfig
 from .findings_text import TEXTS
-from .run import TWO_PARENTS, parent_names, reference_name
+from .solutions import TWO_PARENTS, parent_names, reference_name
 
 ENSEMBLES = ("ensemble", "ensemble-prob")
 KEYS = (

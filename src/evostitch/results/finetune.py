@@ -41,7 +41,7 @@ from ..files import inside, save_output, user_path, writable_folder
 from ..progress import progress_bar
 from ..supernet import Supernet
 from .export import offspring_module
-from .run import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
+from .solutions import find_solution, finetuned_weights, genotype_text, load_supernet, read_run
 
 SUMMARY = "finetune.json"
 

@@ -10,7 +10,7 @@ classifiers), then writes ``RUN/reevaluation_<split>.json`` atomically::
      "created": "...", "solutions": [{"label": "7", "id": 7, "name": null, "genotype": "2000100...",
                     "val": {"accuracy": ..., "ece": ..., "macs": ...}, "test": {...}}]}
 
-Solutions are named as in `evostitch.results.run`.
+Solutions are named as in `evostitch.results.solutions`.
 
 With ``calibrate`` (classifiers only) each solution is also temperature-scaled: its
 logits divided by the temperature T that minimises its cross-entropy (NLL) on the search
@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import RunError
 from ..evaluation.metrics import fit_temperature
 from ..files import readable_json, save_output, user_path, writable_folder
-from .run import genotype_text, load_supernet, read_run, run_solutions
+from .solutions import genotype_text, load_supernet, read_run, run_solutions
 
 FORMAT = "evostitch-reevaluation"
 

@@ -40,7 +40,7 @@ from ..supernet import Supernet
 from .findings import compute_findings, finding_texts
 from .plots import front_view, plot_front, plot_hypervolume
 from .reevaluate import load_reevaluation
-from .run import (
+from .solutions import (
     TWO_PARENTS,
     genotype_text,
     output_choices_of,

@@ -12,18 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import SupernetError
-from .executor import Executor
+from .executor import Executor, Network
 from .plan import Key, Plan, Switch
-
-if TYPE_CHECKING:
-    from .module import Supernet
 
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> float:
@@ -33,7 +30,7 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / x.shape[0]
 
 
-def _param_names(net: Supernet, key: Key) -> dict[str, int]:
+def _param_names(net: Network, key: Key) -> dict[str, int]:
     side, _ = key
     node = net.fx_node(key)
     prefix = f"parents.{side}."
@@ -66,7 +63,7 @@ class CostTable:
         }
 
     @classmethod
-    def from_dict(cls, net: Supernet, data: dict) -> CostTable:
+    def from_dict(cls, net: Network, data: dict) -> CostTable:
         """Rebuild a saved table for `net`; SupernetError if it does not fit."""
         try:
             node_macs = {(s, n): float(v) for s, n, v in data["node_macs"]}
@@ -81,7 +78,7 @@ class CostTable:
         return _with_params(net, node_macs, stitch_macs)
 
 
-def _with_params(net: Supernet, node_macs: dict, stitch_macs: dict) -> CostTable:
+def _with_params(net: Network, node_macs: dict, stitch_macs: dict) -> CostTable:
     return CostTable(
         node_macs,
         stitch_macs,
@@ -93,7 +90,7 @@ def _with_params(net: Supernet, node_macs: dict, stitch_macs: dict) -> CostTable
 class _Profiler(Executor):
     """Runs every node and stitch once under the flop counter."""
 
-    def __init__(self, net: Supernet) -> None:
+    def __init__(self, net: Network) -> None:
         super().__init__(net)
         self.node_macs: dict[Key, float] = {}
         self.stitch_macs: dict[str, float] = {}
@@ -109,7 +106,7 @@ class _Profiler(Executor):
         return own
 
 
-def profile(net: Supernet, example_input: torch.Tensor) -> CostTable:
+def profile(net: Network, example_input: torch.Tensor) -> CostTable:
     """Measure MACs and parameters of every node and stitch (once per supernetwork)."""
     profiler = _Profiler(net)
     with torch.no_grad():

@@ -12,6 +12,9 @@ and hands every step to a method a subclass may override:
 
 Eager evaluation, stitch training, profiling, extraction to torch.fx and the shared
 evaluator's signatures are such subclasses (values: tensors, fx nodes, ints).
+
+An executor reads a supernetwork through `Network`, its parts by name (`module.Supernet`
+is one): the helpers of this package never import the class they serve.
 """
 
 from __future__ import annotations
@@ -19,16 +22,25 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import fx, nn
 
 from ..errors import SupernetError
-from .plan import Key, Plan, Switch, is_probability_mean, output_sides
+from .plan import Key, Plan, Structure, Switch, is_probability_mean, output_sides
 
-if TYPE_CHECKING:
-    from .module import Supernet
+
+class Network(Protocol):
+    """What the helpers read of a supernetwork: the structure its plans come from, the
+    parents' and stitches' modules by side and by name, and the torch.fx node behind each
+    parent's node `(side, name)`."""
+
+    structure: Structure
+    parents: nn.ModuleDict
+    stitches: nn.ModuleDict
+
+    def fx_node(self, key: Key) -> fx.Node: ...
 
 
 def log_probs(probs: torch.Tensor) -> torch.Tensor:
@@ -76,7 +88,7 @@ def run_fx_node(
 class Executor:
     """Walks plans of `net`; frees each value after its last read (see module docstring)."""
 
-    def __init__(self, net: Supernet) -> None:
+    def __init__(self, net: Network) -> None:
         self.net = net
         self.structure = net.structure
 
@@ -107,7 +119,7 @@ class Executor:
         raise SupernetError("plan without output")
 
     def node(self, key: Key, inputs: Sequence[Any], x: Any) -> Any:
-        return self.net.run_node(key, inputs, x)
+        return run_fx_node(self.net.parents[key[0]], self.net.fx_node(key), inputs, x)
 
     def switch(self, sw: Switch, on: bool, own: Any, source: Any) -> Any:
         return self.net.stitches[sw.stitch](source) if on else own

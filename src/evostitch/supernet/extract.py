@@ -1,24 +1,24 @@
-"""An offspring as a standalone torch.fx GraphModule: no switches, no unused layers."""
+"""An offspring as a torch.fx graph: no switches, no unused layers.
+
+Its targets name the supernetwork's modules (`parents.<side>.<target>`,
+`stitches.<name>`): `Supernet.extract` makes it a GraphModule rooted at itself."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import fx
 
-from .executor import Executor, log_probs
+from .executor import Executor, Network, log_probs
 from .plan import Key, Plan, Switch, is_probability_mean, output_sides
-
-if TYPE_CHECKING:
-    from .module import Supernet
 
 
 class _Builder(Executor):
     """Executes a plan symbolically: every value is a node of a new fx graph."""
 
-    def __init__(self, net: Supernet) -> None:
+    def __init__(self, net: Network) -> None:
         super().__init__(net)
         self.graph = fx.Graph()
         self.placeholder: fx.Node | None = None
@@ -59,9 +59,9 @@ class _Builder(Executor):
         return result
 
 
-def extract(net: Supernet, plan: Plan) -> fx.GraphModule:
-    """The plan's network as a GraphModule sharing parameters with `net`."""
+def offspring_graph(net: Network, plan: Plan) -> fx.Graph:
+    """The plan's network as an fx graph over `net`'s parents and stitches (checked)."""
     builder = _Builder(net)
     builder.run(plan)
     builder.graph.lint()
-    return fx.GraphModule(net, builder.graph, "Offspring")
+    return builder.graph

@@ -7,7 +7,9 @@ load, a Ray worker or another machine never downloads them again nor needs the f
 they came from). `supernet.json` is written last, so a folder without it is an
 interrupted save. Parents are rebuilt from their architecture's spec; one that names
 code (`package.module:factory`) only with `trust_code`. `Supernet.save` /
-`Supernet.load` are the entry points.
+`Supernet.load` are the entry points: `save` takes the network's parts (structure,
+specs, modules and a `Record`), `read` returns them (`Saved`) for `Supernet.load` to
+build from.
 
 Reading trusts nothing in the folder (it may come from anyone): every file must be a
 regular file (a FIFO or a device would hang the reader); `supernet.json` is checked
@@ -31,9 +33,10 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -48,11 +51,8 @@ from ..models import architecture_spec, load_model, load_weights, names_code
 from ..models.specs import model_layout
 from ..models.weights import Layout, layout, layout_mismatch, non_finite
 from . import built
-from .plan import side_names
+from .plan import Structure, side_names
 from .schema import FORMAT, VERSION, available_memory, check_meta, read_json, readable_file, show
-
-if TYPE_CHECKING:
-    from .module import Supernet
 
 JSON_NAME, STITCHES, PARENTS = "supernet.json", "stitches.safetensors", "parents.safetensors"
 log = logging.getLogger("evostitch")
@@ -70,25 +70,48 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save(net: Supernet, folder: str | Path) -> Path:
-    """Write `net` into `folder` (created if needed)."""
+@dataclass(frozen=True)
+class Record:
+    """What supernet.json holds beside the structure and the parents' specs: the input
+    shape, leaf modules, matching figures, training data, left-out stitches and the
+    cost table's `to_dict()` (None before profiling)."""
+
+    input_shape: tuple[int, ...]
+    leaf_modules: list[str]
+    matching: Any
+    data: str | None
+    left_out: list[str]
+    cost: dict | None
+
+
+def save(
+    folder: str | Path,
+    structure: Structure,
+    specs: Sequence[dict | None],
+    parents: Mapping[str, nn.Module],
+    stitches: nn.Module,
+    record: Record,
+) -> Path:
+    """Write a supernetwork into `folder` (created if needed): its structure, per side
+    its parent's spec and module, its stitches and what `record` holds."""
     folder = user_path(folder)
-    for side, spec in zip(net.sides, net.specs, strict=True):
+    sides = structure.sides
+    for side, spec in zip(sides, specs, strict=True):
         if not spec:
             raise SupernetError(
                 f"parent {side.upper()} was given as a module: save needs it named by a model "
                 "spec (e.g. torchvision:resnet50 or package.module:factory)"
             )
-    for name, value in net.stitches.state_dict().items():
+    for name, value in stitches.state_dict().items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise SupernetError(
                 f"stitch weights {name} are not finite (a diverged training?): not saved"
             )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / JSON_NAME).unlink(missing_ok=True)  # the folder is incomplete until it is back
-    parents = []
+    entries = []
     stored: dict[str, torch.Tensor] = {}
-    for side, spec in zip(net.sides, net.specs, strict=True):
+    for side, spec in zip(sides, specs, strict=True):
         entry = {k: v for k, v in spec.items() if k in ("spec", "architecture", "weights")}
         source = spec.get("weights")
         if source and Path(source).is_file():  # where the weights came from, for the record
@@ -96,31 +119,33 @@ def save(net: Supernet, folder: str | Path) -> Path:
             entry["weights_sha256"] = _sha256(source)
         elif spec.get("weights_sha256"):
             entry["weights_sha256"] = spec["weights_sha256"]
-        stored.update({f"{side}.{k}": v for k, v in net.parents[side].state_dict().items()})
-        parents.append(entry)
-    atomic_write(folder / STITCHES, lambda p: save_file(_tensors(net.stitches.state_dict()), p))
+        stored.update({f"{side}.{k}": v for k, v in parents[side].state_dict().items()})
+        entries.append(entry)
+    atomic_write(folder / STITCHES, lambda p: save_file(_tensors(stitches.state_dict()), p))
     atomic_write(folder / PARENTS, lambda p: save_file(_tensors(stored), p))
-    matching = net.matching
+    matching = record.matching
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "evostitch": __version__,
-        "input_shape": list(net.input_shape),
-        "leaf_modules": list(net.leaf_modules),
-        "parents": parents,
+        "input_shape": list(record.input_shape),
+        "leaf_modules": list(record.leaf_modules),
+        "parents": entries,
         "sha256": {name: _sha256(folder / name) for name in (STITCHES, PARENTS)},
-        "matches": [list(m) for m in net.matches],
-        "matching": {
-            "total": getattr(matching, "total", None),
-            "optimal": getattr(matching, "optimal", None),
-            "seconds": getattr(matching, "seconds", None),
+        "matches": [list(m) for m in structure.matches],
+        "matching": {  # a match result when built, its saved figures' dict when loaded
+            "total": _figure(matching, "total"),
+            "optimal": _figure(matching, "optimal"),
+            "seconds": _figure(matching, "seconds"),
         },
-        "task": net.task,
-        "data": net.data,
-        "left_out": sorted(net.left_out),
-        "genotype_spec": net.genotype_spec,
-        "cost": net.cost_table.to_dict() if net.cost_table is not None else None,
-        "built": built.record([net.graphs[s] for s in net.sides], net.matches, net.input_shape),
+        "task": structure.task,
+        "data": record.data,
+        "left_out": sorted(record.left_out),
+        "genotype_spec": structure.genotype_spec,
+        "cost": record.cost,
+        "built": built.record(
+            [structure.graphs[s] for s in sides], structure.matches, record.input_shape
+        ),
     }
     text = json.dumps(meta, indent=1)
     atomic_write(folder / JSON_NAME, lambda p: Path(p).write_text(text))
@@ -186,19 +211,15 @@ def load_stitches(stitches: nn.Module, path: Path) -> None:
 @dataclass
 class Saved:
     """What a saved folder holds, checked and with every parent traced (the stitches'
-    file checked against its sha256, loaded by `load_stitches` once they are built)."""
+    file checked against its sha256, loaded by `load_stitches` once they are built);
+    `record.matching` is the saved figures' dict, `record.cost` the saved table's."""
 
     folder: Path
     graphs: tuple[Graph, ...]
     matches: list[tuple]
     specs: list[dict[str, Any]]
     stitches: Path
-    input_shape: tuple[int, ...]
-    leaf_modules: list[str]
-    matching: dict | None
-    data: str | None
-    cost: Any
-    left_out: list[str] = field(default_factory=list)
+    record: Record
 
 
 def read(folder: str | Path, *, trust_code: bool = False) -> Saved:
@@ -260,12 +281,14 @@ def _read_checked(folder: Path, meta: dict, trust_code: bool) -> Saved:
         matches=[tuple(m) for m in meta["matches"]],
         specs=[_provenance(folder, p) for p in meta["parents"]],
         stitches=stitches,
-        input_shape=tuple(meta["input_shape"]),
-        leaf_modules=list(meta["leaf_modules"]),
-        matching=meta.get("matching"),
-        data=meta.get("data"),
-        cost=meta.get("cost"),
-        left_out=_left_out(folder, meta.get("left_out", [])),
+        record=Record(
+            input_shape=tuple(meta["input_shape"]),
+            leaf_modules=list(meta["leaf_modules"]),
+            matching=meta.get("matching"),
+            data=meta.get("data"),
+            left_out=_left_out(folder, meta.get("left_out", [])),
+            cost=meta.get("cost"),
+        ),
     )
 
 
@@ -350,3 +373,10 @@ def _parent(
         raise
     except EvostitchError as exc:  # the same kind, saying which parent of which folder
         raise type(exc)(f"{folder / JSON_NAME}: {label}: {exc}") from None
+
+
+def _figure(matching: Any, name: str) -> Any:
+    """A matching figure from a match result or from the dict a loaded folder holds."""
+    if isinstance(matching, dict):
+        return matching.get(name)
+    return getattr(matching, name, None)

@@ -2,7 +2,9 @@
 
 Everything a genotype implies (which nodes run, which switches matter, its cost) is
 derived from the graphs (`plan.Structure`), never by running the network; running,
-profiling and extracting an offspring all go through one executor (`executor`).
+profiling and extracting an offspring all go through one executor (`executor`). The
+helpers below this module never see the class: they take its parts (`executor.Network`,
+`io.Record`, the structure, the modules).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..models import architecture_spec, load_model
 from . import io
 from .cost import CostTable, plan_cost, profile
 from .executor import Executor, run_fx_node
-from .extract import extract
+from .extract import offspring_graph
 from .plan import Key, Plan, Structure, Switch
 from .stitches import Stitch
 
@@ -196,7 +198,16 @@ class Supernet(nn.Module):
 
     def save(self, folder: str | Path) -> Path:
         """Save as JSON + safetensors (see `evostitch.supernet.io`); returns the folder."""
-        return io.save(self, folder)
+        cost = self.cost_table.to_dict() if self.cost_table is not None else None
+        record = io.Record(
+            input_shape=self.input_shape,
+            leaf_modules=list(self.leaf_modules),
+            matching=self.matching,
+            data=self.data,
+            left_out=sorted(self.left_out),
+            cost=cost,
+        )
+        return io.save(folder, self.structure, self.specs, self.parents, self.stitches, record)
 
     @classmethod
     def load(cls, folder: str | Path, *, trust_code: bool = False) -> Supernet:
@@ -208,16 +219,17 @@ class Supernet(nn.Module):
         except SupernetError as exc:
             raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
         io.load_stitches(net.stitches, saved.stitches)
-        net.input_shape = saved.input_shape
-        net.leaf_modules = saved.leaf_modules
-        net.matching = saved.matching
-        net.data = saved.data
+        record = saved.record
+        net.input_shape = record.input_shape
+        net.leaf_modules = record.leaf_modules
+        net.matching = record.matching
+        net.data = record.data
         try:
-            net.leave_out(saved.left_out)
+            net.leave_out(record.left_out)
         except SupernetError as exc:
             raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
         try:
-            net.cost_table = CostTable.from_dict(net, saved.cost)
+            net.cost_table = CostTable.from_dict(net, record.cost)
         except SupernetError:
             net.profile(example_input(net.input_shape))  # older or foreign file: measure again
         return net
@@ -296,7 +308,7 @@ class Supernet(nn.Module):
 
         It shares parameters with the supernetwork; `copy.deepcopy` it to change them.
         """
-        return extract(self, self.plan(genotype))
+        return fx.GraphModule(self, offspring_graph(self, self.plan(genotype)), "Offspring")
 
     def describe(self, genotype: Sequence[int]) -> str:
         """A readable account of an offspring: parents used, crossovers, output."""

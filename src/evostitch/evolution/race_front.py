@@ -1,4 +1,4 @@
-"""What a racing evaluator races against, kept by the search loop.
+"""The run's race front: what a racing evaluator races against, kept by the search loop.
 
 With racing (`evostitch.evaluation.racing`), an offspring stops as soon as a confidence
 bound on its metric shows that it can neither enter the front nor reach the steering
@@ -25,20 +25,15 @@ bound: no clear difference at that scale. Per algorithm:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from evostitch.evolution.archive import dominates, weakly_dominates
 from evostitch.evolution.base import Objectives
 from evostitch.files import write_text_atomic
 
 RACING = "racing.json"  # a raced run's counts, beside front.csv
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(
-        x < y for x, y in zip(a, b, strict=True)
-    )
 
 
 class RaceFront:
@@ -55,9 +50,9 @@ class RaceFront:
         if not record.ok or getattr(record, "stopped", False):
             return
         f = tuple(record.objectives)
-        if any(all(x <= y for x, y in zip(p, f, strict=True)) for p in self.points):
+        if any(weakly_dominates(p, f) for p in self.points):
             return
-        self.points = [p for p in self.points if not _dominates(f, p)] + [f]
+        self.points = [p for p in self.points if not dominates(f, p)] + [f]
 
     def context(self, floor: float | None) -> dict[str, Any]:
         """What a racing evaluator is handed (JSON-able, small)."""
