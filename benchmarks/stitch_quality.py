@@ -13,8 +13,8 @@ transition map on test (every single crossing as a fraction of the lower parent'
 accuracy: median, and how many fall below 0.9).
 
 Variants: `untrained` (stitches as built), `default` (the library's defaults: the fit on
-2,048 images, then the downstream stage), `lsN` (least squares on N images alone: `ls2048`
-is the default before the downstream stage), `lsN+sM` / `lsN+eE` (then M gradient steps
+2,048 images; since stop 47 no downstream stage), `lsN` (least squares on N images
+alone: `ls2048` is the default), `lsN+sM` / `lsN+eE` (then M gradient steps
 / E epochs), `lsNrR` (the fit's ridge R instead of the default 1e-2); any of them followed
 by `+kdK` (then K steps of the downstream stage, training.downstream: all stitches on
 random offspring toward the parents' output).

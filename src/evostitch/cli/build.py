@@ -151,8 +151,9 @@ def stitch(
         int | None,
         typer.Option(
             help="Steps that then train all stitches together on random offspring toward "
-            "the parents' output, so chains of stitches hold (default: 100, at most 3 passes "
-            "over the train split; 0: none; see docs/METHOD.md section 4)."
+            "the parents' output (at most 3 passes over the train split; default 0: with "
+            "the poor stitches left out, the fit alone gave the better fronts; 100 is a "
+            "typical value; see docs/METHOD.md section 4)."
         ),
     ] = None,
     fit_memory: Annotated[

@@ -36,7 +36,7 @@ def demo(
         int | None,
         typer.Option(
             help="Steps training all stitches together on random offspring toward the "
-            "parents' output (default: 100; 0: none)."
+            "parents' output (default 0: none; docs/METHOD.md section 4)."
         ),
     ] = None,
     population: Annotated[int, typer.Option(help="Search population size.")] = 16,
