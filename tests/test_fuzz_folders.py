@@ -30,8 +30,8 @@ from test_report import tiny_run
 pytestmark = pytest.mark.slow
 
 CASES = int(
-    os.environ.get("FUZZ_CASES", 220)
-)  # mutations in all, supernetwork and run folders alternating
+    os.environ.get("FUZZ_CASES", 150)
+)  # mutations in all, supernetwork and run folders alternating (more: FUZZ_CASES=1000)
 HANG = 30  # seconds a command may take before it counts as a hang
 VALUES = [
     None,

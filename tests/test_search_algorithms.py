@@ -338,9 +338,10 @@ def test_trap5_is_solved_by_gomea(name: str) -> None:
 
 @pytest.mark.slow
 def test_trap5_defeats_uniform_crossover_ga() -> None:
+    # 10,000 evaluations: the GOMEAs solve it in about 5,000 (benchmarks/search_algorithms.py)
     problem = problems.trap(50)
     alg = make_algorithm("ga", problem, 0, pop_size=96, p_stitch=None, crossover="uniform")
-    assert drive(alg, problem, 30000, reached(problems.optimum(50))) is None
+    assert drive(alg, problem, 10000, reached(problems.optimum(50))) is None
 
 
 @pytest.mark.parametrize("name", ["ga", "nsga2"])
