@@ -196,7 +196,8 @@ def run_phase(args) -> dict:
     stage = args.phase.startswith("downstream")
     if stage:
         whole = args.phase == "downstream-whole"
-        info["micro"] = args.batch if whole else micro_batch(net, default_fit_memory(net))
+        micro = args.micro or micro_batch(net, default_fit_memory(net))
+        info["micro"] = args.batch if whole else micro
         downstream.micro_batch = lambda net, memory: info["micro"]
     rss = reset_peak()
     try:
@@ -242,6 +243,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=2, help="training steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--micro",
+        type=int,
+        default=0,
+        help="images per backward pass of the downstream stage (0: the library's choice)",
+    )
     ap.add_argument("--only", nargs="+", choices=list(PHASES), default=list(PHASES))
     ap.add_argument("--phase", choices=list(PHASES), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -253,7 +260,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; a fresh process per phase",
         flush=True,
     )
-    common = [f"--{k}={getattr(args, k)}" for k in ("a", "b", "size", "batch", "steps", "seed")]
+    keys = ("a", "b", "size", "batch", "steps", "seed", "micro")
+    common = [f"--{k}={getattr(args, k)}" for k in keys]
     res = {}
     for phase in args.only:
         t = time.perf_counter()
