@@ -84,12 +84,9 @@ def supernet(sides: str, parents: list, out: Path, max_ratio: int, seed: int) ->
 def resolved(algorithm: str, folder: Path) -> str:
     """The algorithm a search of `folder` runs: `auto` resolved, so that run folders name
     what ran (and a changed default does not replay the old one's runs)."""
-    from evostitch.evolution.algorithms import AUTO, default_algorithm
-    from evostitch.supernet import Supernet
+    from evostitch.evolution.algorithms import AUTO, AUTO_RUNS
 
-    if algorithm != AUTO:
-        return algorithm
-    return default_algorithm(len(Supernet.load(folder).genotype_spec))
+    return AUTO_RUNS if algorithm == AUTO else algorithm
 
 
 def searched(folder: Path, run: Path, budget: int, seed: int, args) -> list:

@@ -26,7 +26,7 @@ from .errors import SupernetError
 from .evaluation.holding import HOLD_SAMPLES
 from .evaluation.racing import DEFAULT_CONFIDENCE
 from .evaluation.transitions import load_transitions
-from .evolution.algorithms import AUTO, check_algorithm, default_algorithm, make_algorithm
+from .evolution.algorithms import AUTO, AUTO_RUNS, check_algorithm, make_algorithm
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
 from .evolution.race_front import save_race_counts
@@ -53,7 +53,7 @@ from .options import (
 from .results.run import Run
 from .supernet import Supernet
 
-DEFAULT_ALGORITHM = AUTO  # by the number of variables: `default_algorithm`
+DEFAULT_ALGORITHM = AUTO  # runs `AUTO_RUNS`, recorded as such
 
 
 def _say(progress: bool):
@@ -302,7 +302,7 @@ def search(
     check_data(net, data)  # its inputs and classes, before any evaluation
     spec["output_choices"] = list(net.output_choices)  # names its solutions if it moves
     if algorithm == AUTO:
-        algorithm = default_algorithm(len(problem.cardinalities))
+        algorithm = AUTO_RUNS
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
     config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
     algo = make_algorithm(algorithm, problem, seed, **params)  # before anything is written

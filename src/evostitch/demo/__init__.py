@@ -16,7 +16,7 @@ from ..data import load_dataset
 from ..devices import torch_threads
 from ..errors import RunError
 from ..evaluation.holding import hold_evaluator
-from ..evolution.algorithms import AUTO, default_algorithm
+from ..evolution.algorithms import AUTO, AUTO_RUNS
 from ..evolution.stitching import make_evaluator
 from ..files import atomic_write, inside, writable_folder, write_text_atomic
 from ..fitting import fit_and_map
@@ -118,7 +118,7 @@ def run_demo(
         net.save(out / "supernet")
         fitted.save(out / "supernet")
         if algorithm == AUTO:
-            algorithm = default_algorithm(len(net.genotype_spec))
+            algorithm = AUTO_RUNS
         say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
         run = search_supernet(
             out / "supernet",

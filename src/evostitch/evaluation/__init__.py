@@ -2,10 +2,10 @@
 
 from .evaluator import Evaluator
 from .metrics import ClassificationMetric, SegmentationMetric, make_metric, primary_metric
-from .shared import DEFAULT_BUDGET, SharedEvaluator
+from .shared import DEFAULT_SHARED_BYTES, SharedEvaluator
 
 __all__ = [
-    "DEFAULT_BUDGET",
+    "DEFAULT_SHARED_BYTES",
     "ClassificationMetric",
     "Evaluator",
     "SegmentationMetric",

@@ -16,7 +16,7 @@ from ..data import ArrayDataset, batches, unwrap
 from ..devices import autocast, check_amp, resolve_device
 from ..supernet import Supernet
 from .metrics import make_metric, primary_metric
-from .shared import DEFAULT_BUDGET, SharedEvaluator
+from .shared import DEFAULT_SHARED_BYTES, SharedEvaluator
 
 DEFAULT_CACHE = 1 << 30  # bytes: a decoded split up to this size is kept between evaluations
 
@@ -42,7 +42,7 @@ class Evaluator:
         *,
         batch_size: int = 256,
         device: str | torch.device | None = None,
-        budget_bytes: int | None = DEFAULT_BUDGET,
+        budget_bytes: int | None = DEFAULT_SHARED_BYTES,
         amp: str | None = None,
         workers: int | None = None,
         cache_bytes: int = DEFAULT_CACHE,

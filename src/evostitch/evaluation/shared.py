@@ -32,7 +32,7 @@ from ..graph import example_input
 from ..supernet import Executor, Key, Supernet, Switch, combine_outputs, output_sides
 from .metrics import make_metric
 
-DEFAULT_BUDGET = 1 << 30  # bytes of values kept for later offspring
+DEFAULT_SHARED_BYTES = 1 << 30  # bytes of values kept for later offspring
 _INPLACE_OPERATORS = {
     operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
     operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
@@ -70,7 +70,7 @@ class SharedEvaluator:
         num_classes: int,
         *,
         batch_size: int = 256,
-        budget_bytes: int | None = DEFAULT_BUDGET,
+        budget_bytes: int | None = DEFAULT_SHARED_BYTES,
         device: str | torch.device | None = None,
         amp: str | None = None,
     ) -> None:

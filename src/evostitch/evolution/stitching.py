@@ -17,7 +17,7 @@ from typing import Any
 from evostitch.data import dataset_info, load_dataset
 from evostitch.data import subset as data_subset
 from evostitch.errors import DataError, RunError, SearchError, SupernetError
-from evostitch.evaluation import DEFAULT_BUDGET, Evaluator
+from evostitch.evaluation import DEFAULT_SHARED_BYTES, Evaluator
 from evostitch.evaluation.racing import DEFAULT_CONFIDENCE, RacingEvaluator
 from evostitch.evolution.base import Genotype, Objectives, Problem
 from evostitch.files import absolute, user_path
@@ -51,7 +51,7 @@ def make_evaluator(
     *,
     batch_size: int = 256,
     device: Any = None,
-    budget_bytes: int | None = DEFAULT_BUDGET,
+    budget_bytes: int | None = DEFAULT_SHARED_BYTES,
     amp: str | None = None,
     subset: int | None = None,
 ) -> Evaluator:

@@ -31,16 +31,13 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
 AUTO = "auto"
 
 
-def default_algorithm(variables: int) -> str:
-    """What `auto` runs on a genotype of `variables` variables: NSGA-II at every size
-    measured. It has the best or a tied-best median final hypervolume on 4 of the 5
-    benchmark cells (33 variables at 250 and 2,000 evaluations, 111 at 2,000, 301 at 250)
-    and reaches random search's final hypervolume first or second (after GA) on those 4;
-    on the fifth (111 variables, 250 evaluations) nothing beats random search, and
-    NSGA-II is within the seed spread. `variables` is kept so that a measured size rule
-    can return. The table: docs/METHOD.md, "Search algorithms on stitching problems"."""
-    del variables  # the same choice at every measured size (33 to 301 variables)
-    return "nsga2"
+# What `auto` runs: NSGA-II at every size measured. It has the best or a tied-best median
+# final hypervolume on 4 of the 5 benchmark cells (33 variables at 250 and 2,000
+# evaluations, 111 at 2,000, 301 at 250) and reaches random search's final hypervolume
+# first or second (after GA) on those 4; on the fifth (111 variables, 250 evaluations)
+# nothing beats random search, and NSGA-II is within the seed spread. The table:
+# docs/METHOD.md, "Search algorithms on stitching problems".
+AUTO_RUNS = "nsga2"
 
 
 def register_algorithm(name: str, factory: Callable[..., Algorithm]) -> None:
