@@ -286,6 +286,7 @@ def test_a_negative_seed_is_one_line_in_the_cli_and_the_api(tmp_path, rgb_supern
         ({"fit_samples": -5}, "fit_samples (--fit-samples) >= 0"),
         ({"steps": 2, "epochs": 1.0}, "not both"),
         ({"hold_samples": -1}, "hold_samples (--hold-samples) >= 0"),
+        ({"fit_memory": 0}, "fit_memory (--fit-memory) >= 1"),  # 0 is a value, not unset
     ],
 )
 def test_stitch_numbers_out_of_range_are_refused_before_any_work(options, says, no_work):
@@ -308,6 +309,34 @@ def test_search_numbers_out_of_range_are_refused_before_any_work(tmp_path, optio
         api.search(tmp_path / "sn", out=tmp_path / "run", data="digits", **options)
     assert says in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"batch": 0}, "batch (--batch) >= 1"),
+        ({"workers": 0}, "workers (--workers) >= 1"),
+    ],
+)
+def test_resume_numbers_out_of_range_are_refused_before_opening_the_run(tmp_path, options, says):
+    with pytest.raises(EvostitchError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        api.resume(tmp_path / "no-such-run", progress=False, **options)
+
+
+def test_the_cli_and_the_api_refuse_the_same_numbers_in_the_same_words(tmp_path, capsys):
+    from conftest import run_cli
+
+    stitch = ["stitch", "--a", A1, "--b", B1, "--input-shape", "1,8,8", "--data", "digits"]
+    for argv, says in [
+        (
+            [*stitch, "--out", tmp_path / "sn", "--hold-samples", "-1"],
+            "hold_samples (--hold-samples)",
+        ),
+        ([*stitch, "--out", tmp_path / "sn", "--fit-memory", "0"], "fit_memory (--fit-memory)"),
+        (["search", "--resume", tmp_path / "run", "--batch", "0"], "batch (--batch) >= 1"),
+    ]:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and says in " ".join(err.split()), (argv, err)
 
 
 def test_the_checkpoint_records_what_it_belongs_to(leftover):

@@ -42,6 +42,7 @@ from .matching import match as match_graphs
 from .models import load_model
 from .options import (
     check_backend_options,
+    check_batch,
     check_leftover,
     check_match_options,
     check_search_options,
@@ -356,6 +357,8 @@ def resume(
 
     `budget` changes the run's budget (at least the evaluations stored, else RunError),
     e.g. to search a finished run further; the algorithm keeps its other settings."""
+    check_batch(batch)
+    check_backend_options(backend_options)
     opened = load_run(run, trust_code=trust_code)
     spec = opened.config.problem
     if isinstance(spec, dict) and isinstance(spec.get("data"), str):  # else refused below

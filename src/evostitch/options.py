@@ -79,7 +79,7 @@ def check_stitch_options(
         ("hold_samples (--hold-samples) >= 0", not _count(hold_samples, 0)),
         ("batch_size (--batch-size) >= 1", not _count(training["batch_size"], 1)),
         ("fit_samples (--fit-samples) >= 0", not _count(training["fit_samples"] or 0, 0)),
-        ("fit_memory (--fit-memory) >= 1", not _count(training["fit_memory"] or 1, 1)),
+        ("fit_memory (--fit-memory) >= 1", not _optional_count(training["fit_memory"], 1)),
         ("steps (--steps) >= 0", not _count(training["steps"] or 0, 0)),
         ("downstream (--downstream-steps) >= 0", not _count(training.get("downstream") or 0, 0)),
         ("epochs (--epochs) >= 0", epochs is not None and not _finite(epochs, 0)),
@@ -114,6 +114,17 @@ def check_leftover(
     settings = {"parents": names, "input_shape": list(input_shape), **matching}
     settings.update(seed=training["seed"], batch_size=training["batch_size"])
     check_settings(folder / "checkpoints", settings)
+
+
+def _optional_count(value: Any, low: int) -> bool:
+    """None, or an int >= low (0 is a value here, not "unset")."""
+    return value is None or _count(value, low)
+
+
+def check_batch(batch: int) -> None:
+    """The offspring a worker evaluates together: at least one."""
+    if not _count(batch, 1):
+        raise SearchError(f"need batch (--batch) >= 1; got {batch!r}")
 
 
 def check_search_options(

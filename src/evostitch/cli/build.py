@@ -186,10 +186,6 @@ def stitch(
 ) -> None:
     """Build a supernetwork of two or more parents (match, insert stitches, train them on
     --data) and save it."""
-    if hold_samples < 0:
-        raise EvostitchError("need --hold-samples >= 0")
-    if fit_memory is not None and fit_memory < 1:
-        raise EvostitchError("need --fit-memory >= 1 (MiB)")
     api.stitch(
         a,
         b,

@@ -108,8 +108,6 @@ def search(
 ) -> None:
     """Search a supernetwork's offspring for accuracy (or mIoU) against MACs; the run
     folder keeps every evaluation and the front (front.csv)."""
-    if batch < 1:
-        raise EvostitchError("need --batch >= 1")
     options = {
         "backend": backend,
         "batch": batch,
