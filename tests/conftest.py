@@ -1,9 +1,13 @@
-"""Fixtures shared by several test files."""
+"""Fixtures and helpers shared by several test files."""
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +84,84 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
         sys.argv = old
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+# ----- a tiny stitched run and supernetwork, built once per test session (per worker) --------
+def tiny_supernet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved supernetwork of untrained demo parents on 8x8 digits (stitches as built),
+    built once per session: read it, or copy it before changing it."""
+    folder = tmp_path_factory.getbasetemp() / "tiny-supernet" / "net"
+    if not (folder.parent / "done").exists():
+        from evostitch import Supernet
+
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(folder)
+        (folder.parent / "done").touch()
+    return folder
+
+
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A copy (named `name`) of one tiny stitched run, built once per test session.
+
+    Untrained demo parents on 8x8 digits, a few stitch-training steps, 30 evaluations of
+    random search.
+    """
+    base = tmp_path_factory.getbasetemp() / "tiny-evostitch"
+    if not (base / "done").exists():
+        from evostitch.api import search
+        from evostitch.data import load_dataset
+        from evostitch.supernet import Supernet
+        from evostitch.training import train_stitches
+
+        shutil.rmtree(base, ignore_errors=True)
+        net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+        net.data = "digits"
+        train_stitches(
+            net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False
+        )
+        net.save(base / "sn")
+        search(
+            base / "sn",
+            out=base / "run",
+            data="digits",
+            algorithm="rs",
+            budget=30,
+            seed=0,
+            population=8,
+            p_stitch=0.05,
+            batch=1,
+            progress=False,
+        )
+        (base / "done").touch()
+    copy = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(base / "run", copy)
+    return copy
+
+
+def invoke(*args: str):
+    """Run the CLI; re-raise what it raised so that a failing test shows the cause."""
+    from typer.testing import CliRunner
+
+    from evostitch.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def embedded_data(html: str) -> dict:
+    match = re.search(
+        r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S
+    )
+    return json.loads(match.group(1).replace("<\\/", "</"))
+
+
+def hit(a: dict, b: dict) -> bool:
+    """Whether two boxes ({x, y, w, h}) overlap."""
+    return (
+        a["x"] < b["x"] + b["w"]
+        and b["x"] < a["x"] + a["w"]
+        and (a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
+    )

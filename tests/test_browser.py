@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import embedded_data, hit, invoke, tiny_run
 from evostitch.results.solutions import read_run
-from test_report import embedded_data, hit, invoke, tiny_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_run
 from evostitch import load_run
 from evostitch.cli.app import main
-from test_report import tiny_run
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import evostitch
+from conftest import embedded_data
 from evostitch import Supernet
 from evostitch.errors import RunError
 from evostitch.evolution.store import RunConfig
@@ -29,7 +30,6 @@ from evostitch.results.solutions import (
     reference_name,
     reference_names,
 )
-from test_report import embedded_data
 
 PARENTS = [
     "demo:resnet_like",

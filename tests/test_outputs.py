@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-from test_report import embedded_data, tiny_run
+from conftest import embedded_data, run_cli, tiny_run
 
 cli_app = importlib.import_module("evostitch.cli.app")  # the module (`cli.app` is the app)
 OUTPUTS = ("front.csv", "front.png", "front_full.png", "hypervolume.png", "report.html")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evostitch.cli import app
+from conftest import embedded_data, hit, invoke, tiny_run
 from evostitch.errors import EvostitchError
 from evostitch.evolution.archive import nondominated, reference_point_from
 from evostitch.evolution.store import EvaluationRecord
@@ -25,60 +25,6 @@ from evostitch.results.solutions import read_run, reference_name
 runner = CliRunner()
 slow = pytest.mark.slow
 REPORT_HTML = Path(__file__).resolve().parents[1] / "src/evostitch/assets/report.html"
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    """A copy (named `name`) of one tiny stitched run, built once per test session.
-
-    Untrained demo parents on 8x8 digits, a few stitch-training steps, 30 evaluations of
-    random search.
-    """
-    base = tmp_path_factory.getbasetemp() / "tiny-evostitch"
-    if not (base / "done").exists():
-        from evostitch.api import search
-        from evostitch.data import load_dataset
-        from evostitch.supernet import Supernet
-        from evostitch.training import train_stitches
-
-        shutil.rmtree(base, ignore_errors=True)
-        net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
-        net.data = "digits"
-        train_stitches(
-            net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False
-        )
-        net.save(base / "sn")
-        search(
-            base / "sn",
-            out=base / "run",
-            data="digits",
-            algorithm="rs",
-            budget=30,
-            seed=0,
-            population=8,
-            p_stitch=0.05,
-            batch=1,
-            progress=False,
-        )
-        (base / "done").touch()
-    copy = tmp_path_factory.mktemp(name) / "run"
-    shutil.copytree(base / "run", copy)
-    return copy
-
-
-def invoke(*args: str):
-    """Run the CLI; re-raise what it raised so that a failing test shows the cause."""
-    result = runner.invoke(app, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def embedded_data(html: str) -> dict:
-    match = re.search(
-        r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S
-    )
-    return json.loads(match.group(1).replace("<\\/", "</"))
 
 
 @pytest.fixture(scope="module")
@@ -248,14 +194,6 @@ console.log(JSON.stringify(cases.map((c) => placeLabels(c.labels, c.area, c.avoi
     done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-def hit(a: dict, b: dict) -> bool:
-    return (
-        a["x"] < b["x"] + b["w"]
-        and b["x"] < a["x"] + a["w"]
-        and (a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"])
-    )
 
 
 def test_labels_never_overlap_and_stay_inside():

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import embedded_data, invoke, tiny_run
 from evostitch.errors import EvostitchError
 from evostitch.evaluation.metrics import TEMPERATURES
 from evostitch.evolution.archive import nondominated
@@ -21,7 +22,6 @@ from evostitch.results.export import offspring_module
 from evostitch.results.finetune import finetune
 from evostitch.results.reevaluate import load_reevaluation
 from evostitch.results.solutions import find_solution, load_supernet, read_run, run_solutions
-from test_report import embedded_data, invoke, tiny_run
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 import evostitch
+from conftest import tiny_run
 from evostitch.errors import RunError
 from evostitch.evolution.algorithms import make_algorithm
 from evostitch.evolution.loop import resume_search, run_search
 from evostitch.evolution.store import EvaluationRecord, RunStore
 from evostitch.results.findings import compute_findings, finding_texts
 from test_loop import RandomSearch, new_store, toy_objectives, toy_problem
-from test_report import tiny_run
 
 TRIGGER = (
     "CREATE TRIGGER cheat AFTER INSERT ON evaluations BEGIN UPDATE evaluations"

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import run_cli as cli_main
+from conftest import tiny_supernet_folder
 from evostitch import Supernet
 from evostitch.errors import EvostitchError, ModelError, SupernetError
 from evostitch.evaluation import holding
@@ -43,10 +44,8 @@ DEADLINE = 60  # seconds; a load of the demo folder takes about two
 # ----- the folders -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    """A tiny saved supernetwork, as the probe made it."""
-    folder = tmp_path_factory.mktemp("saved") / "demo"
-    Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(folder)
-    return folder
+    """A tiny saved supernetwork (the session's: copy it before changing it)."""
+    return tiny_supernet_folder(tmp_path_factory)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, tiny_supernet_folder
 from evostitch import Supernet, data
 from evostitch.errors import DataError, SupernetError
 from evostitch.versions import BUILD, installed
@@ -42,9 +42,8 @@ def test_python_m_evostitch_runs_the_cli():
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("versions") / "net"
-    Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(folder)
-    return folder
+    """A tiny saved supernetwork (the session's: copy it before changing it)."""
+    return tiny_supernet_folder(tmp_path_factory)
 
 
 @pytest.fixture
