@@ -66,12 +66,12 @@ BAD_INPUT = {
     ),
     "negative hold samples": (
         [*STITCH, "--b", "demo:mobilenet_like", "--hold-samples", "-1"],
-        "--hold-samples >= 0",
+        "hold_samples (--hold-samples) >= 0",
         "supernet.json",
     ),
     "zero fit memory": (
         [*STITCH, "--b", "demo:mobilenet_like", "--fit-memory", "0"],
-        "--fit-memory >= 1",
+        "fit_memory (--fit-memory) >= 1",
         "supernet.json",
     ),
     "unknown task": (["demo", "--task", "detection"], "unknown --task", SUMMARY),
