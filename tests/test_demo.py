@@ -10,18 +10,25 @@ from evostitch import api, cli
 from evostitch.cli.demo import print_summary
 from evostitch.demo import SUMMARY, run_demo
 from evostitch.errors import EvostitchError
+from evostitch.training import TrainSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-TINY = {"cache_dir": None, "progress": False, "parent_steps": 3, "downstream": 2}  # few steps
+TINY = {"cache_dir": None, "progress": False, "parent_steps": 3}  # few steps
 
 
 def test_demo_end_to_end_small(tmp_path, capsys):
     out, tiny = tmp_path / "demo", {**TINY, "cache_dir": tmp_path / "cache"}
     algorithm = api.DEFAULT_ALGORITHM
     summary = run_demo(
-        "classification", out, algorithm=algorithm, budget=10, steps=2, population=4, **tiny
+        "classification",
+        out,
+        algorithm=algorithm,
+        budget=10,
+        population=4,
+        training=TrainSettings(steps=2, downstream=2),
+        **tiny,
     )
     assert json.loads((out / SUMMARY).read_text()) == summary
     assert all(Path(p).exists() for p in summary["files"].values())

@@ -11,8 +11,10 @@ from rich.table import Table
 
 from .. import api
 from ..demo import run_demo
+from ..devices import torch_threads
 from ..errors import EvostitchError
 from ..files import expand_user
+from ..training import TrainSettings
 from .app import ALGORITHM_HELP, app
 
 DEFAULT_ALGORITHM = api.DEFAULT_ALGORITHM
@@ -57,18 +59,18 @@ def demo(
             "need --budget >= 1, --steps >= 0, --downstream-steps >= 0, --population >= 2 "
             "and --threads >= 0"
         )
-    summary = run_demo(
-        task,
-        out,
-        algorithm=algorithm,
-        budget=budget,
-        steps=steps,
-        downstream=downstream_steps,
-        population=population,
-        seed=seed,
-        cache_dir=cache,
-        threads=threads or None,
-    )
+    # the models are small: on a busy CPU more threads mostly wait for each other (10x seen)
+    with torch_threads(threads or None):
+        summary = run_demo(
+            task,
+            out,
+            algorithm=algorithm,
+            budget=budget,
+            population=population,
+            training=TrainSettings(steps=steps, downstream=downstream_steps),
+            seed=seed,
+            cache_dir=cache,
+        )
     print_summary(summary)
 
 

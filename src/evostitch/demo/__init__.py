@@ -13,7 +13,6 @@ from rich.console import Console
 from ..api import DEFAULT_EVAL_BATCH
 from ..api import search as search_supernet
 from ..data import load_dataset
-from ..devices import torch_threads
 from ..errors import RunError
 from ..evaluation.holding import hold_evaluator
 from ..evolution.algorithms import AUTO, AUTO_RUNS
@@ -25,7 +24,7 @@ from ..results.reevaluate import reevaluate
 from ..results.report import LABELS, write_report
 from ..results.solutions import genotype_text, reference_name
 from ..supernet import Supernet
-from ..training import train_stitches
+from ..training import TrainSettings, train_stitches
 from .parents import get_demo_parents
 
 if TYPE_CHECKING:
@@ -76,67 +75,59 @@ def run_demo(
     *,
     algorithm: str,
     budget: int,
-    steps: int = 0,
-    downstream: int | None = None,
     population: int,
+    training: TrainSettings | None = None,
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: bool = True,
     parent_steps: int | None = None,
-    threads: int | None = 1,
 ) -> dict:
     """Run the whole pipeline into `out`; `summary.json` is written last (it marks success).
 
-    Stitches get the library's least-squares fit, then `steps` gradient steps, then
-    `downstream` steps of the downstream stage (None: the library's default).
-    `parent_steps` overrides the parents' training length (tests use a few steps).
-    `threads` caps torch's CPU threads meanwhile (None: leave them): the models are
-    small, and on a busy CPU more threads mostly wait for each other (10x slower seen).
+    Stitches are trained as `training` says (None: the library's defaults), seeded by
+    `seed`. `parent_steps` overrides the parents' training length (tests use a few steps).
     """
     out = _output_folder(out)
-    with torch_threads(threads):
-        say = Console(stderr=True).print if progress else (lambda *a, **k: None)
-        start = time.perf_counter()
-        say("[bold]1/3[/bold] parents (from the cache, else trained now), matching, stitches")
-        net, info = build_demo_supernet(
-            task, out / "parents", cache_dir=cache_dir, progress=progress, parent_steps=parent_steps
-        )
-        spec = info["dataset"]
-        say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
-        say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
-        val = hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes)
-        train = load_dataset(spec, "train")
-        fitted = fit_and_map(  # leaves the poor stitches out, as `evostitch stitch` does
-            net,
-            lambda: train_stitches(
-                net, train, steps=steps, downstream=downstream, seed=seed, progress=progress
-            ),
-            val,
-            seed=seed,
-        )
-        say("\n".join(f"    {line}" for text in fitted.lines for line in text.splitlines()))
-        net.save(out / "supernet")
-        fitted.save(out / "supernet")
-        if algorithm == AUTO:
-            algorithm = AUTO_RUNS
-        say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
-        run = search_supernet(
-            out / "supernet",
-            out=out / "run",
-            data=spec,
-            algorithm=algorithm,
-            budget=budget,
-            seed=seed,
-            population=population,
-            # 250 evaluations: too few for racing to reach full's front (METHOD.md, 7)
-            fidelity="full",
-            p_stitch=0.02,
-            batch=DEFAULT_EVAL_BATCH,
-            progress=progress,
-        )
-        summary = _summarize(task, out, net, info, run, start)
-        write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
-        return summary
+    say = Console(stderr=True).print if progress else (lambda *a, **k: None)
+    start = time.perf_counter()
+    say("[bold]1/3[/bold] parents (from the cache, else trained now), matching, stitches")
+    net, info = build_demo_supernet(
+        task, out / "parents", cache_dir=cache_dir, progress=progress, parent_steps=parent_steps
+    )
+    spec = info["dataset"]
+    say(f"    {len(net.matches)} matched points, {len(net.genotype_spec)} variables")
+    say("[bold]2/3[/bold] fitting the stitches (parents frozen)")
+    val = hold_evaluator(net, load_dataset(spec, "val"), info["dataset_info"].num_classes)
+    train = load_dataset(spec, "train")
+    fitted = fit_and_map(  # leaves the poor stitches out, as `evostitch stitch` does
+        net,
+        lambda: train_stitches(net, train, training, seed=seed, progress=progress),
+        val,
+        seed=seed,
+    )
+    say("\n".join(f"    {line}" for text in fitted.lines for line in text.splitlines()))
+    net.save(out / "supernet")
+    fitted.save(out / "supernet")
+    if algorithm == AUTO:
+        algorithm = AUTO_RUNS
+    say(f"[bold]3/3[/bold] searching offspring with {algorithm} ({budget} evaluations)")
+    run = search_supernet(
+        out / "supernet",
+        out=out / "run",
+        data=spec,
+        algorithm=algorithm,
+        budget=budget,
+        seed=seed,
+        population=population,
+        # 250 evaluations: too few for racing to reach full's front (METHOD.md, 7)
+        fidelity="full",
+        p_stitch=0.02,
+        batch=DEFAULT_EVAL_BATCH,
+        progress=progress,
+    )
+    summary = _summarize(task, out, net, info, run, start)
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
+    return summary
 
 
 def _summarize(task: str, out: Path, net: Supernet, info: dict, run: Any, start: float) -> dict:

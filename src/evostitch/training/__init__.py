@@ -2,8 +2,8 @@
 
 `walks` holds the passes over a supernetwork, `fit` the closed-form fit and the held-out
 losses, `downstream` the stage that trains all stitches on random offspring, `checkpoint`
-the resumable state, `loop` the training run that ties them (`TrainSettings`, how it
-trains) and `result` what it reports.
+the resumable state, `optimizers` the gradient steps' AdamW, `loop` the training run
+that ties them (`TrainSettings`, how it trains) and `result` what it reports.
 """
 
 from .fit import held_out_losses, least_squares_init

@@ -36,6 +36,7 @@ from ..supernet import Supernet
 from . import downstream as stage
 from .checkpoint import identity, load_checkpoint, save_checkpoint
 from .fit import RIDGE, default_fit_memory, held_out_losses, least_squares_init
+from .optimizers import Pending, StitchOptimizers
 from .result import TrainResult, point_name
 from .walks import forward_random
 
@@ -191,7 +192,7 @@ class _Trainer:
         net.to(self.device)
         net.parents.eval()
         net.stitches.train()
-        self.opt = _StitchOptimizers(net, lr=s.lr, weight_decay=s.weight_decay)
+        self.opt = StitchOptimizers(net, lr=s.lr, weight_decay=s.weight_decay)
         self.ckpt: Path | None = None
         self.plan: dict = {}
 
@@ -213,7 +214,7 @@ class _Trainer:
         if checkpoint_dir is not None:
             self.ckpt = user_path(checkpoint_dir)
             self.plan = identity(net, self.identity(checkpoint_identity))
-        pending = _Pending()  # the optimiser state of whichever stage the checkpoint was in
+        pending = Pending()  # the optimiser state of whichever stage the checkpoint was in
         resumed = _resume(net, pending, self.ckpt, self.plan, steps + self.down, self.progress)
         start, history, stage_start = resumed if resumed is not None else (0, [], None)
         history, down_history = history[:steps], history[steps:]
@@ -341,23 +342,6 @@ class _Trainer:
         return losses
 
 
-class _Pending:
-    """Optimiser state read from a checkpoint before it is known which stage's it is."""
-
-    def __init__(self) -> None:
-        self.entries: dict[torch.Tensor, dict] = {}
-
-    def state(self, p: torch.Tensor) -> dict:
-        return {}
-
-    def set_state(self, p: torch.Tensor, entry: dict) -> None:
-        self.entries[p] = entry
-
-    def apply(self, opt) -> None:
-        for p, entry in self.entries.items():
-            opt.set_state(p, entry)
-
-
 def _resume(net: Supernet, opt, ckpt: Path | None, plan: dict, steps: int, progress: bool):
     """(step, history, the downstream stage's start) of a checkpoint in `ckpt` made for
     `plan`, said in one line; None without a checkpoint folder or a checkpoint in it."""
@@ -368,37 +352,6 @@ def _resume(net: Supernet, opt, ckpt: Path | None, plan: dict, steps: int, progr
             soft_wrap=True,
         )
     return resumed
-
-
-class _StitchOptimizers:
-    """One AdamW per stitch, stepped as soon as that stitch's loss is backpropagated and
-    its gradients then dropped: one stitch's gradients exist at a time, not all of them.
-    AdamW updates each parameter on its own, so this is one AdamW over all stitches."""
-
-    def __init__(self, net: Supernet, lr: float, weight_decay: float) -> None:
-        self.opts = {
-            key: torch.optim.AdamW(stitch.parameters(), lr=lr, weight_decay=weight_decay)
-            for key, stitch in net.stitches.items()
-        }
-        self.owner = {p: self.opts[k] for k, s in net.stitches.items() for p in s.parameters()}
-
-    def set_lr(self, lr: float) -> None:
-        for opt in self.opts.values():
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-    def learn(self, key: str, loss: torch.Tensor) -> None:
-        """Backpropagate stitch `key`'s loss and step it (a non-finite loss: no step)."""
-        loss.backward()
-        if torch.isfinite(loss):
-            self.opts[key].step()
-        self.opts[key].zero_grad(set_to_none=True)
-
-    def state(self, p: torch.Tensor) -> dict:
-        return self.owner[p].state.get(p, {})
-
-    def set_state(self, p: torch.Tensor, entry: dict) -> None:
-        self.owner[p].state[p] = entry
 
 
 def _check_finite(net: Supernet, losses: dict[str, float], when: str) -> None:
