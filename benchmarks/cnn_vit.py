@@ -159,14 +159,14 @@ def main() -> None:
     lap("parents")
 
     common = {
-        "weights_a": weights_a, "weights_b": weights_b, "max_ratio": args.max_ratio,
+        "weights": [weights_a, weights_b], "max_ratio": args.max_ratio,
         "seed": args.seed, "progress": False,
     }  # fmt: skip
     torch.manual_seed(args.seed)
-    built = evostitch.stitch(spec_a, spec_b, SHAPE, **common)  # no data: stitches as built
+    built = evostitch.stitch([spec_a, spec_b], SHAPE, **common)  # no data: stitches as built
     untrained = {k: v.clone() for k, v in built.stitches.state_dict().items()}
     torch.manual_seed(args.seed)
-    net = evostitch.stitch(spec_a, spec_b, SHAPE, data=DATA, out=out / "supernet", **common)
+    net = evostitch.stitch([spec_a, spec_b], SHAPE, data=DATA, out=out / "supernet", **common)
     if net.matches != built.matches:
         raise SystemExit("two builds of the same supernetwork matched differently")
     kinds = Counter(kind(net, sw) for sw in net.switches)

@@ -80,7 +80,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    net = Supernet.build("torchvision:resnet50", "torchvision:resnext50_32x4d", (3, 64, 64))
+    net = Supernet.build(["torchvision:resnet50", "torchvision:resnext50_32x4d"], (3, 64, 64))
     print(
         f"supernet: {len(net.switches)} switches, built in {time.perf_counter() - t0:.0f} s; "
         f"{args.images} images 64x64, data batch {args.batch_size}, budget {args.budget_mb} MiB, "

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'pair':70} {'vars':>5} {'p':>5} {'inactive':>9} {'distinct canonical':>19}")
     for a, b, shape in PAIRS:
-        net = Supernet.build(a, b, shape)
+        net = Supernet.build([a, b], shape)
         rng = random.Random(0)
         for p in (0.02, 0.1, 0.5):
             shares, canon = [], set()

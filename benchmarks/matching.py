@@ -39,11 +39,11 @@ def main() -> None:
         trace_s = time.perf_counter() - start
         for similarity in ("uniform", "cka"):
             data = list(images.split(8)) if similarity == "cka" else None
-            result = match(graphs[0], graphs[1], similarity=similarity, data=data)
+            result = match(graphs, similarity=similarity, data=data)
             total = trace_s + result.weight_seconds + result.seconds
             print(
                 f"{a + ' x ' + b:34} {similarity:8} {trace_s:8.1f} {result.weight_seconds:9.1f} "
-                f"{result.seconds:8.2f} {len(result.pairs):8d} {str(result.optimal):>8} "
+                f"{result.seconds:8.2f} {len(result.groups):8d} {str(result.optimal):>8} "
                 f"{total:8.1f}"
             )
 

@@ -151,7 +151,7 @@ def run_phase(args) -> dict:
         with torch.no_grad():
             model(x)
         return {"peak": peak_since(rss)}
-    net = Supernet.build(args.a, args.b, shape)
+    net = Supernet.build([args.a, args.b], shape)
     ds = data(args)
     info = {"stitches": len(net.switches)}
     if args.phase == "stitches":

@@ -69,7 +69,7 @@ def supernet(sides: str, parents: list, out: Path, max_ratio: int, seed: int) ->
     chosen = [parents["abc".index(s)] for s in sides]
     net = evostitch.stitch(
         parents=[spec for spec, _ in chosen],
-        parent_weights=[w for _, w in chosen],
+        weights=[w for _, w in chosen],
         input_shape=SHAPE32,
         data=MNIST32,
         out=folder,

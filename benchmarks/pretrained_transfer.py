@@ -90,7 +90,7 @@ def main() -> None:
     lap("heads")
 
     net = evostitch.stitch(
-        spec_a, spec_b, SHAPE, data=DATA, out=sn, weights_a=weights_a, weights_b=weights_b,
+        [spec_a, spec_b], SHAPE, data=DATA, out=sn, weights=[weights_a, weights_b],
         fit_samples=args.fit_samples, steps=args.steps, seed=args.seed, progress=False,
         leaf_modules=BLOCKS if args.nodes == "blocks" else (),
         keep_poor_stitches=args.keep_poor_stitches,

@@ -88,7 +88,7 @@ def build_supernet(
         from pretrained_parents import DATA, SHAPE, prepare
 
         (spec_a, weights_a), (spec_b, weights_b) = prepare([0, 2], OUT / "pretrained_parents")
-        net = Supernet.build(spec_a, spec_b, SHAPE, weights_a=weights_a, weights_b=weights_b)
+        net = Supernet.build([spec_a, spec_b], SHAPE, weights=[weights_a, weights_b])
         data, parents = DATA, {}
     else:
         from evostitch.demo import build_demo_supernet

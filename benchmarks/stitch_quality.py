@@ -95,7 +95,7 @@ def build(pair: str, folder: Path) -> tuple[Supernet, str]:
     from pretrained_parents import DATA, SHAPE, prepare
 
     (spec_a, weights_a), (spec_b, weights_b) = prepare([0, 2], folder)
-    net = Supernet.build(spec_a, spec_b, SHAPE, weights_a=weights_a, weights_b=weights_b)
+    net = Supernet.build([spec_a, spec_b], SHAPE, weights=[weights_a, weights_b])
     return net, DATA
 
 

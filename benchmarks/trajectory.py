@@ -76,10 +76,7 @@ def supernets() -> list[str]:
     for parents in (pair, (*pair, "resnet_like")):
         torch.manual_seed(0)
         specs = [f"demo:{p}" for p in parents]
-        if len(specs) == 2:
-            net = Supernet.build(*specs, (1, 8, 8))
-        else:
-            net = Supernet.build_many(specs, (1, 8, 8))
+        net = Supernet.build(specs, (1, 8, 8))
         x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
         net.profile(x[:1])
         rng, seen = random.Random(0), []
@@ -100,7 +97,7 @@ def searches() -> list[str]:
         folder = Path(tmp) / "supernet"
         torch.manual_seed(0)
         api.stitch(
-            "demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), data="digits", out=folder,
+            ["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), data="digits", out=folder,
             fit_samples=256, downstream=0, hold_samples=0, progress=False,
         )  # fmt: skip
         for algo in ("nsga2", "ga", "gomea"):

@@ -109,7 +109,7 @@ def check_model(spec: str, partner: str, size: int, offspring: int, exports: int
     try:
         torch.manual_seed(0)
         model, other = load_model(spec), load_model(partner)
-        net = Supernet.build(model, other, (3, size, size))
+        net = Supernet.build([model, other], (3, size, size))
         row.nodes = len(net.graphs["a"].nodes)
         row.matches = len(net.matches)
         row.steps["trace+match"] = "ok"

@@ -95,7 +95,7 @@ def tiny_supernet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from evostitch import Supernet
 
         shutil.rmtree(folder.parent, ignore_errors=True)
-        Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(folder)
+        Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8)).save(folder)
         (folder.parent / "done").touch()
     return folder
 
@@ -114,7 +114,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
         from evostitch.training import train_stitches
 
         shutil.rmtree(base, ignore_errors=True)
-        net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+        net = Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
         net.data = "digits"
         train_stitches(
             net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False

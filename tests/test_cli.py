@@ -147,7 +147,16 @@ def test_a_fit_memory_budget_changes_the_passes_not_the_stitches(tmp_path, capsy
     for name, extra in (("one", []), ("split", ["--fit-memory", "1"])):
         code, _, err = run([*base, *extra, "--out", str(tmp_path / name)], capsys)
         assert code == 0, err
+    from evostitch import api
+
+    api.stitch(
+        ["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), data="digits", fit_samples=128,
+        hold_samples=0, downstream=0, fit_memory=1, out=tmp_path / "api", progress=False,
+    )  # fmt: skip
     assert len(passes[0]) == 1 and len(passes[1]) > 1  # 1 MiB: several passes
-    one, split = (Supernet.load(tmp_path / n).stitches.state_dict() for n in ("one", "split"))
-    assert one.keys() == split.keys()
-    assert all(torch.equal(one[k], split[k]) for k in one)
+    assert passes[2] == passes[1]  # the API's fit_memory is MiB too
+    one, split, by_api = (
+        Supernet.load(tmp_path / n).stitches.state_dict() for n in ("one", "split", "api")
+    )
+    assert one.keys() == split.keys() == by_api.keys()
+    assert all(torch.equal(one[k], split[k]) and torch.equal(one[k], by_api[k]) for k in one)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def net() -> Supernet:
     torch.manual_seed(0)
-    return Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    return Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
 
 
 def test_bf16_evaluation_runs_in_bf16_and_stays_close(net):
@@ -48,7 +48,7 @@ def test_bf16_stitch_training_keeps_float32_stitches(net):
 
 def test_search_records_its_precision_and_resume_keeps_it(tmp_path):
     api.stitch(
-        "demo:resnet_like", "demo:mobilenet_like", (1, 8, 8),
+        ["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8),
         data="digits", out=tmp_path / "sn", progress=False, device="cpu",
     )  # fmt: skip
     options = {"budget": 6, "population": 4, "batch": 2, "progress": False, "device": "cpu"}

@@ -53,7 +53,7 @@ def digits_net():
     torch.manual_seed(0)
     train, val = load_dataset("digits", "train"), load_dataset("digits", "val")
     a, b = trained("demo:resnet_like", train), trained("demo:mobilenet_like", train)
-    net = Supernet.build(a, b, (1, 8, 8))
+    net = Supernet.build([a, b], (1, 8, 8))
     train_stitches(net, train, fit_samples=256, downstream=0, progress=False)
     return net, train, val
 
@@ -172,7 +172,7 @@ def test_stage_fixes_a_stitch_that_least_squares_fits_for_the_wrong_inputs():
     torch.manual_seed(0)
     x = torch.randn(2048, 4)
     data = TensorDataset(x, torch.zeros(len(x), dtype=torch.long))
-    net = Supernet.build(Squashed(), Sharp(), (4,))
+    net = Supernet.build([Squashed(), Sharp()], (4,))
     crossing = net.canonical((1, 0, 0, 0, 1))  # output b, B's hardtanh from A's tanh
     assert [sw.stitch for sw in net.plan(crossing).stitched] == ["ab1"]
     train_stitches(net, data, fit_samples=1024, downstream=0, progress=False)

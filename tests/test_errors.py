@@ -23,7 +23,7 @@ from evostitch.training import train_stitches
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
-    return evostitch.Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    return evostitch.Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
 
 
 def graph(name: str):
@@ -38,7 +38,9 @@ CASES = {
     ),
     "negative input shape": (
         errors.ModelError,
-        lambda net, tmp: evostitch.Supernet.build("demo:resnet_like", "demo:fcn_like", (1, -8, 8)),
+        lambda net, tmp: evostitch.Supernet.build(
+            ["demo:resnet_like", "demo:fcn_like"], (1, -8, 8)
+        ),
     ),
     "unknown dataset": (errors.DataError, lambda net, tmp: load_dataset("nope", "train")),
     "an iterator to train_stitches": (
@@ -49,22 +51,31 @@ CASES = {
     "data of another shape": (
         errors.DataError,
         lambda net, tmp: evostitch.stitch(
-            "demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), data="mnist5k", progress=False
+            ["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), data="mnist5k", progress=False
         ),
     ),
     "data with other classes": (
         errors.DataError,
         lambda net, tmp: evostitch.stitch(
-            "demo:resnet_like?num_classes=7",
-            "demo:mobilenet_like?num_classes=7",
+            ["demo:resnet_like?num_classes=7", "demo:mobilenet_like?num_classes=7"],
             (1, 8, 8),
             data="digits",
             progress=False,
         ),
     ),
+    "one parent, not a list": (
+        errors.SupernetError,
+        lambda net, tmp: evostitch.stitch("demo:resnet_like", (1, 8, 8), progress=False),
+    ),
+    "a weights entry short": (
+        errors.SupernetError,
+        lambda net, tmp: evostitch.Supernet.build(
+            ["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), weights=[None]
+        ),
+    ),
     "unknown similarity": (
         errors.MatchingError,
-        lambda net, tmp: match(graph("resnet_like"), graph("mobilenet_like"), similarity="x"),
+        lambda net, tmp: match([graph("resnet_like"), graph("mobilenet_like")], similarity="x"),
     ),
     "genotype too short": (errors.SupernetError, lambda net, tmp: net.cost([1, 0])),
     "genotype out of range": (

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def small_supernet() -> Supernet:
     torch.manual_seed(0)
-    return Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    return Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
 
 
 def test_offspring_are_drawn_as_a_search_starts_them():
@@ -95,7 +95,7 @@ def test_untrained_stitches_are_seeded_so_the_untrained_figure_reproduces():
 
     def built(seed: int, noise: int) -> dict:
         torch.manual_seed(noise)  # the global random state must not matter
-        net = api.stitch("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), seed=seed,
+        net = api.stitch(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), seed=seed,
                          progress=False)  # fmt: skip
         return net.stitches.state_dict()
 
@@ -106,7 +106,7 @@ def test_untrained_stitches_are_seeded_so_the_untrained_figure_reproduces():
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    api.stitch("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8), seed=0, progress=False)
+    api.stitch(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8), seed=0, progress=False)
     assert torch.equal(torch.rand(3), expected)  # the caller's random stream is left alone
     torch.random.set_rng_state(state)
 
@@ -116,6 +116,6 @@ def test_the_demo_build_is_seeded_too():
     nets = []
     for noise in (1, 2):
         torch.manual_seed(noise)
-        nets.append(Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)))
+        nets.append(Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8)))
     first, again = (n.stitches.state_dict() for n in nets)
     assert all(torch.equal(first[k], again[k]) for k in first)

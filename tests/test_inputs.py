@@ -80,7 +80,7 @@ def test_a_truncated_png_is_left_out_of_its_split_the_same_way_every_time(tmp_pa
     assert list(val.indices) == [i for i in before["val"] if val.dataset.samples[i][0] != str(bad)]
     assert list(load_dataset(spec, "val").indices) == list(val.indices)  # every load alike
     assert skipped(load_dataset(spec, "train")) == []
-    net = Supernet.build(A3, B3, (3, 8, 8))
+    net = Supernet.build([A3, B3], (3, 8, 8))
     ev = Evaluator(net, val, 3, batch_size=16, device="cpu", workers=0)
     results = [ev.metrics(g)["accuracy"] for g in net.reference_genotypes]  # no failure
     assert all(0 <= r <= 1 for r in results)
@@ -114,7 +114,7 @@ def leftover(tmp_path) -> Path:
     """A stitch run whose training finished but whose supernetwork was never saved (the
     process died): its folder holds checkpoints/ alone."""
     out = tmp_path / "sn"
-    api.stitch(A1, B1, (1, 8, 8), data="digits", out=out, **QUICK, seed=0)
+    api.stitch([A1, B1], (1, 8, 8), data="digits", out=out, **QUICK, seed=0)
     for path in out.iterdir():
         if path.name != "checkpoints":
             path.unlink()
@@ -143,7 +143,7 @@ def test_a_leftover_checkpoint_of_another_command_is_refused_in_one_line(
     monkeypatch.setattr("evostitch.training.loop.least_squares_init", lambda *a, **k: fit.append(1))
     args = {"a": A1, "b": B1, **QUICK, "seed": 0, "data": "digits", **change}
     with pytest.raises(EvostitchError) as err:
-        api.stitch(args.pop("a"), args.pop("b"), (1, 8, 8), out=leftover, **args)
+        api.stitch([args.pop("a"), args.pop("b")], (1, 8, 8), out=leftover, **args)
     message = str(err.value)
     assert says in message and "\n" not in message, message
     assert fit == []  # refused before any training
@@ -160,17 +160,19 @@ def test_a_leftover_checkpoint_with_other_parent_weights_is_refused(leftover, tm
     state = {k: v + 0.5 if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_file(state, str(weights))
     with pytest.raises(EvostitchError, match="made with other weights of parent A: rerun"):
-        api.stitch(A1, B1, (1, 8, 8), data="digits", out=leftover, weights_a=weights, **QUICK)
+        api.stitch(
+            [A1, B1], (1, 8, 8), data="digits", out=leftover, weights=[weights, None], **QUICK
+        )
 
 
 def test_the_same_command_resumes_and_says_so(leftover, capsys):
     options = {**QUICK, "progress": True}
-    net = api.stitch(A1, B1, (1, 8, 8), data="digits", out=leftover, seed=0, **options)
+    net = api.stitch([A1, B1], (1, 8, 8), data="digits", out=leftover, seed=0, **options)
     err = capsys.readouterr().err
     assert f"resuming stitch training from {leftover / 'checkpoints'} (step 5 of 5)" in (
         " ".join(err.split())
     )
-    fresh = api.stitch(A1, B1, (1, 8, 8), data="digits", seed=0, **QUICK)  # no checkpoint
+    fresh = api.stitch([A1, B1], (1, 8, 8), data="digits", seed=0, **QUICK)  # no checkpoint
     for key, value in fresh.stitches.state_dict().items():
         assert value.equal(net.stitches.state_dict()[key]), key
 
@@ -220,7 +222,7 @@ def test_stitch_and_search_check_out_before_any_work(tmp_path, monkeypatch, wher
     out = target if where != "inside read-only" else target / "new"
     says = "exists and is not a folder" if where == "file" else "cannot write in"
     with pytest.raises(EvostitchError, match=says) as err:
-        api.stitch(A1, B1, (1, 8, 8), data="digits", out=out, progress=False)
+        api.stitch([A1, B1], (1, 8, 8), data="digits", out=out, progress=False)
     assert "\n" not in str(err.value)
     with pytest.raises(EvostitchError, match=says):
         api.search(tmp_path / "no-need-to-exist", out=out, data="digits", progress=False)
@@ -243,7 +245,7 @@ def test_stitch_out_an_existing_file_is_one_line_on_the_command_line(tmp_path):
 def rgb_supernet(tmp_path) -> Path:
     """A saved supernetwork of 10-class parents on 3x8x8 inputs."""
     net = Supernet.build(
-        "demo:resnet_like?in_channels=3", "demo:mobilenet_like?in_channels=3", (3, 8, 8)
+        ["demo:resnet_like?in_channels=3", "demo:mobilenet_like?in_channels=3"], (3, 8, 8)
     )
     return net.save(tmp_path / "sn")
 
@@ -267,7 +269,7 @@ def test_a_negative_seed_is_one_line_in_the_cli_and_the_api(tmp_path, rgb_supern
     with pytest.raises(EvostitchError, match="need a seed from 0 to"):
         api.search(rgb_supernet, out=tmp_path / "run", data="digits", seed=-1)
     with pytest.raises(EvostitchError, match="need a seed from 0 to"):
-        api.stitch(A1, B1, (1, 8, 8), seed=-1, progress=False)
+        api.stitch([A1, B1], (1, 8, 8), seed=-1, progress=False)
     done = cli(tmp_path, "search", rgb_supernet, "--out", "run", "--data", "digits", "--seed", "-1")
     one_line(done, "need a seed from 0 to 4294967295 (--seed), got -1")
     done = cli(tmp_path, "stitch", "--a", A1, "--b", B1, "--input-shape", "1,8,8",
@@ -291,7 +293,7 @@ def test_a_negative_seed_is_one_line_in_the_cli_and_the_api(tmp_path, rgb_supern
 )
 def test_stitch_numbers_out_of_range_are_refused_before_any_work(options, says, no_work):
     with pytest.raises(EvostitchError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        api.stitch(A1, B1, (1, 8, 8), data="digits", progress=False, **options)
+        api.stitch([A1, B1], (1, 8, 8), data="digits", progress=False, **options)
 
 
 @pytest.mark.parametrize(

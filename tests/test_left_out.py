@@ -19,7 +19,7 @@ from evostitch.fitting import leave_out_poor
 @pytest.fixture
 def net() -> Supernet:
     torch.manual_seed(0)
-    return Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    return Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
 
 
 def crossing(net: Supernet, stitch: str) -> tuple[int, ...]:

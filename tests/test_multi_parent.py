@@ -28,7 +28,7 @@ CHOICES = ("a", "b", "c", "mean-ab", "mean-ac", "mean-bc", "mean",
 @pytest.fixture(scope="module")
 def net() -> Supernet:
     torch.manual_seed(0)
-    return Supernet.build_many(PARENTS, SHAPE)
+    return Supernet.build(PARENTS, SHAPE)
 
 
 def inputs(n: int = 2) -> torch.Tensor:
@@ -177,13 +177,3 @@ def test_genotype_errors_name_the_position(net):
     g[i] = 3
     with pytest.raises(SupernetError, match=f"position {i} is 3"):
         net.plan(g)
-
-
-def test_two_parents_built_many_equal_build():
-    torch.manual_seed(0)
-    one = Supernet.build("demo:resnet_like", "demo:mobilenet_like", SHAPE)
-    torch.manual_seed(0)
-    many = Supernet.build_many(["demo:resnet_like", "demo:mobilenet_like"], SHAPE)
-    assert many.matches == one.matches and many.genotype_spec == one.genotype_spec
-    assert many.switches == one.switches and list(many.stitches) == list(one.stitches)
-    assert many.structure.order == one.structure.order

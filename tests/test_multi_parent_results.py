@@ -49,7 +49,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 def run(tmp_path_factory):
     """16 evaluations of random search on an untrained three-parent supernetwork."""
     folder = tmp_path_factory.mktemp("three-parents")
-    net = Supernet.build_many(PARENTS, (1, 16, 16))
+    net = Supernet.build(PARENTS, (1, 16, 16))
     net.data = DATA
     net.save(folder / "sn")
     options = {"algorithm": "rs", "budget": 16, "population": 4, "p_stitch": 0.05}

@@ -307,7 +307,7 @@ def supernet(tmp_path_factory):
     from evostitch.supernet import Supernet
     from evostitch.training import train_stitches
 
-    net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    net = Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
     net.data = "digits"
     train_stitches(net, load_dataset("digits", "train"), samples=64, downstream=0, progress=False)
     folder = tmp_path_factory.mktemp("racing") / "sn"

@@ -107,11 +107,9 @@ def test_supernet_keeps_its_parents_weights(tmp_path):
         weights[side] = tmp_path / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights[side]))
     net = Supernet.build(
-        "demo:resnet_like",
-        "demo:mobilenet_like",
+        ["demo:resnet_like", "demo:mobilenet_like"],
         (1, 8, 8),
-        weights_a=weights["a"],
-        weights_b=weights["b"],
+        weights=[weights["a"], weights["b"]],
     )
     folder = net.save(tmp_path / "sn")
     for path in weights.values():
@@ -145,7 +143,7 @@ def test_a_folder_never_runs_the_code_it_names(tmp_path, monkeypatch):
     package.mkdir()
     (package / "evil_parent.py").write_text(textwrap.dedent(EVIL.format(marker=str(marker))))
     monkeypatch.syspath_prepend(str(package))
-    net = Supernet.build("evil_parent:build", "demo:mobilenet_like", (1, 8, 8))  # you typed it
+    net = Supernet.build(["evil_parent:build", "demo:mobilenet_like"], (1, 8, 8))  # you typed it
     folder = net.save(tmp_path / "sn")
     marker.unlink()
     sys.modules.pop("evil_parent", None)
@@ -169,7 +167,7 @@ def test_a_folder_never_runs_the_code_it_names(tmp_path, monkeypatch):
 def test_timm_parents_stitch_and_export(tmp_path, a, b):
     pytest.importorskip("timm")
     torch.manual_seed(0)
-    net = Supernet.build(a, b, (3, 32, 32))  # no leaf modules named: timm's fx rules apply
+    net = Supernet.build([a, b], (3, 32, 32))  # no leaf modules named: timm's fx rules apply
     assert len(net.matches) > 20
     rng = random.Random(0)
     x = torch.randn(3, 3, 32, 32)

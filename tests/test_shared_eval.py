@@ -34,14 +34,14 @@ def tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    net = Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
     return net, *tensors(load_dataset("digits", "val")), 10  # 270 images
 
 
 @pytest.fixture(scope="module")
 def segmenter():
     torch.manual_seed(1)
-    net = Supernet.build("demo:unet_like", "demo:fcn_like", (1, 32, 32))
+    net = Supernet.build(["demo:unet_like", "demo:fcn_like"], (1, 32, 32))
     try:
         x, y = tensors(load_dataset("nuclei?crop=32", "val"))
         x, y = x[::2], y[::2]

@@ -31,7 +31,7 @@ def supernet(key: str) -> Supernet:
     if key not in _built:
         torch.manual_seed(0)
         a, b, shape = PAIRS[key]
-        _built[key] = Supernet.build(a, b, shape)
+        _built[key] = Supernet.build([a, b], shape)
     return _built[key]
 
 
@@ -61,7 +61,7 @@ def test_traced_parent_equals_eager_model():
 
     torch.manual_seed(0)
     model = load_model("torchvision:resnet18")
-    net = Supernet.build(model, "torchvision:mobilenet_v3_small", (3, 32, 32))
+    net = Supernet.build([model, "torchvision:mobilenet_v3_small"], (3, 32, 32))
     x = torch.randn(2, 3, 32, 32)
     zeros = [0] * (len(net.genotype_spec) - 1)
     with torch.no_grad():
@@ -184,7 +184,7 @@ def test_module_parents_cannot_be_saved_without_spec(tmp_path):
     from evostitch.models import load_model
 
     net = Supernet.build(
-        load_model("torchvision:resnet18"), "torchvision:mobilenet_v3_small", (3, 32, 32)
+        [load_model("torchvision:resnet18"), "torchvision:mobilenet_v3_small"], (3, 32, 32)
     )
     with pytest.raises(EvostitchError, match="model spec"):
         net.save(tmp_path / "x")

@@ -524,7 +524,7 @@ def test_errors_are_evostitch_errors():
 
 
 def test_a_loaded_supernetwork_saved_again_keeps_its_matching_figures(tmp_path):
-    Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8)).save(tmp_path / "a")
+    Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8)).save(tmp_path / "a")
     again = Supernet.load(tmp_path / "a")
     again.leave_out(sorted(again.stitches)[:1])  # what a user changes before saving again
     again.save(tmp_path / "b")

@@ -100,7 +100,7 @@ def cnn_vit() -> Supernet:
         image_size=32, patch_size=4, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
         num_classes=10,
     ).eval()  # fmt: skip
-    return Supernet.build(cnn, vit, (3, 32, 32), max_ratio=8)
+    return Supernet.build([cnn, vit], (3, 32, 32), max_ratio=8)
 
 
 def test_cnn_and_vit_match_across_maps_and_tokens(cnn_vit):
@@ -140,7 +140,7 @@ def test_cnn_x_vit_supernet_saves_loads_and_exports_through_token_stitches(tmp_p
 
     torch.manual_seed(0)
     vit = "demo:vit_like?image_size=28&patch_size=4&width=32&depth=2&heads=2"
-    net = Supernet.build("demo:resnet_like", vit, (1, 28, 28), max_ratio=4)
+    net = Supernet.build(["demo:resnet_like", vit], (1, 28, 28), max_ratio=4)
     x = torch.randn(4, 1, 28, 28)
     least_squares_init(net, x, device="cpu")
     kinds = {sw.index: net.stitches[sw.stitch].kind for sw in net.switches}

@@ -27,7 +27,7 @@ from evostitch.training import (
 
 def small_supernet() -> Supernet:
     torch.manual_seed(0)
-    return Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    return Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
 
 
 def stitch_state(net: Supernet) -> dict:
@@ -241,7 +241,7 @@ def test_relative_losses_read_as_fractions_of_the_target_variance():
     raw MSE of the same stitches is on the scale of their tensors."""
     torch.manual_seed(0)
     model = load_model("demo:resnet_like")
-    net = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
+    net = Supernet.build([model, copy.deepcopy(model)], (1, 8, 8))
     data = load_dataset("digits", "train")
     result = train_stitches(net, data, samples=64, lr=0.0, downstream=0, progress=False)  # LS
     assert set(result.relative_losses) == set(net.stitches.keys())
@@ -257,7 +257,7 @@ def test_held_out_losses_read_as_fractions_of_the_target_variance():
     a stitch that predicts its target's mean, and the default run reports them by name."""
     torch.manual_seed(0)
     model = load_model("demo:resnet_like")
-    twins = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
+    twins = Supernet.build([model, copy.deepcopy(model)], (1, 8, 8))
     data = load_dataset("digits", "train")
     result = train_stitches(twins, data, progress=False)  # defaults: fit, no gradient steps
     assert result.steps == 0 and result.held_out == min(256, len(data) // 5)
@@ -284,7 +284,7 @@ def test_the_ridge_shrinks_the_fit_toward_the_targets_mean():
     data = load_dataset("digits", "train")
     losses, largest = {}, {}
     for ridge in (1e-2, 1e6):
-        twins = Supernet.build(model, copy.deepcopy(model), (1, 8, 8))
+        twins = Supernet.build([model, copy.deepcopy(model)], (1, 8, 8))
         result = train_stitches(
             twins, data, fit_samples=256, ridge=ridge, downstream=0, progress=False
         )

@@ -26,7 +26,7 @@ from evostitch.supernet import Supernet
 @pytest.fixture(scope="module")
 def mapped(tmp_path_factory):
     torch.manual_seed(0)
-    net = Supernet.build("demo:resnet_like", "demo:mobilenet_like", (1, 8, 8))
+    net = Supernet.build(["demo:resnet_like", "demo:mobilenet_like"], (1, 8, 8))
     ev = hold_evaluator(net, load_dataset("digits", "val"), 10, images=64)
     folder = tmp_path_factory.mktemp("net")
     net.save(folder)

@@ -1,6 +1,6 @@
 """The Python API: one call per command of the CLI, returning objects.
 
-    net = evostitch.stitch("torchvision:resnet18", "torchvision:mobilenet_v3_small",
+    net = evostitch.stitch(["torchvision:resnet18", "torchvision:mobilenet_v3_small"],
                            (3, 224, 224), data="imagefolder:~/pets", out="runs/sn")
     run = evostitch.search("runs/sn", out="runs/r1", budget=2000)
     run = evostitch.load_run("runs/r1")   # later, or on another machine
@@ -37,7 +37,7 @@ from .files import user_path
 from .fitting import fit_supernet
 from .graph import Graph, example_input, trace
 from .inputs import check_data, check_images, input_batches, resolve_data
-from .matching import MatchResult, MultiMatchResult, match_many
+from .matching import Matching
 from .matching import match as match_graphs
 from .models import load_model
 from .options import (
@@ -45,9 +45,9 @@ from .options import (
     check_batch,
     check_leftover,
     check_match_options,
+    check_parents,
     check_search_options,
     check_stitch_options,
-    parent_list,
     run_folder,
     stitch_folder,
 )
@@ -66,31 +66,27 @@ Parent = str | nn.Module
 
 
 def match(
-    a: Parent | Graph | None = None,
-    b: Parent | Graph | None = None,
+    parents: Sequence[Parent | Graph],
     input_shape: Sequence[int] | None = None,
     *,
-    parents: Sequence[Parent | Graph] = (),
-    weights_a: str | Path | None = None,
-    weights_b: str | Path | None = None,
-    parent_weights: Sequence[str | Path | None] = (),
+    weights: Sequence[str | Path | None] | None = None,
     data: str | Iterable[torch.Tensor] | None = None,
     similarity: str = "uniform",
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
     time_limit: float | None = None,
     progress: bool = True,
-) -> MatchResult | MultiMatchResult:
-    """Match parents' layers without creating cycles (`evostitch match`): pairs for two
-    parents, groups (`MultiMatchResult`, `evostitch.matching.match_many`) for more.
+) -> Matching:
+    """Match K >= 2 parents' layers into groups without creating cycles (`evostitch
+    match`; for two parents, pairs): `evostitch.matching.match`.
 
-    Parents are traced graphs, modules or model specs (then `input_shape` is needed):
-    `a`, `b`, then any further `parents` (with `parent_weights`, one per parent). CKA
+    Parents are traced graphs, modules or model specs (then `input_shape` is needed), in
+    side order; `weights` (one per parent, None for none) load a spec's weights. CKA
     similarity reads inputs from `data`: input batches, or a dataset spec's training
     split (random inputs without it). `time_limit` bounds a two-parent matching.
     """
     check_match_options(max_ratio, time_limit)
-    models, weights = parent_list(a, b, parents, (weights_a, weights_b), parent_weights)
+    models, weights = check_parents(parents, weights)
     graphs = []
     for model, w in zip(models, weights, strict=True):
         if not isinstance(model, Graph):
@@ -104,11 +100,8 @@ def match(
     batches = data
     if similarity == "cka" and (data is None or isinstance(data, str)):
         batches = input_batches(data, shape, progress=progress)
-    if len(graphs) > 2:
-        return match_many(graphs, similarity=similarity, data=batches, max_ratio=max_ratio)
     return match_graphs(
-        graphs[0],
-        graphs[1],
+        graphs,
         similarity=similarity,
         data=batches,
         max_ratio=max_ratio,
@@ -117,16 +110,12 @@ def match(
 
 
 def stitch(
-    a: Parent | None = None,
-    b: Parent | None = None,
+    parents: Sequence[Parent],
     input_shape: Sequence[int] | None = None,
     *,
-    parents: Sequence[Parent] = (),
+    weights: Sequence[str | Path | None] | None = None,
     data: str | None = None,
     out: str | Path | None = None,
-    weights_a: str | Path | None = None,
-    weights_b: str | Path | None = None,
-    parent_weights: Sequence[str | Path | None] = (),
     similarity: str = "uniform",
     max_ratio: int = 1,
     leaf_modules: Sequence[str] = (),
@@ -144,10 +133,10 @@ def stitch(
     progress: bool = True,
 ) -> Supernet:
     """Build a supernetwork, fit its stitches on `data`'s train split and save it into
-    `out` (`evostitch stitch`). Without `data` the stitches stay untrained. The parents
-    are `a`, `b`, then any further `parents` (K >= 2 in all; weights in `weights_a`,
-    `weights_b`, `parent_weights`); two are matched as pairs (`Supernet.build`), more
-    into groups (`Supernet.build_many`). `hold_samples`
+    `out` (`evostitch stitch`). Without `data` the stitches stay untrained. `parents`
+    are K >= 2 specs or modules in side order (a, b, c, ...), `weights` one per parent
+    (None for none); they are matched into groups (pairs for two: `Supernet.build`).
+    `hold_samples`
     random offspring per p are scored before and after (0: none; `evaluation.holding`),
     then every single crossing (the transition map): stitches whose crossing keeps less
     than `evaluation.transitions.POOR` of the lower parent are left out of every offspring unless
@@ -155,7 +144,7 @@ def stitch(
     `seed` seeds the stitches' initialisation, the fit's images and the offspring drawn.
 
     `fit_samples` images fit the stitches by least squares (in passes whose equations
-    take at most `fit_memory` bytes), then `steps` (or `epochs`) gradient steps train
+    take at most `fit_memory` MiB), then `steps` (or `epochs`) gradient steps train
     them, then `downstream` steps train all of them together on random offspring toward
     the parents' output (`evostitch.training.downstream`); None takes the library's
     defaults (`evostitch.training.DEFAULT_FIT_SAMPLES`, `DEFAULT_STEPS`,
@@ -166,9 +155,10 @@ def stitch(
     training = {"fit_samples": fit_samples, "fit_memory": fit_memory, "steps": steps}
     training.update(epochs=epochs, downstream=downstream, batch_size=batch_size, seed=seed)
     check_stitch_options(input_shape, max_ratio, hold_samples, training)
+    training["fit_memory"] = fit_memory * 2**20 if fit_memory is not None else None  # bytes
     device, amp = resolve_device(device), check_amp(amp)  # before an hour of work, not after
     folder = stitch_folder(out)
-    models, weights = parent_list(a, b, parents, (weights_a, weights_b), parent_weights)
+    models, weights = check_parents(parents, weights)
     data = resolve_data(data, models, input_shape, progress)
     if data is not None:
         check_input_shape(data, input_shape)
@@ -184,12 +174,7 @@ def stitch(
         "leaf_modules": leaf_modules,
         "seed": seed,
     }
-    if len(models) == 2:
-        net = Supernet.build(
-            *models, input_shape, weights_a=weights[0], weights_b=weights[1], **options
-        )
-    else:
-        net = Supernet.build_many(models, input_shape, weights=weights, **options)
+    net = Supernet.build(models, input_shape, weights=weights, **options)
     if data is not None:
         check_data(net, data)
     net.data = data  # what `search` evaluates on unless told otherwise

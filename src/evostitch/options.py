@@ -38,21 +38,17 @@ def _finite(value: Any, least: float) -> bool:
     return number and least <= value < math.inf
 
 
-def parent_list(
-    a: Any, b: Any, parents: Sequence[Any], weights: Sequence[Any], more: Sequence[Any]
-) -> tuple[list[Any], list[Any]]:
-    """The parents in side order (a, b when given, then `parents`) and their weights."""
-    more = list(more) or [None] * len(parents)
-    if len(more) != len(parents):
-        raise SupernetError(f"{len(more)} parent_weights for {len(parents)} parents")
-    given = list(zip((a, b), weights, strict=True))
-    if any(m is None and w is not None for m, w in given):
-        raise SupernetError("weights for parent a or b, which is not given")
-    listed = [(m, w) for m, w in given if m is not None]
-    listed += zip(parents, more, strict=True)
-    if len(listed) < 2:
-        raise SupernetError("need at least two parents: a and b, and/or parents=[...]")
-    return [m for m, _ in listed], [w for _, w in listed]
+def check_parents(parents: Any, weights: Sequence[Any] | None) -> tuple[list[Any], list[Any]]:
+    """The parents (K >= 2, in side order) and one weights entry per parent (None: none)."""
+    if isinstance(parents, str | bytes | Path) or not isinstance(parents, Sequence):
+        raise SupernetError(f"parents is a list of K >= 2 parents, e.g. [a, b]; got {parents!r}")
+    parents = list(parents)
+    if len(parents) < 2:
+        raise SupernetError(f"need at least two parents, got {len(parents)}")
+    weights = list(weights) if weights is not None else [None] * len(parents)
+    if len(weights) != len(parents):
+        raise SupernetError(f"{len(weights)} weights for {len(parents)} parents")
+    return parents, weights
 
 
 def check_match_options(max_ratio: Any, time_limit: Any = None) -> None:

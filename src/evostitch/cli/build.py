@@ -13,10 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import api
-from ..errors import EvostitchError
+from ..errors import EvostitchError, SupernetError
 from ..evaluation.transitions import POOR
 from ..files import expand_user
-from ..options import check_match_options, parent_list
+from ..options import check_match_options
 from ..supernet import side_names
 from ..training import DEFAULT_FIT_SAMPLES
 from .app import (
@@ -39,6 +39,23 @@ from .app import (
     console,
     parse_shape,
 )
+
+
+def parent_list(a, b, more, a_weights, b_weights, more_weights) -> tuple[list, list]:
+    """The CLI's parents in side order (--a, --b, then each --parent) and their weights:
+    --a/--b are sugar for the first two of the API's list."""
+    more, more_weights = list(more or ()), list(more_weights or ())
+    if more_weights and len(more_weights) != len(more):
+        raise SupernetError(f"{len(more_weights)} --parent-weights for {len(more)} --parent")
+    given = [(a, a_weights, "--a"), (b, b_weights, "--b")]
+    for spec, weights, flag in given:
+        if spec is None and weights is not None:
+            raise SupernetError(f"{flag}-weights without {flag}")
+    listed = [(spec, w) for spec, w, _ in given if spec is not None]
+    listed += zip(more, more_weights or [None] * len(more), strict=True)
+    if len(listed) < 2:
+        raise SupernetError("need at least two parents: --a and --b, and/or --parent")
+    return [spec for spec, _ in listed], [w for _, w in listed]
 
 
 @app.command()
@@ -66,7 +83,7 @@ def match(
 
     shape = parse_shape(input_shape)
     check_match_options(max_ratio, time_limit)  # before the parents are traced
-    specs, weights = parent_list(a, b, parent or (), (a_weights, b_weights), parent_weights or ())
+    specs, weights = parent_list(a, b, parent, a_weights, b_weights, parent_weights)
     start = time.perf_counter()
     graphs = [
         trace(load_model(spec, w), example_input(shape), leaf_module or ())
@@ -75,19 +92,15 @@ def match(
     if similarity == "uniform" and data is None:
         console.print("[dim]uniform weights: no data needed[/dim]")
     result = api.match(
-        parents=graphs,
-        input_shape=shape,
+        graphs,
+        shape,
         data=data,
         similarity=similarity,
         max_ratio=max_ratio,
         time_limit=time_limit,
     )
     seconds = time.perf_counter() - start
-    sides = side_names(len(graphs))
-    if len(graphs) == 2:
-        rows = result.pairs
-    else:
-        rows = [(*g, w) for g, w in zip(result.groups, result.weights, strict=True)]
+    sides, rows = side_names(len(graphs)), result.rows()
     report = {
         **dict(zip(sides, specs, strict=True)),
         "candidates": {s: len(g.candidates()) for s, g in zip(sides, graphs, strict=True)},
@@ -95,7 +108,7 @@ def match(
         "total": result.total,
         "optimal": result.optimal,
         "seconds": {
-            "weights": getattr(result, "weight_seconds", None),
+            "weights": result.weight_seconds,
             "matching": result.seconds,
             "all": seconds,
         },
@@ -109,9 +122,8 @@ def match(
         table.add_row(*(n or "-" for n in nodes), f"{score:.3f}")
     Console().print(table)
     candidates = ", ".join(f"{s.upper()} {n}" for s, n in report["candidates"].items())
-    timing = f"matching {result.seconds:.1f}s, all {seconds:.1f}s"
-    if len(graphs) == 2:
-        timing = f"weights {result.weight_seconds:.1f}s, " + timing
+    timing = f"weights {result.weight_seconds:.1f}s, matching {result.seconds:.1f}s, "
+    timing += f"all {seconds:.1f}s"
     Console().print(
         f"candidates: {candidates}; total {result.total:.3f} "
         f"({'optimal' if result.optimal else 'not proven optimal'}); {timing}"
@@ -186,21 +198,18 @@ def stitch(
 ) -> None:
     """Build a supernetwork of two or more parents (match, insert stitches, train them on
     --data) and save it."""
+    parents, weights = parent_list(a, b, parent, a_weights, b_weights, parent_weights)
     api.stitch(
-        a,
-        b,
+        parents,
         parse_shape(input_shape),
-        parents=parent or (),
+        weights=weights,
         data=data,
         out=out,
-        weights_a=a_weights,
-        weights_b=b_weights,
-        parent_weights=parent_weights or (),
         similarity=similarity,
         max_ratio=max_ratio,
         leaf_modules=leaf_module or (),
         fit_samples=fit_samples,
-        fit_memory=fit_memory * 2**20 if fit_memory is not None else None,
+        fit_memory=fit_memory,
         steps=steps,
         epochs=epochs,
         downstream=downstream_steps,

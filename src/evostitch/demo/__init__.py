@@ -59,11 +59,9 @@ def build_demo_supernet(
         atomic_write(path, lambda tmp, state=state: save_file(state, tmp))
         specs.append((f"demo:{name}?num_classes={num_classes}", path))
     net = Supernet.build(
-        specs[0][0],
-        specs[1][0],
+        [spec for spec, _ in specs],
         info["dataset_info"].input_shape,
-        weights_a=specs[0][1],
-        weights_b=specs[1][1],
+        weights=[path for _, path in specs],
     )
     net.data = info["dataset"]
     return net, info

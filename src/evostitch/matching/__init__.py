@@ -17,8 +17,9 @@ Two exact solvers; `method="auto"` (default) uses the first when it is small eno
    packed reachability of `reach`. Its docstring also explains the tie-breaking bonus
    (Ties) that `match_dags` adds to every weight.
 
-`similarity` gives the compatible pairs of two traced networks and their weights
-(uniform or CKA); `brute` the reference optimum and acyclicity check used by the tests.
+`match` matches K >= 2 traced networks into groups (`multi.match_parents`; for two, the
+pairs of `match_dags`), weighing each pair of parents with `similarity` (uniform or
+CKA); `brute` holds the reference optima and acyclicity checks used by the tests.
 
 The DP maximises the bonus-perturbed weights exactly when weights lie on a grid (the
 bonus then only chooses among the optima: the one pairing similar depths), the plain
@@ -39,7 +40,7 @@ from ..errors import DataError, MatchingError
 from .bnb import bnb_match
 from .brute import brute_force_match, brute_force_match_k, is_acyclic_merge
 from .dp import DP_LIMITS, dp_match, past
-from .multi import MultiMatchResult, is_acyclic_merge_k, match_parents
+from .multi import is_acyclic_merge_k, match_parents
 from .reach import Reach, topological_order
 from .result import Matching, MatchResult
 from .similarity import Pair, cka_weights, compatible_pairs, uniform_weights
@@ -47,14 +48,12 @@ from .similarity import Pair, cka_weights, compatible_pairs, uniform_weights
 __all__ = [
     "MatchResult",
     "Matching",
-    "MultiMatchResult",
     "brute_force_match",
     "brute_force_match_k",
     "is_acyclic_merge",
     "is_acyclic_merge_k",
     "match",
     "match_dags",
-    "match_many",
     "match_parents",
 ]
 
@@ -264,68 +263,42 @@ def pair_weights(graph_a, graph_b, similarity: str, data, max_ratio: int) -> dic
 
 
 def match(
-    graph_a,
-    graph_b,
-    *,
-    similarity: str = "uniform",
-    data=None,
-    max_ratio: int = 1,
-    weights: Mapping[Pair, float] | None = None,
-    time_limit: float | None = None,
-) -> Matching:
-    """Match the stitching points of two traced networks (`evostitch.trace`).
-
-    Inputs are matched with inputs and outputs with outputs. `similarity` chooses the
-    pair weights: "uniform" (every compatible pair weighs 1, the paper's setting) or
-    "cka" (linear CKA on `data`, an iterable of input batches); `weights` overrides both.
-    """
-    start = time.perf_counter()
-    if weights is None:
-        weights = pair_weights(graph_a, graph_b, similarity, data, max_ratio)
-    weight_seconds = time.perf_counter() - start
-    fixed = [(graph_a.input, graph_b.input), (graph_a.output, graph_b.output)]
-    result = match_dags(
-        graph_a.dag,
-        graph_b.dag,
-        weights,
-        fixed,
-        time_limit=time_limit,
-        depth_a={n: graph_a[n].depth for n in graph_a.nodes},
-        depth_b={n: graph_b[n].depth for n in graph_b.nodes},
-    )
-    return Matching(
-        **vars(result),
-        weight_seconds=weight_seconds,
-        candidates=(len(graph_a.candidates()), len(graph_b.candidates())),
-    )
-
-
-def match_many(
     graphs: Sequence,
     *,
     similarity: str = "uniform",
     data=None,
     max_ratio: int = 1,
     method: str = "auto",
-) -> MultiMatchResult:
-    """Match the stitching points of K >= 2 traced networks into groups (`match_parents`).
+    time_limit: float | None = None,
+) -> Matching:
+    """Match the stitching points of K >= 2 traced networks (`evostitch.trace`) into
+    groups without creating cycles (`match_parents`; for two, `match_dags`'s pairs).
 
-    Weights per pair of parents as in `match` (`similarity` "uniform" or "cka" on `data`,
-    batches read once per pair); inputs are grouped with inputs, outputs with outputs.
+    Inputs are grouped with inputs and outputs with outputs. `similarity` chooses the
+    weights of each pair of parents: "uniform" (every compatible pair weighs 1, the
+    paper's setting) or "cka" (linear CKA on `data`, an iterable of input batches, read
+    once). `time_limit` (seconds) bounds a two-parent matching.
     """
+    if len(graphs) < 2:
+        raise MatchingError(f"need at least two parents, got {len(graphs)}")
     _check_similarity(similarity, data)
     if data is not None:
         data = list(data)  # read once per pair of parents
+    start = time.perf_counter()
     weights = {
         (p, q): pair_weights(graphs[p], graphs[q], similarity, data, max_ratio)
         for p in range(len(graphs))
         for q in range(p + 1, len(graphs))
     }
-    fixed = [tuple(g.input for g in graphs), tuple(g.output for g in graphs)]
-    return match_parents(
+    weight_seconds = time.perf_counter() - start
+    result = match_parents(
         [g.dag for g in graphs],
         weights,
-        fixed,
+        [tuple(g.input for g in graphs), tuple(g.output for g in graphs)],
         depths=[{n: g[n].depth for n in g.nodes} for g in graphs],
         method=method,
+        time_limit=time_limit,
     )
+    result.weight_seconds = weight_seconds
+    result.candidates = tuple(len(g.candidates()) for g in graphs)
+    return result

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 import networkx as nx
 
 from ..errors import MatchingError
-from .multi import Group, MultiMatchResult, PairWeights, _members, _prepare, _sorted, group_weight
+from .multi import PairWeights, _members, _prepare, _sorted, group_weight
 from .reach import topological_order
-from .result import MatchResult
+from .result import Group, Matching, MatchResult
 from .similarity import Pair
 
 
@@ -167,7 +167,7 @@ def _reaches_itself(groups: list[dict], desc: list[dict], i: int) -> bool:
 
 def brute_force_match_k(
     dags: Sequence[nx.DiGraph], weights: PairWeights, fixed: Sequence[Group] = ()
-) -> MultiMatchResult:
+) -> Matching:
     """Reference optimum by exhaustive enumeration (exponential: tiny graphs only).
 
     Nodes are taken parent by parent; each starts a group or joins a compatible earlier one.

@@ -37,7 +37,6 @@ import itertools
 import math
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -45,23 +44,11 @@ import numpy as np
 from ..errors import MatchingError
 from .dp import _ideal_lattice, _take_better
 from .reach import topological_order
+from .result import Group, Matching
 
-Group = tuple[Hashable | None, ...]
 PairWeights = Mapping[tuple[int, int], Mapping[tuple[Hashable, Hashable], float]]
 # the K-ideal DP: at most this many states, and ideals per parent (as `dp.DP_LIMITS`)
 DP_K_LIMITS = {"auto": (3_000_000, 50_000), "dp": (20_000_000, 1_000_000)}
-
-
-@dataclass
-class MultiMatchResult:
-    """A cycle-free K-parent matching: `groups` in a topological order of the merge."""
-
-    groups: list[Group]
-    weights: list[float]  # per group
-    total: float
-    optimal: bool  # proven: K = 2, DP, brute force, or the pairwise bound reached
-    method: str  # "match_dags", "dp", "progressive" or "brute"
-    seconds: float
 
 
 def _members(group: Group) -> list[tuple[int, Hashable]]:
@@ -133,14 +120,14 @@ def _prepare(dags, weights, fixed) -> tuple[dict, list[Group]]:
     return kept, fixed
 
 
-def _sorted(dags, weights, groups, fixed, method, optimal, start) -> MultiMatchResult:
+def _sorted(dags, weights, groups, fixed, method, optimal, start) -> Matching:
     """The result, groups in a topological order of the merged graph."""
     merged = _merged_graph(dags, groups)
     position = {v: i for i, v in enumerate(merged.nodes)}.__getitem__
     order = nx.lexicographical_topological_sort(merged, key=position)
     groups = [groups[v[1]] for v in order if v[0] == "group"]
     ws = [group_weight(weights, g, g in fixed) for g in groups]
-    return MultiMatchResult(groups, ws, sum(ws), optimal, method, time.perf_counter() - start)
+    return Matching(groups, ws, sum(ws), optimal, method, time.perf_counter() - start)
 
 
 def _align(dags, weights, vertices, p, fixed, depths) -> tuple[list[Group], float]:
@@ -347,7 +334,8 @@ def match_parents(
     method: str = "auto",
     orders: str = "all",
     refine: bool = True,
-) -> MultiMatchResult:
+    time_limit: float | None = None,
+) -> Matching:
     """Heavy cycle-free matching of K parents' nodes into groups (module docstring).
 
     `weights[(p, q)]` (p < q) maps (u_p, u_q) to the weight of a compatible pair (<= 0:
@@ -356,7 +344,8 @@ def match_parents(
     `method`: "auto" (the exact DP when small, else progressive), "dp" or "progressive";
     for K = 2 every method returns `match_dags`'s pairs. `orders`: "all" (each pair of
     parents first) or "given" (parents in index order); `refine`: realign each parent
-    while it gains. Deterministic. Raises MatchingError on bad input.
+    while it gains; `time_limit` (seconds) bounds a two-parent matching (`match_dags`).
+    Deterministic. Raises MatchingError on bad input.
     """
     from . import _default_depth, match_dags
 
@@ -368,10 +357,13 @@ def match_parents(
     if k == 2:
         da, db = depths or (None, None)
         how = "dp" if method == "dp" else "auto"
-        got = match_dags(*dags, weights.get((0, 1), {}), fixed, depth_a=da, depth_b=db, method=how)
+        pair = weights.get((0, 1), {})
+        got = match_dags(
+            *dags, pair, fixed, time_limit=time_limit, depth_a=da, depth_b=db, method=how
+        )
         groups, ws = [(a, b) for a, b, _ in got.pairs], [w for _, _, w in got.pairs]
         t = time.perf_counter() - start
-        return MultiMatchResult(groups, ws, got.total, got.optimal, "match_dags", t)
+        return Matching(groups, ws, got.total, got.optimal, "match_dags", t, got.nodes_explored)
     full = [_default_depth(d, topological_order(d, f"dags[{p}]")) for p, d in enumerate(dags)]
     for p, given in enumerate(depths or []):
         full[p].update({v: float(x) for v, x in given.items() if v in full[p]})

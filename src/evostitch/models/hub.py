@@ -22,7 +22,7 @@ from ..errors import ModelError
 _PATCH = threading.Lock()
 _OFFLINE_HINT = (
     "offline? download it once where there is a network (it goes into the library's cache), "
-    "or pass the weights as a file (--a-weights/--b-weights, weights_a=/weights_b=)"
+    "or pass the weights as a file (--a-weights/--b-weights/--parent-weights, weights=[...])"
 )
 
 

@@ -78,7 +78,7 @@ class Record:
 
     input_shape: tuple[int, ...]
     leaf_modules: list[str]
-    matching: Any
+    matching: dict[str, Any]  # the matching's total, optimal and seconds
     data: str | None
     left_out: list[str]
     cost: dict | None
@@ -133,11 +133,7 @@ def save(
         "parents": entries,
         "sha256": {name: _sha256(folder / name) for name in (STITCHES, PARENTS)},
         "matches": [list(m) for m in structure.matches],
-        "matching": {  # a match result when built, its saved figures' dict when loaded
-            "total": _figure(matching, "total"),
-            "optimal": _figure(matching, "optimal"),
-            "seconds": _figure(matching, "seconds"),
-        },
+        "matching": {name: matching.get(name) for name in ("total", "optimal", "seconds")},
         "task": structure.task,
         "data": record.data,
         "left_out": sorted(record.left_out),
@@ -284,7 +280,7 @@ def _read_checked(folder: Path, meta: dict, trust_code: bool) -> Saved:
         record=Record(
             input_shape=tuple(meta["input_shape"]),
             leaf_modules=list(meta["leaf_modules"]),
-            matching=meta.get("matching"),
+            matching=dict(meta["matching"]) if isinstance(meta.get("matching"), dict) else {},
             data=meta.get("data"),
             left_out=_left_out(folder, meta.get("left_out", [])),
             cost=meta.get("cost"),
@@ -373,10 +369,3 @@ def _parent(
         raise
     except EvostitchError as exc:  # the same kind, saying which parent of which folder
         raise type(exc)(f"{folder / JSON_NAME}: {label}: {exc}") from None
-
-
-def _figure(matching: Any, name: str) -> Any:
-    """A matching figure from a match result or from the dict a loaded folder holds."""
-    if isinstance(matching, dict):
-        return matching.get(name)
-    return getattr(matching, name, None)

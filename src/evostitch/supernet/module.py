@@ -20,7 +20,7 @@ from torch import fx, nn
 
 from ..errors import SupernetError
 from ..graph import Graph, example_input, trace
-from ..matching import match, match_many
+from ..matching import match
 from ..models import architecture_spec, load_model
 from . import io
 from .cost import CostTable, plan_cost, profile
@@ -46,18 +46,18 @@ def _seeded(build: Callable) -> Callable:
 class Supernet(nn.Module):
     """Parents joined by stitches; `forward(x, genotype)` runs one offspring.
 
-    `Supernet(graph_a, graph_b, pairs, specs)` joins two parents; `Supernet(graphs,
-    matches=groups, specs=specs)` K of them (see `Structure`)."""
+    `Supernet(graphs, groups, specs)` joins K >= 2 traced parents at matched groups
+    `(node or None per parent, ..., weight)` (see `Structure`); `build` traces and
+    matches them first."""
 
     def __init__(
         self,
-        graph_a: Graph | Sequence[Graph],
-        graph_b: Graph | None = None,
+        graphs: Sequence[Graph],
         matches: Sequence[tuple] = (),
         specs: Sequence[dict | None] | None = None,
     ) -> None:
         super().__init__()
-        self.structure = Structure(graph_a, graph_b, matches)
+        self.structure = Structure(graphs, matches)
         graphs = self.structure.graphs
         self.parents = nn.ModuleDict({side: g.module for side, g in graphs.items()})
         for p in self.parents.parameters():
@@ -69,7 +69,7 @@ class Supernet(nn.Module):
         first = graphs["a"]
         self.input_shape: tuple[int, ...] = tuple(first[first.input].shape[1:])
         self.leaf_modules: list[str] = []
-        self.matching: Any = None
+        self.matching: dict[str, Any] = {}  # the matching's total, optimal and seconds
         self.cost_table: CostTable | None = None
         self.data: str | None = None  # dataset spec the stitches were trained on
         self.left_out: frozenset[str] = frozenset()  # stitches no offspring takes
@@ -128,43 +128,6 @@ class Supernet(nn.Module):
     @_seeded
     def build(
         cls,
-        a: str | nn.Module,
-        b: str | nn.Module,
-        input_shape: Sequence[int],
-        *,
-        weights_a: str | Path | None = None,
-        weights_b: str | Path | None = None,
-        similarity: str = "uniform",
-        data: Iterable[torch.Tensor] | None = None,
-        max_ratio: int = 1,
-        leaf_modules: Sequence[str] = (),
-        time_limit: float | None = None,
-    ) -> Supernet:
-        """Trace two parents (specs or modules), match them and insert untrained stitches.
-
-        `similarity` is "uniform" (every compatible pair weighs 1) or "cka" (needs `data`,
-        an iterable of input batches). `max_ratio` > 1 also allows stitching feature maps
-        whose sizes differ by an integer factor up to it. `seed` (keyword) draws the
-        untrained stitches; the caller's global random state is left as it was.
-        """
-        models, specs = _load_parents((a, b), (weights_a, weights_b))
-        example = example_input(input_shape)
-        graphs = [trace(m, example, leaf_modules) for m in models]
-        result = match(
-            graphs[0],
-            graphs[1],
-            similarity=similarity,
-            data=data,
-            max_ratio=max_ratio,
-            time_limit=time_limit,
-        )
-        net = cls(graphs[0], graphs[1], result.pairs, specs)
-        return net._built(input_shape, leaf_modules, result, example)
-
-    @classmethod
-    @_seeded
-    def build_many(
-        cls,
         parents: Sequence[str | nn.Module],
         input_shape: Sequence[int],
         *,
@@ -174,27 +137,37 @@ class Supernet(nn.Module):
         max_ratio: int = 1,
         leaf_modules: Sequence[str] = (),
         method: str = "auto",
+        time_limit: float | None = None,
     ) -> Supernet:
-        """Trace K >= 2 parents (specs or modules, sides "a", "b", "c", ... in order),
-        match them into groups (`evostitch.matching.match_many`, `method` as
-        `match_parents`') and insert untrained stitches; other arguments as `build`."""
+        """Trace K >= 2 parents (specs or modules, sides "a", "b", "c", ... in order), match
+        them (`evostitch.matching.match`) and insert untrained stitches.
+
+        `weights` (one per parent, None for none) load a spec's weights. `similarity` is
+        "uniform" (every compatible pair weighs 1) or "cka" (needs `data`, an iterable of
+        input batches). `max_ratio` > 1 also allows stitching feature maps whose sizes
+        differ by an integer factor up to it; `method` and `time_limit` as `match`. `seed`
+        (keyword) draws the untrained stitches; the caller's global random state is left
+        as it was.
+        """
+        if isinstance(parents, str | nn.Module):
+            raise SupernetError("parents is a list: Supernet.build([a, b, ...], input_shape)")
         models, specs = _load_parents(parents, weights or [None] * len(parents))
         example = example_input(input_shape)
         graphs = [trace(m, example, leaf_modules) for m in models]
-        result = match_many(
-            graphs, similarity=similarity, data=data, max_ratio=max_ratio, method=method
+        result = match(
+            graphs,
+            similarity=similarity,
+            data=data,
+            max_ratio=max_ratio,
+            method=method,
+            time_limit=time_limit,
         )
-        groups = [(*g, w) for g, w in zip(result.groups, result.weights, strict=True)]
-        net = cls(graphs, matches=groups, specs=specs)
-        return net._built(input_shape, leaf_modules, result, example)
-
-    def _built(self, input_shape, leaf_modules, matching, example: torch.Tensor) -> Supernet:
-        """What a build records beside the structure, then its cost table."""
-        self.input_shape = tuple(input_shape)
-        self.leaf_modules = list(leaf_modules)
-        self.matching = matching
-        self.profile(example)
-        return self
+        net = cls(graphs, result.rows(), specs)
+        net.input_shape = tuple(input_shape)
+        net.leaf_modules = list(leaf_modules)
+        net.matching = {"total": result.total, "optimal": result.optimal, "seconds": result.seconds}
+        net.profile(example)
+        return net
 
     def save(self, folder: str | Path) -> Path:
         """Save as JSON + safetensors (see `evostitch.supernet.io`); returns the folder."""
@@ -215,7 +188,7 @@ class Supernet(nn.Module):
         the folder runs unless `trust_code` (a `package.module:factory` parent)."""
         saved = io.read(folder, trust_code=trust_code)
         try:
-            net = cls(list(saved.graphs), matches=saved.matches, specs=saved.specs)
+            net = cls(list(saved.graphs), saved.matches, saved.specs)
         except SupernetError as exc:
             raise SupernetError(f"{saved.folder} is damaged: {exc}") from None
         io.load_stitches(net.stitches, saved.stitches)

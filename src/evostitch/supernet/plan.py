@@ -115,9 +115,8 @@ class Plan:
 class Structure:
     """Graphs, matched groups and switches of a supernetwork; plans genotypes.
 
-    Built from two graphs and pairs `(a, b, weight)`: `Structure(graph_a, graph_b,
-    matches)`, or from K graphs and groups `(node or None per parent, ..., weight)`:
-    `Structure([graph_a, graph_b, graph_c], matches=groups)`.
+    Built from K >= 2 graphs and groups `(node or None per parent, ..., weight)`:
+    `Structure([graph_a, graph_b], [(a, b, weight), ...])` (`Matching.rows()`).
 
     A genotype is a sequence of ints: `g[0]` is the output switch (`output_choices`: each
     parent, then "mean" of the K outputs and, for classifiers, "mean-prob", the log of
@@ -128,15 +127,10 @@ class Structure:
     `b_i`, `g[2 + 2i]` replaces B's tensor at `b_i` by the one stitched from `a_i`.
     """
 
-    def __init__(
-        self,
-        graph_a: Graph | Sequence[Graph],
-        graph_b: Graph | None = None,
-        matches: Sequence[tuple] = (),
-    ) -> None:
-        if isinstance(graph_a, Graph) != (graph_b is not None):
-            raise SupernetError("give two graphs, or one sequence of K graphs")
-        graphs = [graph_a, graph_b] if isinstance(graph_a, Graph) else list(graph_a)
+    def __init__(self, graphs: Sequence[Graph], matches: Sequence[tuple] = ()) -> None:
+        graphs = list(graphs)
+        if len(graphs) < 2 or not all(isinstance(g, Graph) for g in graphs):
+            raise SupernetError("a supernetwork needs a sequence of at least two traced graphs")
         self.sides = side_names(len(graphs))
         self.graphs: dict[str, Graph] = dict(zip(self.sides, graphs, strict=True))
         first = graphs[0][graphs[0].output]
