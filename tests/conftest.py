@@ -21,7 +21,6 @@ LONGEST_FIRST = (
     "test_readme_first_command",
     "test_random_damage",
     "test_random_offspring_run_are_canonical",
-    "test_demo_end_to_end_small",
 )
 
 

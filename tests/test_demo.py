@@ -1,55 +1,13 @@
-"""The demo end to end (scaled down) and the command line's handling of bad input."""
+"""The demo command line's handling of bad input (the demo end to end: test_readme.py)."""
 
-import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from evostitch import api, cli
-from evostitch.cli.demo import print_summary
-from evostitch.demo import SUMMARY, run_demo
-from evostitch.errors import EvostitchError
-from evostitch.training import TrainSettings
+from evostitch import cli
+from evostitch.demo import SUMMARY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-TINY = {"cache_dir": None, "progress": False, "parent_steps": 3}  # few steps
-
-
-def test_demo_end_to_end_small(tmp_path, capsys):
-    out, tiny = tmp_path / "demo", {**TINY, "cache_dir": tmp_path / "cache"}
-    algorithm = api.DEFAULT_ALGORITHM
-    summary = run_demo(
-        "classification",
-        out,
-        algorithm=algorithm,
-        budget=10,
-        population=4,
-        training=TrainSettings(steps=2, downstream=2),
-        **tiny,
-    )
-    assert json.loads((out / SUMMARY).read_text()) == summary
-    assert all(Path(p).exists() for p in summary["files"].values())
-    assert {"front.csv", "front.png"} <= set(summary["files"])
-    assert {"parent A", "parent B"} <= set(summary["references"])
-    assert 1 <= summary["evaluations"] <= 10 and summary["front_size"] >= 1
-    best = summary["best"]
-    assert 0 <= best["metric"] <= 1 and best["macs"] > 0
-    assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
-    assert (out / "run" / "reevaluation_test.json").exists()  # the findings are on test
-    findings = json.loads((out / "run" / "findings.json").read_text())
-    assert findings["split"] == "test" and findings["stitches_hold"]["measured"]
-    assert summary["findings"] and all(summary["findings"].values())
-    hold = json.loads((out / "supernet" / "stitches_hold.json").read_text())
-    assert [row["p"] for row in hold["p"]] == [0.02, 0.1] and hold["samples"] == 16
-    print_summary(summary)
-    printed = capsys.readouterr().out
-    assert "parent A" in printed and "best offspring" in printed and "front.csv" in printed
-    assert summary["findings"]["dominating_offspring"].split()[0] in printed
-    with pytest.raises(EvostitchError, match="already holds a finished demo"):
-        run_demo("classification", out, algorithm="rs", budget=2, population=2, **tiny)
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:

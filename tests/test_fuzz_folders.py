@@ -29,9 +29,8 @@ from evostitch.cli.app import main
 
 pytestmark = pytest.mark.slow
 
-CASES = int(
-    os.environ.get("FUZZ_CASES", 150)
-)  # mutations in all, supernetwork and run folders alternating (more: FUZZ_CASES=1000)
+# mutations in all, supernetwork and run folders alternating (more: FUZZ_CASES=1000)
+CASES = int(os.environ.get("FUZZ_CASES", 110))
 HANG = 30  # seconds a command may take before it counts as a hang
 VALUES = [
     None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,16 +110,22 @@ def test_stitch_and_search_on_a_folder_with_a_truncated_png_skip_it_and_say_so(t
 # ---- defect 4: a leftover stitch-training checkpoint ------------------------------------
 
 
-@pytest.fixture
-def leftover(tmp_path) -> Path:
+@pytest.fixture(scope="module")
+def leftover_once(tmp_path_factory) -> Path:
     """A stitch run whose training finished but whose supernetwork was never saved (the
-    process died): its folder holds checkpoints/ alone."""
-    out = tmp_path / "sn"
+    process died): its folder holds checkpoints/ alone. Made once per module."""
+    out = tmp_path_factory.mktemp("leftover") / "sn"
     api.stitch([A1, B1], (1, 8, 8), data="digits", out=out, **QUICK, seed=0)
     for path in out.iterdir():
         if path.name != "checkpoints":
             path.unlink()
     return out
+
+
+@pytest.fixture
+def leftover(leftover_once, tmp_path) -> Path:
+    """A copy of `leftover_once` of the test's own."""
+    return shutil.copytree(leftover_once, tmp_path / "sn")
 
 
 QUICK = {"fit_samples": 64, "steps": 3, "downstream": 2, "batch_size": 16, "hold_samples": 0}

@@ -1,5 +1,6 @@
 """The README's commands and Python example run as written."""
 
+import json
 import os
 import re
 import shlex
@@ -64,4 +65,21 @@ def test_readme_first_command_runs_the_demo_from_a_fresh_folder(tmp_path):
     out = tmp_path / "evostitch-demo"
     for name in ("summary.json", "run/front.csv", "run/report.html", "run/front.png"):
         assert (out / name).is_file(), name
-    assert "best offspring" in done.stdout and "parent A" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(Path(p).exists() for p in summary["files"].values())
+    assert {"parent A", "parent B"} <= set(summary["references"])
+    assert summary["evaluations"] == 250 and summary["front_size"] >= 1  # the defaults
+    best = summary["best"]
+    assert 0 <= best["metric"] <= 1 and best["macs"] > 0
+    assert set(summary["parents_test"]) == {"resnet_like", "mobilenet_like"}
+    assert (out / "run" / "reevaluation_test.json").exists()  # the findings are on test
+    findings = json.loads((out / "run" / "findings.json").read_text())
+    assert findings["split"] == "test" and findings["stitches_hold"]["measured"]
+    assert summary["findings"] and all(summary["findings"].values())
+    hold = json.loads((out / "supernet" / "stitches_hold.json").read_text())
+    assert [row["p"] for row in hold["p"]] == [0.02, 0.1] and hold["samples"] == 16
+    printed = done.stdout
+    assert "best offspring" in printed and "parent A" in printed and "front.csv" in printed
+    assert summary["findings"]["dominating_offspring"].split()[0] in printed
+    again = subprocess.run(demo, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a finished demo" in again.stderr

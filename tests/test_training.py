@@ -24,6 +24,8 @@ from evostitch.training import (
     train_stitches,
 )
 
+QUIET = {"batch_size": 32, "seed": 1, "downstream": 0, "progress": False}
+
 
 def small_supernet() -> Supernet:
     torch.manual_seed(0)
@@ -136,7 +138,7 @@ class Crash(Exception):
 def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
     data = load_dataset("digits", "train")
     straight = small_supernet()
-    train_stitches(straight, data, samples=640, batch_size=32, seed=1, downstream=0, progress=False)
+    train_stitches(straight, data, samples=640, fit_samples=128, **QUIET)
 
     crashed = small_supernet()
     calls = {"n": 0}
@@ -154,10 +156,8 @@ def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
             crashed,
             data,
             samples=640,
-            batch_size=32,
-            seed=1,
-            downstream=0,
-            progress=False,
+            fit_samples=128,
+            **QUIET,
             checkpoint_dir=tmp_path,
             checkpoint_every=4,
         )
@@ -168,10 +168,8 @@ def test_checkpoint_resume_gives_same_weights(tmp_path, monkeypatch):
         resumed,
         data,
         samples=640,
-        batch_size=32,
-        seed=1,
-        downstream=0,
-        progress=False,
+        fit_samples=128,
+        **QUIET,
         checkpoint_dir=tmp_path,
         checkpoint_every=4,
     )
@@ -209,7 +207,7 @@ def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
     an uninterrupted run."""
     data = load_dataset("digits", "train")
     straight = small_supernet()
-    train_stitches(straight, data, samples=640, batch_size=32, seed=1, downstream=0, progress=False)
+    train_stitches(straight, data, samples=640, fit_samples=128, **QUIET)
 
     real_save, writes = checkpoint.save_file, {"n": 0}
 
@@ -221,7 +219,7 @@ def test_a_killed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch
         real_save(tensors, path, metadata=metadata)
 
     monkeypatch.setattr(checkpoint, "save_file", dies_on_the_third_write)
-    options = {"samples": 640, "batch_size": 32, "seed": 1, "downstream": 0, "progress": False}
+    options = {"samples": 640, "fit_samples": 128, **QUIET}
     with contextlib.suppress(Crash):
         train_stitches(
             small_supernet(), data, checkpoint_dir=tmp_path, checkpoint_every=4, **options
