@@ -160,3 +160,17 @@ def test_a_fit_memory_budget_changes_the_passes_not_the_stitches(tmp_path, capsy
     )
     assert one.keys() == split.keys() == by_api.keys()
     assert all(torch.equal(one[k], split[k]) and torch.equal(one[k], by_api[k]) for k in one)
+
+
+def test_the_run_own_settings_are_search_options_the_cli_refuses_on_resume():
+    """`api.RUN_OWN` (search's options that resume does not take) are named as the CLI's
+    search options, so that `--resume` with any of them is refused, not ignored."""
+    import typer
+
+    from evostitch import api
+    from evostitch.cli.app import app
+
+    search = typer.main.get_command(app).commands["search"]
+    options = {p.name for p in search.params}
+    assert api.RUN_OWN and set(api.RUN_OWN) <= options
+    assert not {"budget", "backend", "batch", "device"} & set(api.RUN_OWN)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from inspect import signature as _signature
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,13 @@ from .evolution.algorithms import AUTO, AUTO_RUNS, check_algorithm, make_algorit
 from .evolution.backend import Backend
 from .evolution.loop import resume_search, run_search
 from .evolution.race_front import save_race_counts
-from .evolution.stitching import DEFAULT_FIDELITY, problem_from_spec, problem_spec, supernet_data
+from .evolution.stitching import (
+    DEFAULT_FIDELITY,
+    ProblemSpec,
+    problem_from_spec,
+    problem_spec,
+    supernet_data,
+)
 from .evolution.store import RunConfig, RunStore
 from .execution import DEFAULT_EVAL_BATCH, Workers, make_backend
 from .files import user_path
@@ -283,14 +291,16 @@ def search(
     spec = problem_spec(
         supernet, data, amp=amp, subset=val_subset, fidelity=fidelity, confidence=confidence
     )
-    check_images(data, (spec["split"],), progress)
+    check_images(data, (spec.split,), progress)
     problem, net = problem_from_spec(spec, trust_code=trust_code, device=device)
     check_data(net, data)  # its inputs and classes, before any evaluation
-    spec["output_choices"] = list(net.output_choices)  # names its solutions if it moves
+    spec = replace(spec, output_choices=tuple(net.output_choices))  # names its solutions
     if algorithm == AUTO:
         algorithm = AUTO_RUNS
+    # the algorithm's budget paces its steering and stays with it (its checkpoint) when a
+    # resume raises the run's budget (`RunConfig.budget`, where the search stops)
     params = {"pop_size": population, "budget": budget, "p_stitch": p_stitch, "steer_to": steer_to}
-    config = RunConfig(algorithm=algorithm, budget=budget, seed=seed, params=params, problem=spec)
+    config = RunConfig(algorithm, budget, seed, params=params, problem=spec.to_dict())
     algo = make_algorithm(algorithm, problem, seed, **params)  # before anything is written
     runner = make_backend(
         backend,
@@ -345,9 +355,8 @@ def resume(
     check_batch(batch)
     check_backend_options(backend_options)
     opened = load_run(run, trust_code=trust_code)
-    spec = opened.config.problem
-    if isinstance(spec, dict) and isinstance(spec.get("data"), str):  # else refused below
-        check_images(spec["data"], (str(spec.get("split", "val")),), progress)
+    spec = ProblemSpec.from_dict(opened.config.problem)
+    check_images(spec.data, (spec.split,), progress)
     problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
     runner = make_backend(
         backend,
@@ -376,3 +385,12 @@ def resume(
     opened.write_front_csv()
     save_race_counts(opened.path, opened.records)
     return opened
+
+
+# The settings a run keeps (config.json): `search`'s options that `resume` does not take.
+# Given again on resume they would be silently ignored, so the CLI refuses them.
+RUN_OWN: tuple[str, ...] = tuple(
+    name
+    for name in _signature(search).parameters
+    if name not in _signature(resume).parameters and name not in ("supernet", "out")
+)

@@ -14,12 +14,6 @@ from ..errors import EvostitchError
 from ..files import expand_user
 from .app import ALGORITHM_HELP, Amp, Device, TrustCode, app
 
-# settings a run keeps: given with --resume, they would be silently ignored
-RUN_OWN = (
-    *("data", "algorithm", "seed", "population", "p_stitch", "steer_to"),
-    *("amp", "val_subset", "fidelity", "confidence"),
-)
-
 
 @app.command()
 def search(
@@ -121,7 +115,7 @@ def search(
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")
-        given = [n for n in RUN_OWN if _on_command_line(ctx, n)]
+        given = [n for n in api.RUN_OWN if _on_command_line(ctx, n)]
         if given:
             names = ", ".join("--" + n.replace("_", "-") for n in given)
             raise EvostitchError(

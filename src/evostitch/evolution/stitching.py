@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,53 @@ def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives])
     )
 
 
+@dataclass(frozen=True)
+class ProblemSpec:
+    """What rebuilds a run's problem, recorded in its config.json ("problem"): the saved
+    supernetwork and the data split it is scored on, the precision and validation subset
+    (they change the metrics; the device does not, and may differ on resume), racing and
+    its confidence (they change what is evaluated), and the output switch's names (so a
+    run names its solutions if the supernetwork folder moves)."""
+
+    supernet: str
+    data: str
+    split: str = "val"
+    amp: str | None = None
+    subset: int | None = None
+    fidelity: str = "full"
+    confidence: float = DEFAULT_CONFIDENCE
+    output_choices: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json's form (the subset and racing only when set, as older runs)."""
+        spec: dict[str, Any] = {"kind": "stitching", "supernet": self.supernet}
+        spec.update(data=self.data, split=self.split, amp=self.amp)
+        if self.subset is not None:
+            spec["subset"] = self.subset
+        if self.fidelity != "full":
+            spec.update(fidelity=self.fidelity, confidence=self.confidence)
+        if self.output_choices:
+            spec["output_choices"] = list(self.output_choices)
+        return spec
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> ProblemSpec:
+        """The spec config.json holds (checked by `schema` when the run was opened)."""
+        if not isinstance(spec, dict) or spec.get("kind") != "stitching":
+            kind = spec.get("kind") if isinstance(spec, dict) else spec
+            raise RunError(f"cannot rebuild a problem of kind {kind!r}")
+        return cls(
+            supernet=spec["supernet"],
+            data=spec["data"],
+            split=spec.get("split", "val"),
+            amp=spec.get("amp"),
+            subset=spec.get("subset"),
+            fidelity=spec.get("fidelity", "full"),
+            confidence=spec.get("confidence", DEFAULT_CONFIDENCE),
+            output_choices=tuple(spec.get("output_choices", ())),
+        )
+
+
 def problem_spec(
     supernet: str | Path,
     data: str,
@@ -127,23 +175,13 @@ def problem_spec(
     subset: int | None = None,
     fidelity: str = "full",
     confidence: float = DEFAULT_CONFIDENCE,
-) -> dict[str, Any]:
-    """What a run config records to rebuild the problem on resume (the precision and the
-    validation subset too: they change the metrics; the device does not, and may differ
-    on resume; racing and its confidence, which change what is evaluated)."""
-    spec = {
-        "kind": "stitching",
-        "supernet": str(absolute(supernet)),
-        "data": data,
-        "split": split,
-        "amp": amp,
-    }
-    if subset is not None:
-        spec["subset"] = subset
+) -> ProblemSpec:
+    """A new run's `ProblemSpec` (the supernetwork's path made absolute, racing checked)."""
     if fidelity != "full":
         _fidelity_check(fidelity, confidence)
-        spec.update(fidelity=fidelity, confidence=confidence)
-    return spec
+    else:
+        confidence = DEFAULT_CONFIDENCE  # not raced: not recorded
+    return ProblemSpec(str(absolute(supernet)), data, split, amp, subset, fidelity, confidence)
 
 
 def _fidelity_check(fidelity: str, confidence: float) -> None:
@@ -154,17 +192,15 @@ def _fidelity_check(fidelity: str, confidence: float) -> None:
 
 
 def problem_from_spec(
-    spec: dict[str, Any], *, trust_code: bool = False, device: Any = None
+    spec: ProblemSpec | dict[str, Any], *, trust_code: bool = False, device: Any = None
 ) -> tuple[Problem, Supernet]:
-    """Rebuild the problem (evaluated in this process) from a run config's spec; the
-    supernetwork's code-named parents only with `trust_code` (the run does not record it:
-    trust comes from who opens a folder, never from the folder)."""
-    if spec.get("kind") != "stitching":
-        raise RunError(f"cannot rebuild a problem of kind {spec.get('kind')!r}")
-    net = Supernet.load(spec["supernet"], trust_code=trust_code)
-    split = spec.get("split", "val")
+    """Rebuild the problem (evaluated in this process) from a run's spec (or config.json's
+    dict of it); the supernetwork's code-named parents only with `trust_code` (the run
+    does not record it: trust comes from who opens a folder, never from the folder)."""
+    if not isinstance(spec, ProblemSpec):
+        spec = ProblemSpec.from_dict(spec)
+    net = Supernet.load(spec.supernet, trust_code=trust_code)
     evaluator = make_evaluator(
-        net, spec["data"], split, device=device, amp=spec.get("amp"), subset=spec.get("subset")
+        net, spec.data, spec.split, device=device, amp=spec.amp, subset=spec.subset
     )
-    fidelity, confidence = spec.get("fidelity", "full"), spec.get("confidence", DEFAULT_CONFIDENCE)
-    return stitching_problem(net, _fidelity(evaluator, fidelity, confidence)), net
+    return stitching_problem(net, _fidelity(evaluator, spec.fidelity, spec.confidence)), net

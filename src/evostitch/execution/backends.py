@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import SearchError
 from ..evolution.backend import Backend
-from ..evolution.stitching import evaluator_factory, problem_from_spec
+from ..evolution.stitching import ProblemSpec, evaluator_factory, problem_from_spec
 from .inprocess import InProcessBackend
 from .ray_backend import RayBackend
 
@@ -28,7 +28,7 @@ class Workers:
 
 def make_backend(
     backend: str | Backend,
-    spec: dict[str, Any],
+    spec: ProblemSpec,
     *,
     problem: Any = None,
     batch: int = DEFAULT_EVAL_BATCH,
@@ -36,8 +36,8 @@ def make_backend(
     device: Any = None,
     workers: Workers | None = None,
 ) -> Backend:
-    """A backend by name for the problem `spec` (`evolution.stitching.problem_spec`: its
-    supernetwork, data, precision, validation subset and racing): "inprocess" (pipelined,
+    """A backend by name for the problem `spec` (its supernetwork, data, precision,
+    validation subset and racing): "inprocess" (pipelined,
     `batch` offspring at a time, evaluating `problem` when given) or "ray" (`workers`'
     actors, `batch` offspring each, each building its own evaluator from `spec`)."""
     if isinstance(backend, Backend):
@@ -50,10 +50,9 @@ def make_backend(
         if problem is None:
             problem, _ = problem_from_spec(spec, trust_code=trust_code, device=device)
         return InProcessBackend(lambda: problem.evaluate, batch, pipeline=True)
-    fidelity = {k: spec[k] for k in ("fidelity", "confidence") if k in spec}
     factory = evaluator_factory(
-        spec["supernet"], spec["data"], trust_code=trust_code, device=device,
-        amp=spec.get("amp"), subset=spec.get("subset"), **fidelity,
+        spec.supernet, spec.data, spec.split, trust_code=trust_code, device=device,
+        amp=spec.amp, subset=spec.subset, fidelity=spec.fidelity, confidence=spec.confidence,
     )  # fmt: skip
     w = workers or Workers()
     return RayBackend(
