@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import SupernetError
 from .executor import Executor, Network
@@ -25,6 +24,8 @@ from .plan import Key, Plan, Switch
 
 def count_macs(module: nn.Module, x: torch.Tensor) -> float:
     """MACs per sample of `module(x)`, by torch's flop counter (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode  # 0.6 s to import: on use
+
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(x)
     return counter.get_total_flops() / 2 / x.shape[0]
@@ -96,6 +97,8 @@ class _Profiler(Executor):
         self.stitch_macs: dict[str, float] = {}
 
     def node(self, key: Key, inputs: Sequence[Any], x: Any) -> Any:
+        from torch.utils.flop_counter import FlopCounterMode
+
         with FlopCounterMode(display=False) as counter:
             value = super().node(key, inputs, x)
         self.node_macs[key] = counter.get_total_flops() / 2 / x.shape[0]
