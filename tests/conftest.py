@@ -41,6 +41,24 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray for the module's tests (2 CPUs), skipped without Ray."""
+    try:
+        import ray
+    except ImportError:
+        pytest.skip("ray is not installed (pip install 'evostitch[ray]')")
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},  # workers import toys
+        logging_level="ERROR",
+    )
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def one_thread():
     """Small models on a shared machine: more torch threads only contend."""

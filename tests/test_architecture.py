@@ -99,3 +99,18 @@ def test_the_demo_extra_is_imported_only_where_bundled_data_is_read():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_test_files_share_helpers_through_conftest_or_toys_only():
+    """A test file imports no other test file: shared fixtures live in conftest.py and
+    shared helpers in tests/toys.py (which Ray workers import by name)."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not offenders, offenders

@@ -15,7 +15,7 @@ import pytest
 from evostitch.errors import EvostitchError
 from evostitch.evolution.loop import run_search
 from evostitch.execution import InProcessBackend, RayBackend
-from test_loop import (
+from toys import (
     N_BITS,
     RandomSearch,
     make_toy_evaluator,
@@ -87,23 +87,6 @@ def test_core_imports_without_ray():
 
 
 # -- Ray -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    try:
-        import ray
-    except ImportError:
-        pytest.skip("ray is not installed (pip install 'evostitch[ray]')")
-    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},  # workers import test_loop
-        logging_level="ERROR",
-    )
-    yield ray
-    ray.shutdown()
-
-
 def rows(store):
     return [(r.genotype, r.canonical, r.objectives, r.error) for r in store.records()]
 

@@ -27,7 +27,7 @@ from evostitch.results.findings import (
     val_test_gap,
 )
 from evostitch.results.solutions import REFERENCE_NAMES, genotype_text
-from test_loop import new_store, toy_canonical, toy_problem
+from toys import new_store, toy_canonical, toy_problem
 
 M = 1e6
 REFERENCES = {"parent-a": (1, 0.90, 30), "parent-b": (2, 0.95, 40)}

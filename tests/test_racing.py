@@ -30,7 +30,6 @@ from evostitch.evolution.cache import EvaluationCache
 from evostitch.evolution.loop import resume_search, run_search
 from evostitch.evolution.store import EvaluationRecord, RunConfig, RunStore
 from evostitch.execution import InProcessBackend
-from test_backends import ray_cluster  # noqa: F401 - the fixture
 
 TESTS = Path(__file__).resolve().parent
 N_BITS = 12
@@ -339,8 +338,11 @@ def test_a_race_that_is_not_stopped_equals_the_full_evaluation(supernet, one_thr
 
 
 @pytest.mark.slow
-def test_search_fidelity_race_through_the_cli(supernet, tmp_path, one_thread):
-    from test_search_stitching import cli
+def test_search_fidelity_race_through_the_cli(supernet, tmp_path, one_thread, capsys):
+    from conftest import run_cli
+
+    def cli(*args):
+        return run_cli(args, capsys)[0]
 
     folder, _ = supernet
     run = tmp_path / "run"

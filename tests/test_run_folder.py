@@ -22,7 +22,7 @@ from evostitch.evolution.algorithms import make_algorithm
 from evostitch.evolution.loop import resume_search, run_search
 from evostitch.evolution.store import EvaluationRecord, RunStore
 from evostitch.results.findings import compute_findings, finding_texts
-from test_loop import RandomSearch, new_store, toy_objectives, toy_problem
+from toys import RandomSearch, new_store, toy_objectives, toy_problem
 
 TRIGGER = (
     "CREATE TRIGGER cheat AFTER INSERT ON evaluations BEGIN UPDATE evaluations"
