@@ -380,7 +380,7 @@ def resume(
     finally:
         runner.close()
     if budget is not None:  # resume_search wrote it to config.json
-        opened.config.budget = budget
+        opened.config = replace(opened.config, budget=budget)
     opened.result = result
     opened.write_front_csv()
     save_race_counts(opened.path, opened.records)

@@ -28,7 +28,7 @@ import platform
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,12 @@ except ImportError:  # pragma: no cover
 _VERSIONED = ("evostitch", "torch", "torchvision", "numpy", "ray")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
-    """What a run was asked to do. `problem` is a JSON spec the caller can rebuild it from."""
+    """What a run was asked to do (config.json), frozen: a new budget is a new config.
+    `problem` is a JSON spec the caller can rebuild it from (a stitching run's is
+    `evolution.stitching.ProblemSpec.to_dict()`); `params` are the algorithm's, its
+    `budget` the one its steering was paced for (a resume may raise the run's)."""
 
     algorithm: str
     budget: int
@@ -125,7 +128,7 @@ class RunStore:
             raise RunError(f"{self.path}: a budget of {budget} is below the {stored} stored")
         data = json.loads((self.path / CONFIG).read_text())
         write_json_atomic(self.path / CONFIG, {**data, "budget": budget})
-        self.config.budget = budget
+        self.config = replace(self.config, budget=budget)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
