@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -41,7 +42,14 @@ from .app import (
 )
 
 
-def parent_list(a, b, more, a_weights, b_weights, more_weights) -> tuple[list, list]:
+def parent_list(
+    a: str | None,
+    b: str | None,
+    more: Sequence[str] | None,
+    a_weights: Path | None,
+    b_weights: Path | None,
+    more_weights: Sequence[Path] | None,
+) -> tuple[list[str], list[Path | None]]:
     """The CLI's parents in side order (--a, --b, then each --parent) and their weights:
     --a/--b are sugar for the first two of the API's list."""
     more, more_weights = list(more or ()), list(more_weights or ())
