@@ -37,7 +37,6 @@ import networkx as nx
 import numpy as np
 
 from ..errors import DataError, MatchingError
-from .bnb import bnb_match
 from .brute import brute_force_match, brute_force_match_k, is_acyclic_merge
 from .dp import DP_LIMITS, dp_match, past
 from .multi import is_acyclic_merge_k, match_parents
@@ -231,7 +230,9 @@ def match_dags(
         wp, mismatch, unit = _tie_break(dep, pa, pb, w)
         dp_w = wp if unit is not None else w
         solved = _dp_solve(method, pa, pb, dp_w, fixed_idx, closure, deadline)
-        if solved is None:
+        if solved is None:  # rare: the branch and bound, and scipy with it, load on use
+            from .bnb import bnb_match
+
             solved = bnb_match(pa, pb, w, wp, mismatch, fixed_idx, base, closure, unit, deadline)
         chosen, optimal, explored = solved
 

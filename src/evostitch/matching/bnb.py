@@ -48,6 +48,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .reach import Reach
 
@@ -107,8 +110,6 @@ class _Component:
 
     # ---- relaxation
     def _solve_block(self, k: int, banned: np.ndarray) -> tuple[float, np.ndarray]:
-        from scipy.optimize import linear_sum_assignment
-
         blk = self.blocks[k]
         keep = ~banned[blk.pids]
         pids = blk.pids[keep]
@@ -211,9 +212,6 @@ class _Component:
 
     def solve(self) -> bool:
         """Run the search; True when the best matching found is proven optimal."""
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.csgraph import connected_components
-
         stack = [self._root()]
         first = True
         while stack:
@@ -254,9 +252,6 @@ class _Component:
 
 def bnb_match(pa, pb, w, wp, mismatch, fixed_idx, base, closure, unit, deadline):
     """Branch and bound on each independent part. Returns (pairs, optimal, nodes)."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = closure.n
     chosen: list[tuple[int, int]] = []
     optimal, explored = True, 0
