@@ -276,7 +276,7 @@ def search(
 ) -> Run:
     """Search a saved supernetwork's offspring into a new run folder `out`
     (`evostitch search`); writes RUN/front.csv at the end. `backend_options`: workers,
-    gpus_per_worker, cpus_per_worker, ray_address (`execution.Workers`); `trust_code`
+    gpus_per_worker, cpus_per_worker, address (`execution.Workers`); `trust_code`
     rebuilds a parent named by `package.module:factory`; `device` and `amp` ("bf16",
     "fp16": evaluation under autocast, recorded in the run) say how offspring run;
     `val_subset` searches on a seeded subset of that many validation samples (the

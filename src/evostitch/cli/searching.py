@@ -83,8 +83,16 @@ def search(
         ),
     ] = 0.5,
     backend: Annotated[str, typer.Option(help="inprocess (default) or ray.")] = "inprocess",
-    ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster: auto or HOST:PORT; local Ray if absent.")
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            "--ray-address",
+            help="With --backend ray, join a running Ray cluster: auto (the one this node"
+            " belongs to) or HOST:PORT (its head); absent: a local Ray for the run. Each"
+            " worker asks for --cpus-per-worker CPUs and --gpus-per-worker GPUs; nodes that"
+            " cannot read the supernetwork's folder get it from the driver, once per node.",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Ray workers.")] = 2,
     gpus_per_worker: Annotated[float, typer.Option(help="GPU share per Ray worker.")] = 0.0,
@@ -108,10 +116,15 @@ def search(
         "workers": workers,
         "gpus_per_worker": gpus_per_worker,
         "cpus_per_worker": cpus_per_worker,
-        "ray_address": ray_address,
+        "address": address,
         "trust_code": trust_code,
         "device": device,
     }
+    ray_only = [n for n in ("address", "workers", "gpus_per_worker", "cpus_per_worker")
+                if _on_command_line(ctx, n)]  # fmt: skip
+    if backend != "ray" and ray_only:
+        names = ", ".join("--" + n.replace("_", "-") for n in ray_only)
+        raise EvostitchError(f"{names}: the Ray backend's; add --backend ray")
     if resume is not None:
         if supernet is not None or out is not None:
             raise EvostitchError("--resume takes the run folder alone (no SUPERNET or --out)")

@@ -77,12 +77,40 @@ class Result:
     bound: float | None = None  # ... with this upper bound on its metric
 
 
+@dataclass(frozen=True)
+class FolderFactory:
+    """An evaluator factory that builds from a saved supernetwork's folder: `load(folder)`.
+    Picklable when `load` is (a `functools.partial` of a top-level function); a backend
+    whose workers may not read `folder` hands `load` a copy of it instead
+    (`evostitch.execution.shipping`)."""
+
+    folder: str
+    load: Callable[[str], EvaluateFn]
+
+    def __call__(self) -> EvaluateFn:
+        return self.load(self.folder)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A backend's workers as they are now: ready to evaluate, still starting (or waiting
+    for the cluster's resources), and the machines (nodes) the ready ones are on."""
+
+    ready: int
+    starting: int = 0
+    nodes: int = 1
+
+
 class Backend(ABC):
     """Runs evaluations. `capacity` is how many it wants in flight to keep its workers busy.
     `context`: what a racing evaluator races against (None: evaluate in full)."""
 
     capacity: int = 1
     context: dict | None = None
+
+    def pool(self) -> Pool | None:
+        """Its workers now (None: evaluations run in this process)."""
+        return None
 
     @abstractmethod
     def submit(self, ticket: int, genotype: Genotype) -> None:

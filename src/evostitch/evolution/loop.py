@@ -149,7 +149,7 @@ def run_search(
         retried = _retry(algorithm, cache, backend, loop.racing, view, poll, limits.retry_failed)
         while True:
             loop.fill()
-            view.update(cache.counters, performed_before, len(loop.submitted))
+            view.update(cache.counters, performed_before, len(loop.submitted), backend.pool())
             if not loop.submitted:
                 loop.stopped = loop.stopped or ("budget" if loop.remaining() <= 0 else "algorithm")
                 break
@@ -162,7 +162,7 @@ def run_search(
             store.flush()
         raise
     finally:
-        view.close(cache.counters, performed_before, len(loop.submitted))
+        view.close(cache.counters, performed_before, len(loop.submitted), backend.pool())
     _checkpoint(store, algorithm, cache.counters)
     c = cache.counters
     return SearchResult(

@@ -1,5 +1,6 @@
 """The search's progress: a bar (when enabled) with the counters, the rate, the workers
-busy and the archive's hypervolume, and one line per failed evaluation (always)."""
+busy (on Ray: how many are live, on how many nodes) and the archive's hypervolume, and
+one line per failed evaluation (always)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from evostitch.evolution.backend import Pool
 from evostitch.evolution.base import Algorithm
 from evostitch.evolution.cache import CacheCounters, EvaluationCache
 from evostitch.evolution.store import EvaluationRecord
@@ -51,7 +53,9 @@ class SearchView:
         genotype = "".join(map(str, record.genotype))
         self.console.print(f"evaluation failed [{genotype}]: {record.error}", markup=False)
 
-    def update(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+    def update(
+        self, c: CacheCounters, performed_before: int, busy: int, pool: Pool | None = None
+    ) -> None:
         if self.progress is None:
             return
         elapsed = max(time.perf_counter() - self.start, 1e-9)
@@ -59,7 +63,7 @@ class SearchView:
         info = (
             f"hits {c.cache_hits} memo {self.algorithm.memo_hits}"
             + (f" failed {c.failed}" if c.failed else "")  # fits 80 columns otherwise
-            + f" {rate:.1f}/s busy {busy}/{self.capacity} HV {self._hypervolume()}"
+            + f" {rate:.1f}/s busy {busy}/{self.capacity}{_workers(pool)} HV {self._hypervolume()}"
         )
         self.progress.update(self.task, completed=c.performed, info=info)
 
@@ -101,11 +105,22 @@ class SearchView:
             self._hv = "-"
         return self._hv
 
-    def close(self, c: CacheCounters, performed_before: int, busy: int) -> None:
+    def close(
+        self, c: CacheCounters, performed_before: int, busy: int, pool: Pool | None = None
+    ) -> None:
         if self.progress is not None:
             self._hv_time = -math.inf
-            self.update(c, performed_before, busy)
+            self.update(c, performed_before, busy, pool)
             task = self.progress.tasks[0]
             if task.finished_time is None:  # stopped before its budget: time taken, too
                 task.finished_time = task.elapsed
             self.progress.stop()
+
+
+def _workers(pool: Pool | None) -> str:
+    """What a backend's workers are, e.g. ` on 8 workers, 4 nodes` (and those starting)."""
+    if pool is None:
+        return ""
+    starting = f" (+{pool.starting} starting)" if pool.starting else ""
+    nodes = f", {pool.nodes} node{'s' * (pool.nodes != 1)}" if pool.ready else ""
+    return f" on {pool.ready} worker{'s' * (pool.ready != 1)}{starting}{nodes}"

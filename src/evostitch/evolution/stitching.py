@@ -20,6 +20,7 @@ from evostitch.data import subset as data_subset
 from evostitch.errors import DataError, RunError, SearchError, SupernetError
 from evostitch.evaluation import DEFAULT_SHARED_BYTES, Evaluator
 from evostitch.evaluation.racing import DEFAULT_CONFIDENCE, RacingEvaluator
+from evostitch.evolution.backend import FolderFactory
 from evostitch.evolution.base import Genotype, Objectives, Problem
 from evostitch.files import absolute, user_path
 from evostitch.supernet import Supernet
@@ -97,12 +98,14 @@ def _fidelity(evaluator: Evaluator, fidelity: str, confidence: float) -> Any:
 
 def evaluator_factory(
     supernet: str | Path, data: str, split: str = "val", *, trust_code: bool = False, **options
-):
-    """A picklable zero-argument factory of the objective function (for backends);
-    `options`: `load_objectives`'s (fidelity, confidence) and `make_evaluator`'s
-    (batch_size, device, budget_bytes, amp)."""
-    path = str(absolute(supernet))
-    return functools.partial(load_objectives, path, data, split, trust_code=trust_code, **options)
+) -> FolderFactory:
+    """A picklable zero-argument factory of the objective function (for backends), which
+    loads the supernetwork from its folder; `options`: `load_objectives`'s (fidelity,
+    confidence) and `make_evaluator`'s (batch_size, device, budget_bytes, amp)."""
+    load = functools.partial(
+        load_objectives, data=data, split=split, trust_code=trust_code, **options
+    )
+    return FolderFactory(str(absolute(supernet)), load)
 
 
 def stitching_problem(net: Supernet, evaluate: Callable[[Genotype], Objectives]) -> Problem:

@@ -18,12 +18,13 @@ DEFAULT_EVAL_BATCH = 8  # offspring evaluated together share their common comput
 @dataclass(frozen=True)
 class Workers:
     """The Ray backend's actors: how many, what each asks of the cluster, and which
-    cluster (None: a local one started for the run)."""
+    cluster: "auto" or "HOST:PORT" joins a running one, None starts a local one for the
+    run."""
 
     workers: int = 2
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
-    ray_address: str | None = None
+    address: str | None = None
 
 
 def make_backend(
@@ -60,6 +61,6 @@ def make_backend(
         num_workers=w.workers,
         num_gpus=w.gpus_per_worker,
         num_cpus=w.cpus_per_worker,
-        address=w.ray_address,
+        address=w.address,
         per_worker=batch,
     )

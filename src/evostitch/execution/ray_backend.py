@@ -1,11 +1,17 @@
 """Evaluations on a pool of long-lived Ray actors (optional: `pip install evostitch[ray]`).
 
 Each actor calls the evaluator factory once, then evaluates one genotype at a time, or up
-to `per_worker` at once through the evaluator's `evaluate_many` when it has one. An actor
-that dies (its process crashed, was killed, ran out of memory) is replaced and the
-genotypes it held are retried, one per task, up to `max_retries` times, then reported
-as failed. An exception raised by the evaluator is not a death: it is reported as failed
-at once.
+to `per_worker` at once through the evaluator's `evaluate_many` when it has one. Work goes
+to actors that have started (built their evaluator), so an actor waiting for the
+cluster's resources holds nothing. A factory that loads a supernetwork folder
+(`FolderFactory`) is shipped: its files go through the object store to nodes that cannot
+read the folder (`shipping`).
+
+An actor that dies (its process crashed, was killed, ran out of memory) is replaced and
+the genotypes it held are retried, one per task, up to `max_retries` times, then reported
+as failed. An actor whose node died costs its genotypes no attempt, and the node's idle
+actors are replaced at once: a lost node costs time only. An exception raised by the
+evaluator is not a death: it is reported as failed at once.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from ..errors import SearchError
 from ..evolution.backend import (
     Backend,
     EvaluatorFactory,
+    FolderFactory,
+    Pool,
     Result,
     evaluate_batch,
     evaluate_one,
     worker_name,
 )
 from ..evolution.base import Genotype
+from .shipping import Receipt, Shipped, ship
 
 
 def _import_ray() -> Any:
@@ -44,7 +53,11 @@ class _Worker:
 
         keep_freed_memory()  # the actor owns its process
         self._name = worker_name()
-        self._evaluate = factory()
+        self._receipt: Receipt | None = None
+        if isinstance(factory, Shipped):
+            self._evaluate, self._receipt = factory.receive()
+        else:
+            self._evaluate = factory()
 
     def evaluate(self, ticket: int, genotype: Genotype) -> Result:
         return evaluate_one(self._evaluate, ticket, genotype, self._name)
@@ -52,8 +65,11 @@ class _Worker:
     def evaluate_many(self, items: list[tuple[int, Genotype]], context: Any = None) -> list[Result]:
         return evaluate_batch(self._evaluate, items, self._name, context)
 
-    def name(self) -> str:
-        return self._name
+    def info(self) -> tuple[str, str, Receipt | None]:
+        """Its name, its node's id and where its supernetwork came from (if shipped)."""
+        import ray
+
+        return self._name, ray.get_runtime_context().get_node_id(), self._receipt
 
 
 class RayBackend(Backend):
@@ -112,11 +128,19 @@ class RayBackend(Backend):
         self.capacity = (batch_size or in_flight) if deterministic else in_flight
         self.per_worker = per_worker
         self.max_retries = max_retries
+        self.shipped: Shipped | None = None
+        if isinstance(evaluator_factory, FolderFactory):
+            evaluator_factory = self.shipped = ship(evaluator_factory, ray.put)
         self._factory = evaluator_factory
         self._actor_cls = ray.remote(_Worker).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0
         )
-        self._idle = [self._new_actor() for _ in range(num_workers)]
+        self._starting: dict[Any, Any] = {}  # its info() call -> an actor not started yet
+        self._nodes: dict[Any, str] = {}  # a started actor -> its node's id
+        self.receipts: dict[str, tuple[str, Receipt | None]] = {}  # worker -> node, receipt
+        self._idle: list[Any] = []
+        for _ in range(num_workers):
+            self._start_actor()
         self._running: dict[Any, tuple[Any, list[tuple[int, Genotype, int]]]] = {}
         self._queue: deque[tuple[int, Genotype, int]] = deque()
         self._done: list[Result] = []
@@ -124,8 +148,12 @@ class RayBackend(Backend):
         self._death_limit = max(4, 2 * num_workers * (max_retries + 1))
         self.replaced = 0
 
-    def _new_actor(self) -> Any:
-        return self._actor_cls.remote(self._factory)
+    def _start_actor(self) -> None:
+        actor = self._actor_cls.remote(self._factory)
+        self._starting[actor.info.remote()] = actor
+
+    def pool(self) -> Pool:
+        return Pool(len(self._nodes), len(self._starting), len(set(self._nodes.values())))
 
     def submit(self, ticket: int, genotype: Genotype) -> None:
         self._queue.append((ticket, tuple(genotype), 0))
@@ -148,18 +176,32 @@ class RayBackend(Backend):
     def results(self, timeout: float | None = None) -> list[Result]:
         ray = self._ray
         self._dispatch()
-        if self._running:
-            refs = list(self._running)
+        refs = [*self._running, *self._starting]
+        if refs:
             ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
             if ready:  # collect everything that is done, not just the first
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
-                self._collect(ref)
+                self._started(ref) if ref in self._starting else self._collect(ref)
             self._dispatch()
         if self.deterministic and (self._running or self._queue):
             return []
         done, self._done = self._done, []
         return sorted(done, key=lambda r: r.ticket) if self.deterministic else done
+
+    def _started(self, ref: Any) -> None:
+        """An actor built its evaluator (it takes work now), or died trying."""
+        actor = self._starting.pop(ref)
+        try:
+            name, node, receipt = self._ray.get(ref)
+        except self._died as e:
+            if _dead_node(e) is None and (cause := _creation_error(e)) is not None:
+                raise SearchError(f"a Ray worker could not build its evaluator: {cause}") from None
+            self._replace(actor, e)
+            return
+        self._nodes[actor] = node
+        self.receipts[name] = (node, receipt)
+        self._idle.append(actor)
 
     def _collect(self, ref: Any) -> None:
         actor, held = self._running.pop(ref)
@@ -169,15 +211,18 @@ class RayBackend(Backend):
             self._idle.append(actor)
             self._deaths_in_a_row = 0
         except self._died as e:
-            if (cause := _creation_error(e)) is not None:
-                msg = f"a Ray worker could not build its evaluator: {cause}"
-                raise SearchError(msg) from None
+            node = _dead_node(e)
             self._replace(actor, e)
+            if node is not None:  # its idle actors died with it: none is handed work
+                for lost in [a for a in self._idle if self._nodes.get(a) == node]:
+                    self._idle.remove(lost)
+                    self._replace(lost, e, count=False)
             for ticket, genotype, attempts in reversed(held):
-                if attempts < self.max_retries:
-                    self._queue.appendleft((ticket, genotype, attempts + 1))
+                tries = attempts if node is not None else attempts + 1  # the node, not it
+                if tries <= self.max_retries:
+                    self._queue.appendleft((ticket, genotype, tries))
                 else:
-                    error = f"worker died {attempts + 1} times; last: {_death_reason(e)}"
+                    error = f"worker died {tries} times; last: {_death_reason(e)}"
                     now = time.time()
                     self._done.append(Result(ticket, genotype, None, error, 0.0, "", now, now))
         except self._ray_error as e:  # the task itself failed in Ray (e.g. unpicklable result)
@@ -186,20 +231,22 @@ class RayBackend(Backend):
             for ticket, genotype, _ in held:
                 self._done.append(Result(ticket, genotype, None, _one_line(e), 0.0, "", now, now))
 
-    def _replace(self, actor: Any, cause: BaseException) -> None:
-        self._deaths_in_a_row += 1
+    def _replace(self, actor: Any, cause: BaseException, count: bool = True) -> None:
+        self._nodes.pop(actor, None)
+        if count:
+            self._deaths_in_a_row += 1
         if self._deaths_in_a_row > self._death_limit:
             raise SearchError(
                 f"Ray workers died {self._deaths_in_a_row} times in a row: {_death_reason(cause)}"
             )
         with contextlib.suppress(Exception):  # it may be gone already
             self._ray.kill(actor, no_restart=True)
-        self._idle.append(self._new_actor())
+        self._start_actor()
         self.replaced += 1
 
     def close(self) -> None:
-        actors = self._idle + [a for a, _ in self._running.values()]
-        self._idle, self._running = [], {}
+        actors = [*self._idle, *self._starting.values(), *(a for a, _ in self._running.values())]
+        self._idle, self._running, self._starting, self._nodes = [], {}, {}, {}
         for actor in actors:
             with contextlib.suppress(Exception):
                 self._ray.kill(actor, no_restart=True)
@@ -235,3 +282,9 @@ def _creation_error(exc: BaseException) -> str | None:
         return None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _dead_node(exc: BaseException) -> str | None:
+    """The id of the node whose death killed the actor, None when the actor died alone."""
+    found = re.search(r"its node has died\. Node Id: ([0-9a-f]+)", _ANSI.sub("", str(exc)))
+    return found.group(1) if found else None
