@@ -1,12 +1,22 @@
-"""Throughput of the execution backends on a CPU-bound stub evaluation.
+"""Throughput of the execution backends, on one machine and on a simulated Ray cluster.
 
-    python benchmarks/backend_scaling.py [--evals 60] [--work-ms 50] [--repeat 3]
+    python benchmarks/backend_scaling.py [--part cpu,ceiling,bytes,loss] [--evals 60]
+        [--work-ms 50] [--repeat 3] [--nodes 4]
 
-Each evaluation is ~`work-ms` of pure-Python busy work. Measures evaluations/s (best of
-`repeat` runs) for the in-process backend and for Ray with 1 and 2 workers, after the
+cpu: each evaluation is ~`work-ms` of pure-Python busy work. Measures evaluations/s (best
+of `repeat` runs) for the in-process backend and for Ray with 1 and 2 workers, after the
 actors have started and built their evaluators, and prints the 2-worker / 1-worker ratio.
 The goal on a 2-core machine is >= 1.8x; other load on the machine lowers it, which the
 "CPU share" column shows (the fraction of a core each evaluation actually got).
+
+On a cluster of `--nodes` raylets on this machine (`ray.cluster_utils`), issue 39:
+ceiling: stub evaluations that sleep 0.5 s on 8, 16, 32 actors, achieved / ideal
+    throughput and the driver's CPU per evaluation; with t = 0, evaluations per second
+    per algorithm (`driver_ceiling.py`).
+bytes: what each node's object store receives when its workers cannot read the
+    supernetwork's folder: the demo's and resnet50 x resnext50_32x4d's (`multinode.py`;
+    needs grpcio, which Ray's node statistics use: pip install grpcio).
+loss: a node removed at half the budget against an undisturbed run (`multinode.py`).
 """
 
 from __future__ import annotations
@@ -81,10 +91,45 @@ def measure(label: str, backend: Backend, evals: int, repeat: int) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="cpu,ceiling,bytes,loss")
     parser.add_argument("--evals", type=int, default=60)
     parser.add_argument("--work-ms", type=float, default=50.0)
     parser.add_argument("--repeat", type=int, default=3, help="report the best of N runs")
+    parser.add_argument("--nodes", type=int, default=4, help="raylets of the cluster parts")
     args = parser.parse_args()
+    parts = args.part.split(",")
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    if "cpu" in parts:
+        one_machine(args, ray)
+    if ray is None:
+        print("ray: skipped (not installed; pip install 'evostitch[ray]')")
+        return
+    if "ceiling" in parts:
+        from driver_ceiling import ceiling
+        from multinode import start_cluster
+
+        cluster = start_cluster(args.nodes, 32 // args.nodes)
+        print(f"\nceiling: {args.nodes} raylets x {32 // args.nodes} CPUs, a head with none")
+        try:
+            ceiling([8, 16, 32], 0.5, 16, 1500)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    if "bytes" in parts:
+        from multinode import node_bytes
+
+        node_bytes(args.nodes)
+    if "loss" in parts:
+        from multinode import node_loss
+
+        node_loss(args.nodes, 4, 0.5, 16)
+
+
+def one_machine(args, ray) -> None:
+    """In process, and a local Ray with 1 and 2 workers: the 2 / 1 ratio."""
     iterations = calibrate(args.work_ms)
     factory = functools.partial(make_evaluator, iterations)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -92,10 +137,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load {load:.1f}; {args.evals} evaluations of ~{args.work_ms:g} ms"
     )
     measure("in-process", InProcessBackend(factory), args.evals, args.repeat)
-    try:
-        import ray
-    except ImportError:
-        print("ray: skipped (not installed; pip install 'evostitch[ray]')")
+    if ray is None:
         return
     from evostitch.execution import RayBackend
 

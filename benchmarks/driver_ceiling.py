@@ -8,8 +8,11 @@ of 4 values, 110 binary switches) whose evaluation only sleeps, so the machine's
 are not what binds:
 
 1. t = `--sleep` s per evaluation, the real search loop (`run_search`: run store on disk,
-   cache, checkpoints; NSGA-II) on 8, 16 and 32 actors: achieved / ideal throughput,
-   ideal = actors / t, after the actors started (goal at least 0.9 at 32 actors).
+   cache, checkpoints) with random search (it asks whenever an actor is free) and NSGA-II
+   (generational: a generation waits for its last offspring) on 8, 16 and 32 actors:
+   achieved / ideal throughput, ideal = actors / t, after the actors started (goal at
+   least 0.9 at 32 actors), and the driver's CPU time per evaluation: one driver keeps
+   about t / that many actors busy before its own CPU binds.
 2. t = 0: evaluations per second one driver sustains with each algorithm, on Ray
    (32 actors) and, as the baseline measured in the same run, in process (pipelined, on
    the backend's thread): where it binds, ask/tell and the store or Ray.
@@ -55,6 +58,11 @@ def warm(backend, n: int) -> None:
 
 def search(backend, algorithm: str, budget: int, pop: int, folder: Path) -> float:
     """Wall seconds of a search of `budget` evaluations (store in `folder`)."""
+    return stored_search(backend, algorithm, budget, pop, folder)[0]
+
+
+def stored_search(backend, algorithm: str, budget: int, pop: int, folder: Path):
+    """(wall seconds, the stored records) of a search of `budget` evaluations."""
     problem = Problem(CARDINALITIES, sleeper(0.0), metric_index=0)
     algo = make_algorithm(algorithm, problem, 0, pop_size=pop, budget=budget)
     config = RunConfig(algorithm, budget, 0, problem={"stub": len(CARDINALITIES)})
@@ -62,9 +70,42 @@ def search(backend, algorithm: str, budget: int, pop: int, folder: Path) -> floa
         start = time.perf_counter()
         result = run_search(problem, algo, store, backend, progress=False)
         wall = time.perf_counter() - start
+        records = list(store.records())
     if result.performed != budget:
         raise SystemExit(f"{algorithm}: {result.performed} of {budget} evaluations")
-    return wall
+    return wall, records
+
+
+def ceiling(actors: list[int], sleep: float, rounds: int, fast_budget: int) -> None:
+    """Parts 1 and 2 on the cluster this process has joined."""
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"\n1. t = {sleep} s, {rounds} evaluations per actor (population: the actors)")
+        print(f"{'actors':>6} {'algorithm':>9} {'wall s':>7} {'ideal s':>7} "
+              f"{'achieved/ideal':>15} {'driver CPU ms/eval':>19}")  # fmt: skip
+        for n in actors:
+            backend = RayBackend(functools.partial(sleeper, sleep), num_workers=n)
+            warm(backend, n)
+            for name in ("rs", "nsga2"):
+                budget = n * rounds
+                cpu = time.process_time()
+                wall = search(backend, name, budget, n, Path(tmp) / f"slow-{name}-{n}")
+                cpu_ms = 1000 * (time.process_time() - cpu) / budget
+                ideal = budget * sleep / n
+                print(f"{n:>6} {name:>9} {wall:>7.2f} {ideal:>7.2f} {ideal / wall:>15.3f} "
+                      f"{cpu_ms:>19.2f}")  # fmt: skip
+            backend.close()
+        n = max(actors)
+        print(f"\n2. t = 0, {fast_budget} evaluations: evaluations per second")
+        print(f"{'algorithm':>9} {'in process':>11} {f'Ray, {n} actors':>15}")
+        ray_backend = RayBackend(functools.partial(sleeper, 0.0), num_workers=n)
+        warm(ray_backend, n)
+        for name in ALGORITHMS:
+            local = InProcessBackend(lambda: sleeper(0.0), batch_size=8, pipeline=True)
+            here = search(local, name, fast_budget, n, Path(tmp) / f"{name}-local")
+            local.close()
+            there = search(ray_backend, name, fast_budget, n, Path(tmp) / f"{name}-ray")
+            print(f"{name:>9} {fast_budget / here:>11.0f} {fast_budget / there:>15.0f}")
+        ray_backend.close()
 
 
 def main() -> None:
@@ -72,45 +113,19 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--sleep", type=float, default=0.5)
     parser.add_argument("--actors", default="8,16,32")
-    parser.add_argument("--rounds", type=int, default=8, help="evaluations per actor in 1")
+    parser.add_argument("--rounds", type=int, default=16, help="evaluations per actor in 1")
     parser.add_argument("--fast-budget", type=int, default=1500, help="evaluations in 2")
     args = parser.parse_args()
     import ray
-    from ray.cluster_utils import Cluster
+
+    from multinode import start_cluster
 
     actors = [int(a) for a in args.actors.split(",")]
     per_node = -(-max(actors) // args.nodes)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(args.nodes):
-        cluster.add_node(num_cpus=per_node)
-    ray.init(address=cluster.address, logging_level="ERROR")
-    alive = sum(n["Alive"] for n in ray.nodes())
-    print(f"cluster: {alive} raylets ({args.nodes} x {per_node} CPUs, a head with none)")
+    cluster = start_cluster(args.nodes, per_node)
+    print(f"cluster: {args.nodes} raylets x {per_node} CPUs, a head with none")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            print(f"\n1. t = {args.sleep} s, nsga2, {args.rounds} evaluations per actor")
-            print(f"{'actors':>6} {'evals':>6} {'wall s':>7} {'ideal s':>7} {'achieved/ideal':>15}")
-            for n in actors:
-                backend = RayBackend(functools.partial(sleeper, args.sleep), num_workers=n)
-                warm(backend, n)
-                budget = n * args.rounds
-                wall = search(backend, "nsga2", budget, n, Path(tmp) / f"slow{n}")
-                backend.close()
-                ideal = budget * args.sleep / n
-                print(f"{n:>6} {budget:>6} {wall:>7.2f} {ideal:>7.2f} {ideal / wall:>15.3f}")
-            n = max(actors)
-            print(f"\n2. t = 0, {args.fast_budget} evaluations: evaluations per second")
-            print(f"{'algorithm':>9} {'in process':>11} {f'Ray, {n} actors':>15}")
-            ray_backend = RayBackend(functools.partial(sleeper, 0.0), num_workers=n)
-            warm(ray_backend, n)
-            for name in ALGORITHMS:
-                local = InProcessBackend(lambda: sleeper(0.0), batch_size=8, pipeline=True)
-                here = search(local, name, args.fast_budget, n, Path(tmp) / f"{name}-local")
-                local.close()
-                there = search(ray_backend, name, args.fast_budget, n, Path(tmp) / f"{name}-ray")
-                budget = args.fast_budget
-                print(f"{name:>9} {budget / here:>11.0f} {budget / there:>15.0f}")
-            ray_backend.close()
+        ceiling(actors, args.sleep, args.rounds, args.fast_budget)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -157,3 +157,23 @@ def test_ray_factory_error_is_one_line(ray_cluster):
     message = str(excinfo.value)
     assert "could not build its evaluator" in message and "bogus" in message
     assert "\n" not in message
+
+
+def test_a_dead_workers_copy_of_a_supernetwork_is_swept(tmp_path, monkeypatch):
+    """A worker killed while it held a copy from the object store leaves it behind; the
+    next worker on the node deletes it, never a live worker's copy."""
+    import tempfile
+
+    from evostitch.execution import shipping
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{shipping.PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{shipping.PREFIX}{os.getpid()}-def"
+    other = tmp_path / "evostitch-something-else"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "parents.safetensors").write_bytes(b"x")
+    shipping._sweep()
+    assert not stale.exists() and live.exists() and other.exists()

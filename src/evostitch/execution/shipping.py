@@ -17,6 +17,7 @@ rebuilt from their spec.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from ..evolution.backend import EvaluateFn, FolderFactory
 from ..supernet.io import JSON_NAME, PARENTS, STITCHES
 
 FILES = (JSON_NAME, STITCHES, PARENTS)
+PREFIX = "evostitch-supernet-"  # + the pid of the worker that holds the copy
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class Shipped:
             return self.load(self.folder), Receipt("folder")
         import ray
 
-        copy = Path(tempfile.mkdtemp(prefix="evostitch-supernet-"))
+        _sweep()
+        copy = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         try:
             for name, ref in self.files:
                 with open(copy / name, "wb") as f:
@@ -86,6 +89,25 @@ def ship(factory: FolderFactory, put: Any) -> Shipped:
         if name == JSON_NAME:
             digest = hashlib.sha256(data.tobytes()).hexdigest()
     return Shipped(str(folder), digest, tuple(files), size, factory.load)
+
+
+def _sweep() -> None:
+    """Delete the copies of workers that died before deleting theirs (killed, out of
+    memory): a copy's folder is named after its process."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process
+        return True
+    return True
 
 
 def _digest(path: Path) -> str | None:
