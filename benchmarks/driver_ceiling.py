@@ -48,11 +48,12 @@ def sleeper(seconds: float):
 
 
 def warm(backend, n: int) -> None:
-    """Start the actors and build their evaluators (n evaluations) before any timing."""
+    """Start the `n` actors and build their evaluators (n evaluations) before any timing:
+    work goes to started actors only, so the first to start could do all n alone."""
     for ticket in range(n):
         backend.submit(-1 - ticket, (0,) * len(CARDINALITIES))
     done = 0
-    while done < n:
+    while done < n or backend.pool().ready < n:
         done += len(backend.results(timeout=1.0))
 
 

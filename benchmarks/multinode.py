@@ -49,17 +49,15 @@ def start_cluster(nodes: int, cpus: int, store_mb: int = 200):
     from ray.cluster_utils import Cluster
 
     store = store_mb * 2**20
+    # the raylets' workers inherit it and import this folder's modules (a runtime_env
+    # would start Ray's runtime-env agent in every worker: slower, noisier)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store}
     )
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus, object_store_memory=store)
-    path = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
-    ray.init(
-        address=cluster.address,
-        logging_level="ERROR",
-        runtime_env={"env_vars": {"PYTHONPATH": path}},  # actors import this module
-    )
+    ray.init(address=cluster.address, logging_level="ERROR")
     return cluster
 
 

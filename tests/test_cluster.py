@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from evostitch.errors import SearchError
 from evostitch.evolution.backend import Backend, FolderFactory
 from evostitch.evolution.loop import run_search
 from evostitch.evolution.stitching import evaluator_factory, stitching_problem
@@ -63,6 +64,14 @@ def test_workers_that_read_the_folder_use_it(ray_nodes, tmp_path):
         while backend.pool().ready < 2:
             backend.results(timeout=1)
         assert [r.source for _, r in backend.receipts.values()] == ["folder"] * 2
+    # a dataset folder travels not: a node without it stops the search in one line
+    missing = tmp_path / "no-such-images"
+    with RayBackend(evaluator_factory(folder, f"imagefolder:{missing}"), num_workers=1) as b:
+        b.submit(0, (0,) * len(Supernet.load(folder).genotype_spec))
+        with pytest.raises(SearchError, match="could not build its evaluator") as caught:
+            while not b.results(timeout=5):
+                pass
+    assert str(missing) in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_killed_driver_resumes_on_the_same_cluster(ray_nodes, tmp_path, sigkill_when, capsys):

@@ -3,9 +3,9 @@
 Each actor calls the evaluator factory once, then evaluates one genotype at a time, or up
 to `per_worker` at once through the evaluator's `evaluate_many` when it has one. Work goes
 to actors that have started (built their evaluator), so an actor waiting for the
-cluster's resources holds nothing. A factory that loads a supernetwork folder
-(`FolderFactory`) is shipped: its files go through the object store to nodes that cannot
-read the folder (`shipping`).
+cluster's resources holds nothing. On a cluster (one it joined, or a Ray this process
+had started), a factory that loads a supernetwork folder (`FolderFactory`) is shipped:
+its files go through the object store to nodes that cannot read the folder (`shipping`).
 
 An actor that dies (its process crashed, was killed, ran out of memory) is replaced and
 the genotypes it held are retried, one per task, up to `max_retries` times, then reported
@@ -129,7 +129,8 @@ class RayBackend(Backend):
         self.per_worker = per_worker
         self.max_retries = max_retries
         self.shipped: Shipped | None = None
-        if isinstance(evaluator_factory, FolderFactory):
+        local = self._owns_ray and address is None  # a Ray of this machine's, for the run
+        if isinstance(evaluator_factory, FolderFactory) and not local:
             evaluator_factory = self.shipped = ship(evaluator_factory, ray.put)
         self._factory = evaluator_factory
         self._actor_cls = ray.remote(_Worker).options(
