@@ -53,7 +53,8 @@ def start_cluster(nodes: int, cpus: int, store_mb: int = 200):
     # would start Ray's runtime-env agent in every worker: slower, noisier)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store}
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "object_store_memory": store, "include_dashboard": False},
     )
     for _ in range(nodes):
         cluster.add_node(num_cpus=cpus, object_store_memory=store)

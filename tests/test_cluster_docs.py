@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import click
 import pytest
 from typer.main import get_command
 
@@ -25,8 +24,7 @@ def parse_search(argv: list[str]) -> dict:
     """`evostitch search ARGV` parsed by the CLI itself (unknown options, bad values and
     wrong types raise), without running it."""
     assert argv[:2] == ["evostitch", "search"], argv
-    group = get_command(app)
-    command = group.get_command(click.Context(group), "search")
+    command = get_command(app).commands["search"]
     return command.make_context("search", argv[2:]).params
 
 
