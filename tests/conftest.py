@@ -61,8 +61,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def ray_nodes():
-    """A Ray cluster of 3 nodes on this machine (`ray.cluster_utils.Cluster`: a head
-    without CPUs and 3 raylets of 1 CPU, each with its own object store), joined by this
+    """A Ray cluster of 2 nodes on this machine (`ray.cluster_utils.Cluster`: a head
+    without CPUs and 2 raylets of 1 CPU, each with its own object store), joined by this
     process; the module's tests may remove nodes. Skipped without Ray."""
     try:
         import ray
@@ -70,7 +70,7 @@ def ray_nodes():
     except ImportError:
         pytest.skip("ray is not installed (pip install 'evostitch[ray]')")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(3):
+    for _ in range(2):
         cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20)
     path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
     ray.init(
